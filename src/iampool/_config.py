@@ -1,0 +1,309 @@
+"""``AwsIamConfig``: the Superset-compatible ``aws_iam`` block, parsed and validated in one pass."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from ._errors import ConfigError, ConfigProblem
+
+__all__ = ["AwsIamConfig", "Backend"]
+
+Backend = Literal["rds", "redshift", "redshift-serverless"]
+
+DEFAULT_SESSION_DURATION = 3600
+DEFAULT_PASSWORD_DURATION = 900
+
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}")
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}")
+_ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
+_CLUSTER_IDENTIFIER = re.compile(r"[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){0,62}(?<!-)")
+_WORKGROUP_NAME = re.compile(r"[a-z0-9-]{3,64}")
+_REDSHIFT_USER = re.compile(r"[A-Za-z][^:/]{0,63}")
+_DB_GROUP = re.compile(r"[A-Za-z_][\w$]{0,126}")
+
+
+@dataclass(frozen=True, slots=True)
+class AwsIamConfig:
+    """The ``aws_iam`` block of a Superset database's ``encrypted_extra``, validated.
+
+    Build it with :meth:`from_extra`; the constructor does not validate. Instances are frozen and
+    hashable, so they can key caches and be shared between pools.
+    """
+
+    enabled: bool
+    region: str
+    role_arn: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    session_duration: int = DEFAULT_SESSION_DURATION
+    db_username: str | None = None
+    cluster_identifier: str | None = None
+    workgroup_name: str | None = None
+    db_name: str | None = None
+    db_groups: tuple[str, ...] = ()
+    auto_create: bool = False
+    role_session_name: str | None = None
+    port: int | None = None
+    password_duration: int = DEFAULT_PASSWORD_DURATION
+
+    @property
+    def backend(self) -> Backend:
+        """Which AWS API mints the database password, derived from the selectors present."""
+        if self.workgroup_name is not None:
+            return "redshift-serverless"
+        if self.cluster_identifier is not None:
+            return "redshift"
+        return "rds"
+
+    @classmethod
+    def from_extra(cls, extra: str | bytes | Mapping[str, Any]) -> AwsIamConfig:
+        """Parse ``encrypted_extra`` JSON, a mapping holding an ``aws_iam`` block, or the block.
+
+        Raises:
+            ConfigError: listing every problem found (``err.errors``), never echoing secrets.
+        """
+        if isinstance(extra, (str, bytes, bytearray)):
+            try:
+                extra = json.loads(extra)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                where = (
+                    f" at line {exc.lineno} column {exc.colno}"
+                    if isinstance(exc, json.JSONDecodeError)
+                    else ""
+                )
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+                problem = ConfigProblem("encrypted_extra", f"invalid JSON{where}: {reason}")
+                raise ConfigError(problem) from None
+        if isinstance(extra, Mapping) and "aws_iam" in extra:
+            extra = extra["aws_iam"]
+        if not isinstance(extra, Mapping):
+            kind = _json_type(extra)
+            raise ConfigError(ConfigProblem("aws_iam", f"must be a JSON object, got {kind}"))
+        return _parse_block(extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The block as JSON-ready data: ``enabled``, ``region`` and every non-default field."""
+        defaults = AwsIamConfig(enabled=self.enabled, region=self.region)
+        data = {
+            name: value
+            for name, value in asdict(self).items()
+            if name in ("enabled", "region") or value != getattr(defaults, name)
+        }
+        if self.db_groups:
+            data["db_groups"] = list(self.db_groups)
+        return data
+
+
+def _json_type(value: object) -> str:
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+class _Checker:
+    """Collects every problem of one block instead of stopping at the first."""
+
+    def __init__(self, block: Mapping[str, Any]) -> None:
+        self.block = block
+        self.problems: list[ConfigProblem] = []
+
+    def fail(self, name: str, message: str) -> None:
+        self.problems.append(ConfigProblem(name, message))
+
+    def string(
+        self,
+        name: str,
+        *,
+        required: bool = False,
+        pattern: re.Pattern[str] | None = None,
+        rule: str = "",
+        show_value: bool = True,
+    ) -> str | None:
+        value = self.block.get(name)
+        if value is None:
+            if required:
+                self.fail(name, f"is required{f' ({rule})' if rule else ''}")
+            return None
+        if not isinstance(value, str):
+            self.fail(name, f"must be a string, got {_json_type(value)}")
+            return None
+        if not value or (pattern is not None and not pattern.fullmatch(value)):
+            shown = f" (got {value[:80]!r})" if show_value else ""
+            self.fail(name, f"must be {rule or 'a non-empty string'}{shown}")
+            return None
+        return value
+
+    def integer(self, name: str, *, default: int, low: int, high: int, rule: str) -> int:
+        value = self.block.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(name, f"must be an integer {rule}, got {_json_type(value)}")
+            return default
+        if not low <= value <= high:
+            self.fail(name, f"must be an integer {rule}, got {value}")
+            return default
+        return value
+
+    def boolean(self, name: str, *, required: bool = False, default: bool = False) -> bool:
+        value = self.block.get(name, None)
+        if value is None:
+            if required:
+                self.fail(name, "is required (true or false)")
+            return default
+        if not isinstance(value, bool):
+            self.fail(name, f"must be a JSON boolean (true or false), got {_json_type(value)}")
+            return default
+        return value
+
+    def string_list(self, name: str, *, pattern: re.Pattern[str], rule: str) -> tuple[str, ...]:
+        value = self.block.get(name)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.fail(name, f"must be an array of strings ({rule})")
+            return ()
+        bad = [item for item in value if not pattern.fullmatch(item)]
+        if bad:
+            self.fail(name, f"every entry must be {rule} (invalid: {', '.join(map(repr, bad))})")
+            return ()
+        return tuple(value)
+
+
+_FIELDS = frozenset(AwsIamConfig.__dataclass_fields__)
+
+
+def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
+    check = _Checker(block)
+    unknown = sorted(str(key) for key in block if key not in _FIELDS)
+    for key in unknown:
+        hint = _closest(key)
+        check.fail(
+            key,
+            f"unknown field{f'; did you mean {hint!r}?' if hint else ''} "
+            f"(allowed: {', '.join(sorted(_FIELDS))})",
+        )
+
+    enabled = check.boolean("enabled", required=True)
+    region = check.string(
+        "region", required=True, pattern=_REGION, rule="an AWS region name such as 'us-east-1'"
+    )
+    role_arn = check.string(
+        "role_arn",
+        pattern=_ROLE_ARN,
+        rule="an IAM role ARN: arn:<partition>:iam::<12-digit account>:role/<name>",
+    )
+    external_id = check.string(
+        "external_id",
+        pattern=_EXTERNAL_ID,
+        show_value=False,
+        rule="2 to 1224 characters of letters, digits and +=,.@:/-",
+    )
+    session_duration = check.integer(
+        "session_duration",
+        default=DEFAULT_SESSION_DURATION,
+        low=900,
+        high=43200,
+        rule="of seconds from 900 to 43200",
+    )
+    workgroup_name = check.string(
+        "workgroup_name",
+        pattern=_WORKGROUP_NAME,
+        rule="3 to 64 lowercase letters, digits or hyphens",
+    )
+    cluster_identifier = check.string(
+        "cluster_identifier",
+        pattern=_CLUSTER_IDENTIFIER,
+        rule="1 to 63 letters, digits or single hyphens, starting with a letter",
+    )
+    redshift = workgroup_name is not None or cluster_identifier is not None
+    if block.get("workgroup_name") is not None and block.get("cluster_identifier") is not None:
+        check.fail(
+            "cluster_identifier",
+            "cannot be combined with workgroup_name: set "
+            "workgroup_name for Redshift Serverless or cluster_identifier for a "
+            "provisioned cluster, not both",
+        )
+    provisioned = (
+        block.get("cluster_identifier") is not None and block.get("workgroup_name") is None
+    )
+    if provisioned:
+        db_username = check.string(
+            "db_username",
+            required=True,
+            pattern=_REDSHIFT_USER,
+            rule="a Redshift user: 1 to 64 characters, starting with a letter, no ':' or '/'",
+        )
+        if db_username is not None and db_username.upper() == "PUBLIC":
+            check.fail("db_username", "must not be PUBLIC (a reserved Redshift name)")
+    else:
+        db_username = check.string(
+            "db_username",
+            required=block.get("workgroup_name") is None,
+            rule="the database user granted rds_iam / IAM login",
+        )
+    db_name = check.string(
+        "db_name",
+        required=redshift or block.get("workgroup_name") is not None,
+        rule="the Redshift database name",
+    )
+    db_groups = check.string_list("db_groups", pattern=_DB_GROUP, rule="Redshift group names")
+    auto_create = check.boolean("auto_create")
+    role_session_name = check.string(
+        "role_session_name",
+        pattern=_ROLE_SESSION_NAME,
+        rule="2 to 64 characters of letters, digits and +=,.@-",
+    )
+    port = check.integer("port", default=0, low=1, high=65535, rule="from 1 to 65535")
+    password_duration = check.integer(
+        "password_duration",
+        default=DEFAULT_PASSWORD_DURATION,
+        low=900,
+        high=3600,
+        rule="of seconds from 900 to 3600",
+    )
+    if check.problems:
+        raise ConfigError(check.problems)
+    assert region is not None  # a missing region is a problem recorded above
+    return AwsIamConfig(
+        enabled=enabled,
+        region=region,
+        role_arn=role_arn,
+        external_id=external_id,
+        session_duration=session_duration,
+        db_username=db_username,
+        cluster_identifier=cluster_identifier,
+        workgroup_name=workgroup_name,
+        db_name=db_name,
+        db_groups=db_groups,
+        auto_create=auto_create,
+        role_session_name=role_session_name,
+        port=port or None,
+        password_duration=password_duration,
+    )
+
+
+def _closest(name: str) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(name, sorted(_FIELDS), n=1, cutoff=0.7)
+    return matches[0] if matches else None
+
+
+ConfigLike = AwsIamConfig | str | bytes | Mapping[str, Any]
+
+
+def coerce_config(value: ConfigLike) -> AwsIamConfig:
+    """Accept a config, a mapping or JSON wherever the public API takes ``aws_iam=``."""
+    return value if isinstance(value, AwsIamConfig) else AwsIamConfig.from_extra(value)
