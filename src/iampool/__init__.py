@@ -1,5 +1,6 @@
 """iampool: AWS IAM database authentication for asyncpg, aiomysql and Redshift pools."""
 
+from ._cache import CacheStats, CredentialCache, default_cache
 from ._config import AwsIamConfig, Backend
 from ._credentials import DbAuth, DbCredentials
 from ._errors import (
@@ -11,6 +12,7 @@ from ._errors import (
     IamPoolError,
     TlsNotOfferedError,
 )
+from .auth import auth_for
 
 __version__ = "0.1.0"
 
@@ -18,8 +20,10 @@ __all__ = [
     "AuthTokenRejected",
     "AwsIamConfig",
     "Backend",
+    "CacheStats",
     "ConfigError",
     "ConfigProblem",
+    "CredentialCache",
     "CredentialError",
     "DbAuth",
     "DbCredentials",
@@ -27,4 +31,6 @@ __all__ = [
     "IamPoolError",
     "TlsNotOfferedError",
     "__version__",
+    "auth_for",
+    "default_cache",
 ]

@@ -1,0 +1,290 @@
+"""The only module that talks to AWS: STS, the RDS token signer and the Redshift APIs.
+
+Everything here runs on the cache's service loop (see ``_service``). Foreign errors become
+``CredentialError`` at one boundary, :func:`aws_errors`, whose messages name the role, cluster or
+workgroup and the AWS error code, never a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore.auth import SigV4QueryAuth
+from botocore.awsrequest import create_request_object, prepare_request_dict
+from botocore.credentials import ReadOnlyCredentials
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from ._errors import CredentialError
+
+__all__ = [
+    "RDS_TOKEN_LIFETIME",
+    "AwsApi",
+    "AwsCredentials",
+    "RetryMode",
+    "aws_errors",
+    "default_session_name",
+    "sign_rds_token",
+]
+
+log = logging.getLogger("iampool")
+
+RDS_TOKEN_LIFETIME = 900  # seconds; fixed by RDS
+RetryMode = Literal["standard", "adaptive", "legacy"]
+
+
+@dataclass(frozen=True, slots=True)
+class AwsCredentials:
+    """An immutable snapshot: key, secret and token always belong together."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(repr=False)
+    expires_at: float | None  # epoch seconds; None when the source does not say
+    source: str  # "assume-role <arn>" or "default chain"
+
+    def read_only(self) -> ReadOnlyCredentials:
+        return ReadOnlyCredentials(self.access_key_id, self.secret_access_key, self.session_token)
+
+
+def default_session_name() -> str:
+    """``iampool-<host>-<pid>``, cut to STS's 64 characters of ``[\\w+=,.@-]``."""
+    host = re.sub(r"[^\w+=,.@-]", "-", socket.gethostname()) or "host"
+    suffix = f"-{os.getpid()}"
+    return f"iampool-{host}"[: 64 - len(suffix)] + suffix
+
+
+def sign_rds_token(
+    credentials: AwsCredentials, host: str, port: int, user: str, region: str
+) -> str:
+    """An RDS IAM auth token: a SigV4 presigned ``connect`` URL for host:port and user, no scheme.
+
+    Signed locally, exactly as botocore's ``generate_db_auth_token`` does (empty-payload hash,
+    ``X-Amz-Expires=900``, the session token in the query string).
+    """
+    request_dict: dict[str, Any] = {
+        "url_path": "/",
+        "query_string": "",
+        "headers": {},
+        "body": {"Action": "connect", "DBUser": user},
+        "method": "GET",
+        "context": {},
+    }
+    scheme = "https://"
+    prepare_request_dict(request_dict, f"{scheme}{host}:{port}")
+    request = create_request_object(request_dict)
+    SigV4QueryAuth(credentials.read_only(), "rds-db", region, expires=RDS_TOKEN_LIFETIME).add_auth(
+        request
+    )
+    request.prepare()
+    url: str = request.url
+    return url[len(scheme) :]
+
+
+@contextlib.contextmanager
+def aws_errors(
+    action: str, target: str, *, hint: Mapping[str, str] | None = None
+) -> Iterator[None]:
+    """Translate botocore errors raised inside the block into ``CredentialError``.
+
+    ``action`` starts the message (``Unable to assume IAM role``), ``target`` names what was
+    asked for (role ARN and region, cluster, workgroup); ``hint`` adds advice per error code.
+    """
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or "Unknown")
+        message = str(error.get("Message") or "")[:300]
+        text = f"{action} {target}: {code}"
+        if message:
+            text += f": {message.rstrip('.')}"
+        advice = _advice(code, message, hint or {})
+        if advice:
+            text += f". {advice}"
+        raise CredentialError(f"{text}.", code=code, target=target) from None
+    except NoCredentialsError:
+        raise CredentialError(
+            f"{action} {target}: no base AWS credentials were found (environment, shared "
+            "config/profile, web identity, container or instance metadata).",
+            code="NoCredentials",
+            target=target,
+        ) from None
+    except (ConnectTimeoutError, ReadTimeoutError, TimeoutError) as exc:
+        raise CredentialError(
+            f"{action} {target}: timed out talking to AWS ({type(exc).__name__}).",
+            code="Timeout",
+            target=target,
+        ) from None
+    except EndpointConnectionError as exc:
+        raise CredentialError(
+            f"{action} {target}: cannot reach the AWS endpoint ({exc}).",
+            code="EndpointConnectionError",
+            target=target,
+        ) from None
+    except BotoCoreError as exc:
+        raise CredentialError(
+            f"{action} {target}: {type(exc).__name__}: {exc}",
+            code=type(exc).__name__,
+            target=target,
+        ) from None
+
+
+def _advice(code: str, message: str, hint: Mapping[str, str]) -> str:
+    lowered = message.lower()
+    if "external id" in lowered or "externalid" in lowered:
+        return (
+            "External ID mismatch: the role's trust policy must allow sts:AssumeRole for this "
+            "identity with a condition sts:ExternalId equal to the configured external_id"
+        )
+    if "role chaining" in lowered:
+        return (
+            "The base credentials are themselves a role session and STS caps chained sessions "
+            "at one hour: set session_duration to 3600 or less"
+        )
+    if code in {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}:
+        return "AWS throttled the call after the configured retries; try again shortly"
+    return hint.get(code, "")
+
+
+_ASSUME_ROLE_HINTS = {
+    "AccessDenied": (
+        "Check the role ARN and that its trust policy allows sts:AssumeRole from the calling "
+        "identity (with sts:ExternalId when external_id is set)"
+    ),
+    "ExpiredToken": "The base AWS credentials have expired; refresh them",
+    "ExpiredTokenException": "The base AWS credentials have expired; refresh them",
+    "RegionDisabledException": "Activate STS in this region (IAM account settings) or use another",
+    "InvalidClientTokenId": "The base AWS credentials are not valid",
+}
+
+
+class AwsApi:
+    """aiobotocore clients built once and reused, plus the few calls iampool makes.
+
+    One session per instance; STS clients per region; clients that act with assumed
+    credentials per (service, region, access key), kept in a small LRU and closed on eviction.
+    Must be used from a single event loop (the service loop).
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 5.0,
+        max_attempts: int = 3,
+        retry_mode: RetryMode = "standard",
+        max_clients: int = 32,
+    ) -> None:
+        self._config = AioConfig(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"max_attempts": max_attempts, "mode": retry_mode},
+        )
+        self._session = AioSession()
+        self._clients: OrderedDict[tuple[str, str, str | None], tuple[Any, AsyncExitStack]] = (
+            OrderedDict()
+        )
+        self._max_clients = max_clients
+
+    async def client(
+        self, service: str, region: str, credentials: AwsCredentials | None = None
+    ) -> Any:
+        """A cached client for ``service`` in ``region``, acting as ``credentials`` when given."""
+        key = (service, region, credentials.access_key_id if credentials else None)
+        cached = self._clients.get(key)
+        if cached is not None:
+            self._clients.move_to_end(key)
+            return cached[0]
+        stack = AsyncExitStack()
+        kwargs: dict[str, Any] = {"region_name": region, "config": self._config}
+        if credentials is not None:
+            kwargs.update(
+                aws_access_key_id=credentials.access_key_id,
+                aws_secret_access_key=credentials.secret_access_key,
+                aws_session_token=credentials.session_token,
+            )
+        create: Any = self._session.create_client  # typed per service literal; ours is a str
+        client = await stack.enter_async_context(create(service, **kwargs))
+        self._clients[key] = (client, stack)
+        while len(self._clients) > self._max_clients:
+            _, (_, old) = self._clients.popitem(last=False)
+            await old.aclose()
+        return client
+
+    async def assume_role(
+        self,
+        *,
+        role_arn: str,
+        region: str,
+        session_name: str,
+        duration: int,
+        external_id: str | None,
+    ) -> AwsCredentials:
+        """Call STS AssumeRole; the credentials come back as one immutable snapshot."""
+        params: dict[str, Any] = {
+            "RoleArn": role_arn,
+            "RoleSessionName": session_name,
+            "DurationSeconds": duration,
+        }
+        if external_id is not None:
+            params["ExternalId"] = external_id
+        with aws_errors(
+            "Unable to assume IAM role", f"{role_arn} in {region}", hint=_ASSUME_ROLE_HINTS
+        ):
+            sts = await self.client("sts", region)
+            response = await sts.assume_role(**params)
+        creds = response["Credentials"]
+        expiration: datetime = creds["Expiration"]
+        return AwsCredentials(
+            access_key_id=creds["AccessKeyId"],
+            secret_access_key=creds["SecretAccessKey"],
+            session_token=creds["SessionToken"],
+            expires_at=expiration.timestamp(),
+            source=f"assume-role {role_arn}",
+        )
+
+    async def default_credentials(self, region: str) -> AwsCredentials:
+        """A snapshot of the default credential chain (env, profile, web identity, IMDS, ...).
+
+        botocore refreshes a refreshable chain itself and hands out a snapshot with at least its
+        mandatory window (10 minutes) left, so the cache may keep one for a few minutes.
+        """
+        with aws_errors("Unable to load AWS credentials", f"from the default chain for {region}"):
+            credentials = await self._session.get_credentials()
+            if credentials is None:
+                raise NoCredentialsError()
+            frozen = await credentials.get_frozen_credentials()
+            if not frozen.access_key or not frozen.secret_key:
+                raise NoCredentialsError()
+        return AwsCredentials(
+            access_key_id=frozen.access_key,
+            secret_access_key=frozen.secret_key,
+            session_token=frozen.token,
+            expires_at=None,
+            source="default chain",
+        )
+
+    async def aclose(self) -> None:
+        """Close every client."""
+        while self._clients:
+            _, (_, stack) = self._clients.popitem()
+            await stack.aclose()

@@ -1,0 +1,47 @@
+"""Backends behind ``DbAuth``: one module each, chosen from ``AwsIamConfig.backend``."""
+
+from __future__ import annotations
+
+from .._cache import CredentialCache, default_cache
+from .._config import AwsIamConfig, ConfigLike, coerce_config
+from .._credentials import DbAuth
+from .._errors import ConfigError, ConfigProblem
+from .rds import RdsIamAuth
+
+__all__ = ["RdsIamAuth", "auth_for"]
+
+
+def auth_for(
+    config: AwsIamConfig | ConfigLike,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    cache: CredentialCache | None = None,
+) -> DbAuth:
+    """The ``DbAuth`` for a configuration: RDS tokens, or Redshift temporary passwords.
+
+    ``host`` and ``port`` are the database endpoint (required for RDS, whose tokens are signed
+    for one endpoint; ``port`` falls back to the block's ``port``). ``cache=None`` uses
+    :func:`iampool.default_cache`.
+    """
+    config = coerce_config(config)
+    cache = cache if cache is not None else default_cache()
+    port = port if port is not None else config.port
+    if config.backend == "rds":
+        problems = []
+        if not host:
+            problems.append(
+                ConfigProblem("host", "is required for RDS: tokens are signed per endpoint")
+            )
+        if port is None:
+            problems.append(
+                ConfigProblem("port", "is required for RDS (5432 PostgreSQL, 3306 MySQL)")
+            )
+        if problems:
+            raise ConfigError(problems, context="auth_for")
+        assert host is not None
+        assert port is not None
+        return RdsIamAuth(config, host=host, port=port, cache=cache)
+    raise ConfigError(
+        ConfigProblem("backend", f"{config.backend} is not supported yet"), context="auth_for"
+    )
