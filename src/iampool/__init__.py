@@ -13,6 +13,7 @@ from ._errors import (
     TlsNotOfferedError,
 )
 from .auth import auth_for
+from .pools import connect, create_pool
 
 __version__ = "0.1.0"
 
@@ -32,5 +33,7 @@ __all__ = [
     "TlsNotOfferedError",
     "__version__",
     "auth_for",
+    "connect",
+    "create_pool",
     "default_cache",
 ]

@@ -1,0 +1,105 @@
+"""``create_pool`` and ``connect``: the DSN's scheme picks the driver-native pool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._cache import CredentialCache, default_cache
+from .._config import ConfigLike, coerce_config
+from .._errors import ConfigError, ConfigProblem
+from ..auth import auth_for
+from ._dsn import Target, parse_target
+
+__all__ = ["connect", "create_pool"]
+
+
+def _prepare(dsn: str, aws_iam: ConfigLike, cache: CredentialCache | None) -> tuple[Target, Any]:
+    config = coerce_config(aws_iam)
+    if not config.enabled:
+        raise ConfigError(
+            ConfigProblem("enabled", "is false: this aws_iam block does not ask for IAM auth")
+        )
+    target = parse_target(dsn, config)
+    if target.engine == "redshift" and config.backend == "rds":
+        raise ConfigError(
+            ConfigProblem("aws_iam", "a redshift:// DSN needs cluster_identifier or workgroup_name")
+        )
+    if target.engine != "redshift" and config.backend != "rds":
+        raise ConfigError(
+            ConfigProblem("dsn", f"aws_iam describes {config.backend}; use a redshift:// DSN")
+        )
+    auth = auth_for(
+        config,
+        host=target.host,
+        port=target.port,
+        cache=cache if cache is not None else default_cache(),
+    )
+    return target, auth
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    aws_iam: ConfigLike,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    cache: CredentialCache | None = None,
+    connect_rate: float | None = None,
+    **driver_kwargs: Any,
+) -> Any:
+    """A driver-native pool whose every new connection authenticates with AWS IAM.
+
+    ``postgresql://`` gives the real ``asyncpg.Pool`` (defaults min 10 / max 10, as asyncpg);
+    ``mysql://`` a :class:`~iampool.pools.mysql.MySQLPool` with aiomysql's interface (1 / 10).
+    ``aws_iam`` is an ``AwsIamConfig``, the block as a dict, or ``encrypted_extra`` JSON;
+    ``connect_rate`` caps new connections per second to the endpoint (RDS advises staying
+    under ~200/s); other keyword arguments go to the driver.
+
+    Raises:
+        ConfigError: invalid configuration or DSN (every problem listed).
+    """
+    target, auth = _prepare(dsn, aws_iam, cache)
+    if target.engine == "postgresql":
+        from . import postgres
+
+        return await postgres.create_pool(
+            target,
+            auth,
+            min_size=10 if min_size is None else min_size,
+            max_size=10 if max_size is None else max_size,
+            connect_rate=connect_rate,
+            **driver_kwargs,
+        )
+    if target.engine == "mysql":
+        from . import mysql
+
+        return await mysql.create_pool(
+            target,
+            auth,
+            min_size=1 if min_size is None else min_size,
+            max_size=10 if max_size is None else max_size,
+            connect_rate=connect_rate,
+            **driver_kwargs,
+        )
+    raise ConfigError(ConfigProblem("dsn", "redshift:// pools are not available yet"))
+
+
+async def connect(
+    dsn: str,
+    *,
+    aws_iam: ConfigLike,
+    cache: CredentialCache | None = None,
+    connect_rate: float | None = None,
+    **driver_kwargs: Any,
+) -> Any:
+    """One driver-native connection (asyncpg or aiomysql) authenticated with AWS IAM."""
+    target, auth = _prepare(dsn, aws_iam, cache)
+    if target.engine == "postgresql":
+        from . import postgres
+
+        return await postgres.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
+    if target.engine == "mysql":
+        from . import mysql
+
+        return await mysql.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
+    raise ConfigError(ConfigProblem("dsn", "redshift:// connections are not available yet"))

@@ -1,0 +1,114 @@
+"""What every IAM connect shares: the per-endpoint rate cap and the one retry on rejection."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+
+from .._credentials import DbAuth
+from .._errors import AuthTokenRejected
+
+__all__ = ["ConnectRate", "connect_rate_for", "connect_with_retry"]
+
+log = logging.getLogger("iampool")
+T = TypeVar("T")
+
+
+class ConnectRate:
+    """A token bucket for new connections to one endpoint (GCRA: one timestamp, no task).
+
+    RDS advises staying under roughly 200 new IAM-authenticated connections per second per
+    instance; ``rate`` is connections per second and ``burst`` how many may start at once.
+    Thread-safe, loop-agnostic: a caller reserves its slot under a lock, then sleeps outside it.
+    """
+
+    def __init__(
+        self, rate: float, burst: int | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"connect_rate must be positive, got {rate}")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1, int(rate))
+        self._interval = 1.0 / rate
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._arrival = 0.0  # theoretical arrival time of the next connection
+
+    def reserve(self) -> float:
+        """Claim the next slot; returns how many seconds to wait for it."""
+        with self._lock:
+            now = self._clock()
+            arrival = max(self._arrival, now)
+            self._arrival = arrival + self._interval
+            return max(0.0, arrival - (self.burst - 1) * self._interval - now)
+
+    async def wait(self) -> None:
+        """Wait for this connection's turn."""
+        delay = self.reserve()
+        if delay > 0:
+            await anyio.sleep(delay)
+
+
+_rates: dict[tuple[str, int, float], ConnectRate] = {}
+_rates_lock = threading.Lock()
+
+
+def connect_rate_for(host: str, port: int, rate: float | None) -> ConnectRate | None:
+    """The process-wide bucket for an endpoint, so every pool to it shares one cap."""
+    if rate is None:
+        return None
+    key = (host, port, rate)
+    with _rates_lock:
+        bucket = _rates.get(key)
+        if bucket is None:
+            bucket = _rates[key] = ConnectRate(rate)
+        return bucket
+
+
+async def connect_with_retry(
+    auth: DbAuth,
+    attempt: Callable[[], Awaitable[T]],
+    rejection: Callable[[BaseException], str | None],
+    *,
+    user: str,
+    endpoint: str,
+    rate: ConnectRate | None = None,
+) -> T:
+    """Connect; if the server refuses the IAM credentials, retry ONCE with freshly minted ones.
+
+    ``attempt`` connects using ``auth.credentials()``; ``rejection`` returns the server's message
+    when an error is an authentication refusal, else None. A second refusal raises
+    ``AuthTokenRejected`` carrying the server's message (never the credential).
+    """
+    for tries in (1, 2):
+        if rate is not None:
+            await rate.wait()
+        try:
+            return await attempt()
+        except Exception as exc:
+            message = rejection(exc)
+            if message is None:
+                raise
+            auth.invalidate()
+            if tries == 2:
+                raise AuthTokenRejected(
+                    f"{endpoint} refused IAM credentials for user {user!r} twice (the second time "
+                    f"freshly minted): {message}. Check that the user is granted IAM login "
+                    "(PostgreSQL: GRANT rds_iam; MySQL: IDENTIFIED WITH AWSAuthenticationPlugin), "
+                    "that the IAM policy allows rds-db:connect for it, and the clock is in sync.",
+                    server_message=message,
+                    user=user,
+                    endpoint=endpoint,
+                ) from exc
+            log.warning(
+                "%s refused IAM credentials for user %r (%s); retrying once with fresh ones",
+                endpoint,
+                user,
+                message,
+            )
+    raise AssertionError("unreachable")  # pragma: no cover

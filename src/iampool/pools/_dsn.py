@@ -1,0 +1,149 @@
+"""DSN parsing and TLS settings shared by every pool: one place decides user, endpoint and TLS."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from .._config import AwsIamConfig
+from .._errors import ConfigError, ConfigProblem
+
+__all__ = ["DEFAULT_PORTS", "Engine", "Target", "parse_target", "tls_context"]
+
+Engine = Literal["postgresql", "mysql", "redshift"]
+
+_SCHEMES: dict[str, Engine] = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "postgresql+asyncpg": "postgresql",
+    "mysql": "mysql",
+    "mysql+aiomysql": "mysql",
+    "redshift": "redshift",
+    "redshift+redshift_connector": "redshift",
+}
+DEFAULT_PORTS: dict[Engine, int] = {"postgresql": 5432, "mysql": 3306, "redshift": 5439}
+_INSECURE_SSLMODES = {"disable", "allow", "prefer"}
+_SSLMODES = {"require", "verify-ca", "verify-full"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and as whom to connect, with how to protect the connection."""
+
+    engine: Engine
+    host: str | None
+    port: int
+    user: str | None
+    database: str | None
+    sslmode: str  # require | verify-ca | verify-full
+    sslrootcert: str | None
+    options: dict[str, str] = field(default_factory=dict)  # other DSN query parameters
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def driver_dsn(self) -> str:
+        """The DSN handed to the driver: no password, no TLS options (passed explicitly)."""
+        scheme = "postgresql" if self.engine != "mysql" else "mysql"
+        query = f"?{urlencode(self.options)}" if self.options else ""
+        return f"{scheme}://{self.host}:{self.port}/{self.database or ''}{query}"
+
+
+def parse_target(dsn: str, config: AwsIamConfig) -> Target:
+    """Read a DSN against the IAM configuration; every problem reported at once.
+
+    Raises:
+        ConfigError: unknown scheme, a password in the DSN, a user other than ``db_username``,
+            several hosts, or a TLS mode that could fall back to plain text.
+    """
+    problems: list[ConfigProblem] = []
+    parts = urlsplit(dsn)
+    engine = _SCHEMES.get(parts.scheme.lower())
+    if engine is None:
+        allowed = ", ".join(f"{scheme}://" for scheme in _SCHEMES)
+        raise ConfigError(
+            ConfigProblem("dsn", f"unsupported scheme; use one of {allowed}"), context="DSN"
+        )
+    if "," in parts.netloc:
+        problems.append(
+            ConfigProblem("dsn", "several hosts are not supported: tokens are signed per host; "
+                                 "use the cluster endpoint (or RDS Proxy)")
+        )  # fmt: skip
+    try:
+        port = parts.port
+    except ValueError:
+        problems.append(ConfigProblem("dsn", "the port is not a number from 1 to 65535"))
+        port = None
+    user = unquote(parts.username) if parts.username else None
+    expected = _login_user(engine, config)
+    if user is not None and expected is not None and user != expected:
+        problems.append(
+            ConfigProblem("dsn", f"names user {user!r} but aws_iam.db_username is {expected!r}; "
+                                 "drop the user from the DSN or make them match")
+        )  # fmt: skip
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    sslmode = options.pop("sslmode", "require").lower()
+    sslrootcert = options.pop("sslrootcert", None)
+    if parts.password or options.pop("password", None) is not None:
+        problems.append(
+            ConfigProblem("dsn", "must not contain a password: IAM authentication supplies it")
+        )
+    if sslmode in _INSECURE_SSLMODES:
+        problems.append(
+            ConfigProblem("sslmode", f"{sslmode!r} could send IAM credentials in plain text; "
+                                     "use require, verify-ca or verify-full")
+        )  # fmt: skip
+    elif sslmode not in _SSLMODES:
+        problems.append(ConfigProblem("sslmode", "must be require, verify-ca or verify-full"))
+    host = unquote(parts.hostname) if parts.hostname else None
+    if host is None and engine != "redshift":
+        problems.append(ConfigProblem("dsn", "needs a host (the database endpoint)"))
+    if problems:
+        raise ConfigError(problems, context="DSN")
+    database = unquote(parts.path.lstrip("/")) or None
+    if engine == "redshift" and database is None:
+        database = config.db_name
+    return Target(
+        engine=engine,
+        host=host,
+        port=port or config.port or DEFAULT_PORTS[engine],
+        user=user or expected,
+        database=database,
+        sslmode=sslmode,
+        sslrootcert=sslrootcert,
+        options=options,
+    )
+
+
+def _login_user(engine: Engine, config: AwsIamConfig) -> str | None:
+    # Redshift logs in as the user its API returns (IAM:<name>); only RDS fixes it up front.
+    return config.db_username if engine != "redshift" else None
+
+
+def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:
+    """The TLS context for an IAM connection: always encrypted, verified when a CA is known.
+
+    ``ssl_option`` is the driver's own ``ssl=`` argument: an ``SSLContext`` is used as is;
+    ``False``/``"disable"`` are refused because IAM credentials must not travel in plain text.
+    """
+    if isinstance(ssl_option, ssl.SSLContext):
+        return ssl_option
+    if ssl_option not in (None, True, "require", "verify-ca", "verify-full"):
+        raise ConfigError(
+            ConfigProblem("ssl", f"{ssl_option!r} is not allowed: IAM connections always use TLS; "
+                                 "pass an ssl.SSLContext or leave it unset")
+        )  # fmt: skip
+    mode = ssl_option if isinstance(ssl_option, str) else target.sslmode
+    if target.sslrootcert is not None and mode == "require":
+        mode = "verify-full"  # a CA was given: use it (libpq does the same)
+    if mode == "require":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    context = ssl.create_default_context(cafile=target.sslrootcert)
+    context.check_hostname = mode == "verify-full"
+    return context

@@ -1,0 +1,93 @@
+"""Aurora PostgreSQL through asyncpg: the real ``asyncpg.Pool`` with an awaitable password.
+
+asyncpg awaits a callable ``password`` on every physical connect, so IAM plugs in without a
+subclass; the pool's ``connect=`` hook adds the connection-rate cap and the one retry when the
+server refuses a token.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._credentials import DbAuth
+from ._connect import connect_rate_for, connect_with_retry
+from ._dsn import Target, tls_context
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["connect", "create_pool"]
+
+_AUTH_SQLSTATES = frozenset({"28000", "28P01"})
+
+
+def _rejection(exc: BaseException) -> str | None:
+    """The server's message when asyncpg reports an authentication refusal."""
+    if getattr(exc, "sqlstate", None) in _AUTH_SQLSTATES:
+        return str(exc)
+    return None
+
+
+def _settings(target: Target, auth: DbAuth, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
+    async def password() -> str:
+        return (await auth.credentials()).password
+
+    return {
+        **driver_kwargs,
+        "user": target.user,
+        "password": password,
+        "ssl": tls_context(target, driver_kwargs.get("ssl")),
+    }
+
+
+async def create_pool(
+    target: Target,
+    auth: DbAuth,
+    *,
+    min_size: int,
+    max_size: int,
+    connect_rate: float | None,
+    **driver_kwargs: Any,
+) -> asyncpg.Pool:
+    """An ``asyncpg.Pool`` whose every new connection authenticates with IAM credentials."""
+    import asyncpg
+
+    user_connect = driver_kwargs.pop("connect", None) or asyncpg.connect
+    rate = connect_rate_for(target.host or "", target.port, connect_rate)
+
+    async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+        return await connect_with_retry(
+            auth,
+            lambda: user_connect(*args, **kwargs),
+            _rejection,
+            user=target.user or "",
+            endpoint=target.endpoint,
+            rate=rate,
+        )
+
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        target.driver_dsn(),
+        min_size=min_size,
+        max_size=max_size,
+        connect=connect,
+        **_settings(target, auth, driver_kwargs),
+    )
+    return pool
+
+
+async def connect(
+    target: Target, auth: DbAuth, *, connect_rate: float | None = None, **driver_kwargs: Any
+) -> asyncpg.Connection:
+    """One ``asyncpg.Connection`` authenticated with IAM credentials."""
+    import asyncpg
+
+    settings = _settings(target, auth, driver_kwargs)
+    connection: asyncpg.Connection = await connect_with_retry(
+        auth,
+        lambda: asyncpg.connect(target.driver_dsn(), **settings),
+        _rejection,
+        user=target.user or "",
+        endpoint=target.endpoint,
+        rate=connect_rate_for(target.host or "", target.port, connect_rate),
+    )
+    return connection
