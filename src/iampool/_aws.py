@@ -39,9 +39,14 @@ __all__ = [
     "RDS_TOKEN_LIFETIME",
     "AwsApi",
     "AwsCredentials",
+    "RedshiftLogin",
     "RetryMode",
     "aws_errors",
     "default_session_name",
+    "describe_cluster_endpoint",
+    "get_cluster_credentials",
+    "get_serverless_credentials",
+    "get_workgroup_endpoint",
     "sign_rds_token",
 ]
 
@@ -288,3 +293,113 @@ class AwsApi:
         while self._clients:
             _, (_, stack) = self._clients.popitem()
             await stack.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class RedshiftLogin:
+    """A Redshift temporary login as the API returned it."""
+
+    user: str
+    password: str = field(repr=False)
+    expires_at: float  # epoch seconds
+
+
+async def get_cluster_credentials(
+    api: AwsApi,
+    credentials: AwsCredentials,
+    *,
+    region: str,
+    cluster_identifier: str,
+    db_user: str,
+    db_name: str | None,
+    duration: int,
+    auto_create: bool,
+    db_groups: tuple[str, ...],
+) -> RedshiftLogin:
+    """Redshift provisioned ``GetClusterCredentials`` (DurationSeconds always sent)."""
+    params: dict[str, Any] = {
+        "ClusterIdentifier": cluster_identifier,
+        "DbUser": db_user,
+        "DurationSeconds": duration,
+        "AutoCreate": auto_create,
+    }
+    if db_name is not None:
+        params["DbName"] = db_name
+    if db_groups:
+        params["DbGroups"] = list(db_groups)
+    target = f"for cluster {cluster_identifier} in {region}"
+    with aws_errors("Failed to get Redshift cluster credentials", target, hint=_REDSHIFT_HINTS):
+        client = await api.client("redshift", region, credentials)
+        response = await client.get_cluster_credentials(**params)
+    expiration: datetime = response["Expiration"]
+    return RedshiftLogin(response["DbUser"], response["DbPassword"], expiration.timestamp())
+
+
+async def describe_cluster_endpoint(
+    api: AwsApi, credentials: AwsCredentials, *, region: str, cluster_identifier: str
+) -> tuple[str, int]:
+    """The cluster's endpoint from ``DescribeClusters`` (never guessed from a host name)."""
+    target = f"for cluster {cluster_identifier} in {region}"
+    with aws_errors("Failed to describe Redshift cluster", target, hint=_REDSHIFT_HINTS):
+        client = await api.client("redshift", region, credentials)
+        response = await client.describe_clusters(ClusterIdentifier=cluster_identifier)
+    clusters = response.get("Clusters") or []
+    endpoint = clusters[0].get("Endpoint") if clusters else None
+    if not endpoint or not endpoint.get("Address"):
+        raise CredentialError(
+            f"Failed to describe Redshift cluster {target}: it has no endpoint yet (is it "
+            "available?).",
+            code="NoEndpoint",
+            target=target,
+        )
+    return str(endpoint["Address"]), int(endpoint.get("Port") or 5439)
+
+
+async def get_serverless_credentials(
+    api: AwsApi,
+    credentials: AwsCredentials,
+    *,
+    region: str,
+    workgroup_name: str,
+    db_name: str | None,
+    duration: int,
+) -> RedshiftLogin:
+    """Redshift Serverless ``GetCredentials`` for a workgroup."""
+    params: dict[str, Any] = {"workgroupName": workgroup_name, "durationSeconds": duration}
+    if db_name is not None:
+        params["dbName"] = db_name
+    target = f"for workgroup {workgroup_name} in {region}"
+    with aws_errors("Failed to get Redshift Serverless credentials", target, hint=_REDSHIFT_HINTS):
+        client = await api.client("redshift-serverless", region, credentials)
+        response = await client.get_credentials(**params)
+    expiration: datetime = response["expiration"]
+    return RedshiftLogin(response["dbUser"], response["dbPassword"], expiration.timestamp())
+
+
+async def get_workgroup_endpoint(
+    api: AwsApi, credentials: AwsCredentials, *, region: str, workgroup_name: str
+) -> tuple[str, int]:
+    """The workgroup's endpoint from ``GetWorkgroup``."""
+    target = f"for workgroup {workgroup_name} in {region}"
+    with aws_errors("Failed to get Redshift Serverless workgroup", target, hint=_REDSHIFT_HINTS):
+        client = await api.client("redshift-serverless", region, credentials)
+        response = await client.get_workgroup(workgroupName=workgroup_name)
+    endpoint = response.get("workgroup", {}).get("endpoint") or {}
+    if not endpoint.get("address"):
+        raise CredentialError(
+            f"Failed to get Redshift Serverless workgroup {target}: it has no endpoint yet.",
+            code="NoEndpoint",
+            target=target,
+        )
+    return str(endpoint["address"]), int(endpoint.get("port") or 5439)
+
+
+_REDSHIFT_HINTS = {
+    "AccessDenied": "Check that the IAM policy allows redshift:GetClusterCredentials (or "
+    "redshift-serverless:GetCredentials) on this cluster/workgroup, database and user",
+    "AccessDeniedException": "Check that the IAM policy allows redshift-serverless:GetCredentials "
+    "on this workgroup",
+    "ClusterNotFound": "Check cluster_identifier and region",
+    "ClusterNotFoundFault": "Check cluster_identifier and region",
+    "ResourceNotFoundException": "Check workgroup_name and region",
+}

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime, timezone
@@ -157,6 +158,8 @@ class CredentialCache:
         self._source = source
         self._service = ServiceLoop("iampool-credentials")
         self._service.on_shutdown(self._close_source)
+        # A cache dropped without close() still shuts its loop and AWS clients down at exit.
+        weakref.finalize(self, self._service.close)
         self._lock = threading.Lock()
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._counts = dict.fromkeys(

@@ -7,8 +7,10 @@ from .._config import AwsIamConfig, ConfigLike, coerce_config
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
 from .rds import RdsIamAuth
+from .redshift import PROVISIONED, RedshiftAuth
+from .serverless import SERVERLESS
 
-__all__ = ["RdsIamAuth", "auth_for"]
+__all__ = ["RdsIamAuth", "RedshiftAuth", "auth_for"]
 
 
 def auth_for(
@@ -20,9 +22,10 @@ def auth_for(
 ) -> DbAuth:
     """The ``DbAuth`` for a configuration: RDS tokens, or Redshift temporary passwords.
 
-    ``host`` and ``port`` are the database endpoint (required for RDS, whose tokens are signed
-    for one endpoint; ``port`` falls back to the block's ``port``). ``cache=None`` uses
-    :func:`iampool.default_cache`.
+    ``host`` and ``port`` are the database endpoint: required for RDS, whose tokens are signed
+    for one endpoint; optional for Redshift, whose endpoint is then looked up with
+    DescribeClusters / GetWorkgroup. ``port`` falls back to the block's ``port``.
+    ``cache=None`` uses :func:`iampool.default_cache`.
     """
     config = coerce_config(config)
     cache = cache if cache is not None else default_cache()
@@ -42,6 +45,5 @@ def auth_for(
         assert host is not None
         assert port is not None
         return RdsIamAuth(config, host=host, port=port, cache=cache)
-    raise ConfigError(
-        ConfigProblem("backend", f"{config.backend} is not supported yet"), context="auth_for"
-    )
+    api = PROVISIONED if config.backend == "redshift" else SERVERLESS
+    return RedshiftAuth(config, api, cache=cache, host=host, port=port)
