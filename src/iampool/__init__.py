@@ -14,6 +14,8 @@ from ._errors import (
 )
 from .auth import auth_for
 from .pools import connect, create_pool
+from .pools.mysql import MySQLPool
+from .pools.redshift import RedshiftConnection, RedshiftPool
 
 __version__ = "0.1.0"
 
@@ -30,6 +32,9 @@ __all__ = [
     "DbCredentials",
     "IamAuthDisabledError",
     "IamPoolError",
+    "MySQLPool",
+    "RedshiftConnection",
+    "RedshiftPool",
     "TlsNotOfferedError",
     "__version__",
     "auth_for",

@@ -50,7 +50,9 @@ async def create_pool(
     """A driver-native pool whose every new connection authenticates with AWS IAM.
 
     ``postgresql://`` gives the real ``asyncpg.Pool`` (defaults min 10 / max 10, as asyncpg);
-    ``mysql://`` a :class:`~iampool.pools.mysql.MySQLPool` with aiomysql's interface (1 / 10).
+    ``mysql://`` a :class:`~iampool.pools.mysql.MySQLPool` with aiomysql's interface (1 / 10);
+    ``redshift://`` a :class:`~iampool.pools.redshift.RedshiftPool` (1 / 10), whose host may be
+    left out to discover the endpoint.
     ``aws_iam`` is an ``AwsIamConfig``, the block as a dict, or ``encrypted_extra`` JSON;
     ``connect_rate`` caps new connections per second to the endpoint (RDS advises staying
     under ~200/s); other keyword arguments go to the driver.
@@ -81,7 +83,16 @@ async def create_pool(
             connect_rate=connect_rate,
             **driver_kwargs,
         )
-    raise ConfigError(ConfigProblem("dsn", "redshift:// pools are not available yet"))
+    from . import redshift
+
+    return await redshift.create_pool(
+        target,
+        auth,
+        min_size=1 if min_size is None else min_size,
+        max_size=10 if max_size is None else max_size,
+        connect_rate=connect_rate,
+        **driver_kwargs,
+    )
 
 
 async def connect(
@@ -92,7 +103,7 @@ async def connect(
     connect_rate: float | None = None,
     **driver_kwargs: Any,
 ) -> Any:
-    """One driver-native connection (asyncpg or aiomysql) authenticated with AWS IAM."""
+    """One connection (asyncpg, aiomysql or a RedshiftConnection) authenticated with AWS IAM."""
     target, auth = _prepare(dsn, aws_iam, cache)
     if target.engine == "postgresql":
         from . import postgres
@@ -102,4 +113,6 @@ async def connect(
         from . import mysql
 
         return await mysql.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
-    raise ConfigError(ConfigProblem("dsn", "redshift:// connections are not available yet"))
+    from . import redshift
+
+    return await redshift.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)

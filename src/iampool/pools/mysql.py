@@ -10,20 +10,20 @@ before any credential leaves the process.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import Any
-
-from aiomysql.connection import Connection
-from pymysql.constants import CLIENT
-from pymysql.err import OperationalError
+from typing import TYPE_CHECKING, Any
 
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem, TlsNotOfferedError
 from ._connect import ConnectRate, connect_rate_for, connect_with_retry
 from ._dsn import Target, tls_context
+from ._slots import ConnectionSlots
+
+if TYPE_CHECKING:
+    from aiomysql.connection import Connection
 
 __all__ = ["MySQLPool", "connect", "create_pool"]
 
@@ -33,19 +33,31 @@ _ACCESS_DENIED = 1045
 _OWNED_KWARGS = ("host", "port", "user", "password", "db", "auth_plugin", "unix_socket")
 
 
-class _IamConnection(Connection):  # type: ignore[misc]
-    """aiomysql's connection, refusing to authenticate unless the server offered TLS."""
+@functools.cache
+def _connection_class() -> type[Connection]:
+    """aiomysql's connection, refusing to authenticate unless the server offered TLS.
 
-    async def _request_authentication(self) -> None:
-        if not self.server_capabilities & CLIENT.SSL:
-            raise TlsNotOfferedError(
-                f"MySQL server {self._host}:{self._port} did not offer TLS; iampool refused to "
-                "send it an IAM token (RDS always offers TLS: check the endpoint and any proxy)"
-            )
-        await super()._request_authentication()
+    Built on first use so that ``import iampool`` works without the ``mysql`` extra.
+    """
+    from aiomysql.connection import Connection
+    from pymysql.constants import CLIENT
+
+    class IamConnection(Connection):  # type: ignore[misc]
+        async def _request_authentication(self) -> None:
+            if not self.server_capabilities & CLIENT.SSL:
+                raise TlsNotOfferedError(
+                    f"MySQL server {self._host}:{self._port} did not offer TLS; iampool refused "
+                    "to send it an IAM token (RDS always offers TLS: check the endpoint and any "
+                    "proxy)"
+                )
+            await super()._request_authentication()
+
+    return IamConnection
 
 
 def _rejection(exc: BaseException) -> str | None:
+    from pymysql.err import OperationalError
+
     if isinstance(exc, OperationalError) and exc.args and exc.args[0] == _ACCESS_DENIED:
         return str(exc.args[1]) if len(exc.args) > 1 else "access denied"
     return None
@@ -71,10 +83,10 @@ def _settings(target: Target, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
 
 async def _open(auth: DbAuth, settings: dict[str, Any]) -> Connection:
     credentials = await auth.credentials()
-    connection = _IamConnection(password=credentials.password, **settings)
+    connection = _connection_class()(password=credentials.password, **settings)
     try:
         await connection._connect()
-    except OperationalError as exc:
+    except Exception as exc:  # aiomysql wraps connect failures in OperationalError
         if isinstance(exc.__cause__, TlsNotOfferedError):
             raise exc.__cause__ from None
         raise
@@ -131,6 +143,10 @@ async def create_pool(
     return pool
 
 
+def _close(connection: Connection) -> None:
+    connection.close()
+
+
 class MySQLPool:
     """A pool of aiomysql connections with aiomysql's interface, each opened with IAM credentials.
 
@@ -149,150 +165,86 @@ class MySQLPool:
     ) -> None:
         if minsize < 0 or maxsize < 1 or minsize > maxsize:
             raise ValueError(f"need 0 <= min_size <= max_size >= 1, got {minsize}, {maxsize}")
-        self._open_connection = open_connection
         self._minsize = minsize
         self._maxsize = maxsize
         self._recycle = pool_recycle
-        self._free: deque[Connection] = deque()
-        self._used: set[Connection] = set()
-        self._opening = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._closing = False
+        self._slots: ConnectionSlots[Connection] = ConnectionSlots(
+            open_connection, _close, max_size=maxsize
+        )
         self._closed = False
-        self._all_released: asyncio.Event | None = None
 
-    minsize = property(lambda self: self._minsize, doc="Connections kept open when idle.")
-    maxsize = property(lambda self: self._maxsize, doc="Most connections ever open at once.")
+    @property
+    def minsize(self) -> int:
+        """Connections kept open when idle."""
+        return self._minsize
+
+    @property
+    def maxsize(self) -> int:
+        """Most connections ever open at once."""
+        return self._maxsize
 
     @property
     def size(self) -> int:
         """Connections open or opening."""
-        return len(self._free) + len(self._used) + self._opening
+        return self._slots.size
 
     @property
     def freesize(self) -> int:
         """Idle connections ready to be acquired."""
-        return len(self._free)
+        return self._slots.idle
 
     @property
     def closed(self) -> bool:
-        """True once ``wait_closed()`` finished."""
+        """True once the pool is closed and every connection came back."""
         return self._closed
 
     async def fill(self) -> None:
         """Open connections until ``minsize`` exist."""
-        while self.size < self._minsize:
-            self._opening += 1
-            try:
-                connection = await self._open_connection()
-            finally:
-                self._opening -= 1
-            self._free.append(connection)
+        await self._slots.prefill(self._minsize)
 
     def acquire(self) -> _Acquire:
         """A connection: ``await pool.acquire()`` or ``async with pool.acquire() as conn``."""
         return _Acquire(self)
 
     async def _acquire(self) -> Connection:
-        while True:
-            if self._closing:
-                raise RuntimeError("Cannot acquire connection after closing pool")
-            connection = self._take_free()
-            if connection is not None:
-                return connection
-            if self.size < self._maxsize:
-                self._opening += 1
-                try:
-                    connection = await self._open_connection()
-                except BaseException:
-                    self._opening -= 1
-                    self._wake_one()  # the failed open's slot goes to a waiter
-                    raise
-                # No await between here and return: cancellation cannot lose the connection.
-                self._opening -= 1
-                self._used.add(connection)
-                return connection
-            await self._wait_for_slot()
+        return await self._slots.acquire(self._reusable)
 
-    def _take_free(self) -> Connection | None:
+    def _reusable(self, connection: Connection) -> bool:
+        if connection.closed:
+            return False
         loop = asyncio.get_running_loop()
-        while self._free:
-            connection = self._free.pop()  # most recently used first: keep a warm core
-            stale = self._recycle > -1 and loop.time() - connection.last_usage > self._recycle
-            if connection.closed or stale:
-                connection.close()
-                continue
-            self._used.add(connection)
-            return connection
-        return None
-
-    async def _wait_for_slot(self) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._wake_one()  # we were woken but leave: pass the turn on
-            else:
-                self._waiters.remove(waiter)
-            raise
-
-    def _wake_one(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        return self._recycle < 0 or loop.time() - connection.last_usage <= self._recycle
 
     def release(self, conn: Connection) -> asyncio.Future[None]:
         """Return a connection. Not a coroutine; returns a done future for aiomysql parity."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
-        if conn not in self._used:
-            return done
-        self._used.discard(conn)
-        if not conn.closed and conn.get_transaction_status():
+        in_transaction = not conn.closed and conn.get_transaction_status()
+        if in_transaction:
             log.warning("connection released inside a transaction; closing it")
-            conn.close()
-        elif self._closing:
-            conn.close()
-        elif not conn.closed:
-            self._free.append(conn)
-        self._wake_one()
-        if self._closing and not self._used and self._all_released is not None:
-            self._all_released.set()
+        self._slots.release(conn, reuse=not conn.closed and not in_transaction)
         return done
 
     async def clear(self) -> None:
         """Close every idle connection."""
-        while self._free:
-            self._free.pop().close()
+        while self._slots.idle:
+            connection = await self._slots.acquire(lambda _: True)
+            self._slots.release(connection, reuse=False)
 
     def close(self) -> None:
         """Stop handing out connections and close the idle ones; see ``wait_closed()``."""
-        self._closing = True
-        while self._free:
-            self._free.pop().close()
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)  # they will see the pool closing and raise
+        self._slots.close()
 
     def terminate(self) -> None:
         """Close the pool and every connection, in use or not."""
-        self.close()
-        for connection in list(self._used):
-            connection.close()
-        self._used.clear()
+        self._slots.terminate()
         self._closed = True
 
     async def wait_closed(self) -> None:
         """Wait until every acquired connection was released (and closed)."""
-        if not self._closing:
+        if not self._slots.closing:
             raise RuntimeError("wait_closed() called before close()")
-        if self._used:
-            self._all_released = asyncio.Event()
-            await self._all_released.wait()
+        await self._slots.wait_released()
         self._closed = True
 
     async def __aenter__(self) -> MySQLPool:

@@ -1,0 +1,121 @@
+"""Connection bookkeeping shared by the pools iampool builds itself (MySQL, Redshift).
+
+At most ``max_size`` connections exist, opening included: a semaphore slot is held from the
+moment a connection starts opening until it is released. Idle connections are reused most
+recent first. State changes happen without awaiting, so cancellation at any await leaves the
+counts right and leaks nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import anyio
+
+__all__ = ["ConnectionSlots"]
+
+C = TypeVar("C")
+
+
+class ConnectionSlots(Generic[C]):
+    """Hands out connections, opening new ones while fewer than ``max_size`` exist."""
+
+    def __init__(
+        self,
+        open_connection: Callable[[], Awaitable[C]],
+        discard: Callable[[C], None],
+        *,
+        max_size: int,
+    ) -> None:
+        self._open = open_connection
+        self._discard = discard
+        self._slots = anyio.Semaphore(max_size)
+        self._idle: list[C] = []
+        self._used: set[C] = set()
+        self._opening = 0
+        self._closing = False
+        self._all_released = anyio.Event()
+
+    @property
+    def size(self) -> int:
+        """Connections open or opening."""
+        return len(self._idle) + len(self._used) + self._opening
+
+    @property
+    def idle(self) -> int:
+        """Connections ready to be handed out."""
+        return len(self._idle)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def in_use(self) -> list[C]:
+        return list(self._used)
+
+    async def prefill(self, count: int) -> None:
+        """Open idle connections until ``count`` exist."""
+        while self.size < count:
+            connection = await self.acquire(lambda _: True)
+            self.release(connection, reuse=True)
+
+    async def acquire(self, reusable: Callable[[C], bool]) -> C:
+        """An idle connection that is still ``reusable``, or a newly opened one."""
+        self._refuse_if_closing()
+        await self._slots.acquire()
+        if self._closing:  # it began closing while we waited for a slot
+            self._slots.release()
+            self._refuse_if_closing()
+        try:
+            while self._idle:
+                connection = self._idle.pop()
+                if reusable(connection):
+                    self._used.add(connection)
+                    return connection
+                self._discard(connection)
+            self._opening += 1
+            try:
+                connection = await self._open()
+            finally:
+                self._opening -= 1
+        except BaseException:
+            self._slots.release()
+            raise
+        self._used.add(connection)
+        return connection
+
+    def _refuse_if_closing(self) -> None:
+        if self._closing:
+            raise RuntimeError("Cannot acquire a connection from a closing pool")
+
+    def release(self, connection: C, *, reuse: bool) -> None:
+        """Take a connection back; idle it when ``reuse`` and the pool is open, else close it."""
+        if connection not in self._used:
+            return
+        self._used.discard(connection)
+        if reuse and not self._closing:
+            self._idle.append(connection)
+        else:
+            self._discard(connection)
+        self._slots.release()
+        if self._closing and not self._used:
+            self._all_released.set()
+
+    def close(self) -> None:
+        """Refuse new acquires and close the idle connections."""
+        self._closing = True
+        while self._idle:
+            self._discard(self._idle.pop())
+        if not self._used:
+            self._all_released.set()
+
+    def terminate(self) -> None:
+        """Close everything, in use or not."""
+        self.close()
+        for connection in list(self._used):
+            self.release(connection, reuse=False)
+
+    async def wait_released(self) -> None:
+        """Wait until every acquired connection came back (after ``close()``)."""
+        await self._all_released.wait()

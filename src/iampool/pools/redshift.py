@@ -1,0 +1,281 @@
+"""Redshift through redshift-connector, the official (synchronous) driver, from worker threads.
+
+``RedshiftPool`` offers asyncpg's shape (``acquire()``, ``fetch``/``fetchrow``/``fetchval``/
+``execute``, ``close()``). Every driver call runs in a worker thread through anyio, under a
+capacity limiter sized to the pool, so threads never outnumber connections. redshift-connector
+is given the temporary user and password and ``iam=False``: it makes no AWS call of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+
+from .._credentials import DbAuth
+from .._errors import ConfigError, ConfigProblem
+from ._connect import connect_rate_for, connect_with_retry
+from ._dsn import Target
+from ._slots import ConnectionSlots
+
+__all__ = ["RedshiftConnection", "RedshiftPool", "connect", "create_pool"]
+
+T = TypeVar("T")
+_AUTH_SQLSTATES = frozenset({"28000", "28P01"})
+# redshift-connector only knows verify-ca / verify-full; an unknown mode would skip TLS
+# verification entirely, so "require" becomes verify-ca (what Superset uses for Redshift).
+_SSLMODES = {"require": "verify-ca", "verify-ca": "verify-ca", "verify-full": "verify-full"}
+_OWNED_KWARGS = ("host", "port", "user", "password", "database", "iam", "ssl", "sslmode")
+
+
+def _rejection(exc: BaseException) -> str | None:
+    """The server's message when redshift-connector reports an authentication refusal."""
+    detail = exc.args[0] if exc.args else None
+    if isinstance(detail, dict) and detail.get("C") in _AUTH_SQLSTATES:
+        return str(detail.get("M", "authentication failed"))
+    return None
+
+
+class RedshiftConnection:
+    """One redshift-connector connection with async methods; each call runs in a worker thread.
+
+    Statements autocommit, as in asyncpg outside a transaction. ``raw`` is the driver's own
+    connection for anything else (use it from a thread: ``anyio.to_thread.run_sync``).
+    """
+
+    def __init__(self, raw: Any, limiter: anyio.CapacityLimiter) -> None:
+        self.raw = raw
+        self._limiter = limiter
+
+    async def execute(self, query: str, *args: Any) -> None:
+        """Run a statement."""
+        await self._run(self._query, query, args, None)
+
+    async def fetch(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        """All rows of a query, as tuples."""
+        rows: list[tuple[Any, ...]] = await self._run(self._query, query, args, "all")
+        return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> tuple[Any, ...] | None:
+        """The first row, or None."""
+        row: tuple[Any, ...] | None = await self._run(self._query, query, args, "one")
+        return row
+
+    async def fetchval(self, query: str, *args: Any, column: int = 0) -> Any:
+        """One value of the first row, or None."""
+        row = await self.fetchrow(query, *args)
+        return None if row is None else row[column]
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(
+            functools.partial(function, *args), limiter=self._limiter
+        )
+
+    def _query(self, query: str, args: tuple[Any, ...], fetch: str | None) -> Any:
+        cursor = self.raw.cursor()
+        try:
+            cursor.execute(query, args or None)
+            if fetch == "all":
+                return [tuple(row) for row in cursor.fetchall()]
+            if fetch == "one":
+                row = cursor.fetchone()
+                return None if row is None else tuple(row)
+            return None
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        """Close the driver connection (blocking, quick)."""
+        self.raw.close()
+
+
+def _opener(
+    target: Target,
+    auth: DbAuth,
+    limiter: anyio.CapacityLimiter,
+    connect_rate: float | None,
+    driver_kwargs: dict[str, Any],
+) -> Callable[[], Awaitable[RedshiftConnection]]:
+    import redshift_connector
+
+    owned = sorted(set(driver_kwargs) & set(_OWNED_KWARGS))
+    if owned:
+        raise ConfigError(
+            [ConfigProblem(name, "is set by iampool from the DSN and aws_iam") for name in owned],
+            context="driver keyword",
+        )
+    if target.sslrootcert is not None:
+        raise ConfigError(
+            ConfigProblem("sslrootcert", "redshift-connector cannot take a CA file: it trusts "
+                                         "the system store (SSL_CERT_FILE) and Amazon's CAs")
+        )  # fmt: skip
+    sslmode = _SSLMODES[target.sslmode]
+    rate = connect_rate_for(target.host or "", target.port, connect_rate)
+
+    async def attempt() -> RedshiftConnection:
+        login = await auth.credentials()
+        raw = await anyio.to_thread.run_sync(
+            functools.partial(
+                redshift_connector.connect,
+                host=login.host or target.host,
+                port=login.port or target.port,
+                database=login.database or target.database,
+                user=login.user,
+                password=login.password,
+                iam=False,
+                ssl=True,
+                sslmode=sslmode,
+                **driver_kwargs,
+            ),
+            limiter=limiter,
+        )
+        raw.autocommit = True
+        return RedshiftConnection(raw, limiter)
+
+    async def open_connection() -> RedshiftConnection:
+        return await connect_with_retry(
+            auth,
+            attempt,
+            _rejection,
+            user=auth.config.db_username or auth.config.workgroup_name or "",
+            endpoint=target.endpoint if target.host else "Redshift",
+            rate=rate,
+        )
+
+    return open_connection
+
+
+class RedshiftPool:
+    """An async pool of redshift-connector connections, each opened with IAM credentials."""
+
+    def __init__(
+        self,
+        target: Target,
+        auth: DbAuth,
+        *,
+        min_size: int,
+        max_size: int,
+        connect_rate: float | None = None,
+        **driver_kwargs: Any,
+    ) -> None:
+        if min_size < 0 or max_size < 1 or min_size > max_size:
+            raise ValueError(f"need 0 <= min_size <= max_size >= 1, got {min_size}, {max_size}")
+        self._min_size = min_size
+        self._max_size = max_size
+        self._limiter = anyio.CapacityLimiter(max_size)
+        self._slots: ConnectionSlots[RedshiftConnection] = ConnectionSlots(
+            _opener(target, auth, self._limiter, connect_rate, driver_kwargs),
+            RedshiftConnection.close,
+            max_size=max_size,
+        )
+
+    def get_size(self) -> int:
+        """Connections open or opening."""
+        return self._slots.size
+
+    def get_min_size(self) -> int:
+        return self._min_size
+
+    def get_max_size(self) -> int:
+        return self._max_size
+
+    def get_idle_size(self) -> int:
+        return self._slots.idle
+
+    async def fill(self) -> None:
+        """Open connections until ``min_size`` exist."""
+        await self._slots.prefill(self._min_size)
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[RedshiftConnection]:
+        """``async with pool.acquire() as conn``: a connection for the block's duration."""
+        connection = await self._slots.acquire(lambda _: True)
+        reuse = False
+        try:
+            yield connection
+            reuse = True
+        except Exception as exc:
+            # SQL errors leave an autocommit connection usable; broken sockets do not.
+            reuse = type(exc).__name__ not in {"InterfaceError", "OperationalError"}
+            raise
+        finally:
+            self._slots.release(connection, reuse=reuse)
+
+    async def execute(self, query: str, *args: Any) -> None:
+        """Run a statement on a pooled connection."""
+        async with self.acquire() as connection:
+            await connection.execute(query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        """All rows of a query on a pooled connection."""
+        async with self.acquire() as connection:
+            return await connection.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> tuple[Any, ...] | None:
+        """The first row of a query on a pooled connection."""
+        async with self.acquire() as connection:
+            return await connection.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any, column: int = 0) -> Any:
+        """One value of the first row on a pooled connection."""
+        async with self.acquire() as connection:
+            return await connection.fetchval(query, *args, column=column)
+
+    async def close(self) -> None:
+        """Wait for acquired connections to come back, then close everything."""
+        self._slots.close()
+        await self._slots.wait_released()
+
+    def terminate(self) -> None:
+        """Close every connection now, in use or not."""
+        self._slots.terminate()
+
+    async def __aenter__(self) -> RedshiftPool:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def create_pool(
+    target: Target,
+    auth: DbAuth,
+    *,
+    min_size: int,
+    max_size: int,
+    connect_rate: float | None,
+    **driver_kwargs: Any,
+) -> RedshiftPool:
+    """A :class:`RedshiftPool` filled to ``min_size``."""
+    pool = RedshiftPool(
+        target,
+        auth,
+        min_size=min_size,
+        max_size=max_size,
+        connect_rate=connect_rate,
+        **driver_kwargs,
+    )
+    try:
+        await pool.fill()
+    except BaseException:
+        pool.terminate()
+        raise
+    return pool
+
+
+async def connect(
+    target: Target, auth: DbAuth, *, connect_rate: float | None = None, **driver_kwargs: Any
+) -> RedshiftConnection:
+    """One :class:`RedshiftConnection` (it runs its calls in worker threads)."""
+    limiter = anyio.CapacityLimiter(1)
+    opener = _opener(target, auth, limiter, connect_rate, driver_kwargs)
+    return await opener()
