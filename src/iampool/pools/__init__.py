@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Any
 
 from .._cache import CredentialCache, default_cache
 from .._config import ConfigLike, coerce_config
+from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
 from ..auth import auth_for
-from ._dsn import Target, parse_target
+from ._dsn import Engine, Target, parse_target
 
-__all__ = ["connect", "create_pool"]
+__all__ = ["connect", "create_pool", "driver", "resolve"]
+
+_DRIVER_MODULES: dict[Engine, str] = {
+    "postgresql": "postgres",
+    "mysql": "mysql",
+    "redshift": "redshift",
+}
+# Defaults of each driver's own pool: asyncpg 10/10, aiomysql 1/10.
+_DEFAULT_SIZES: dict[Engine, tuple[int, int]] = {
+    "postgresql": (10, 10),
+    "mysql": (1, 10),
+    "redshift": (1, 10),
+}
 
 
-def _prepare(dsn: str, aws_iam: ConfigLike, cache: CredentialCache | None) -> tuple[Target, Any]:
+def resolve(dsn: str, aws_iam: ConfigLike, cache: CredentialCache | None) -> tuple[Target, DbAuth]:
+    """Validate a DSN against its IAM configuration and build the authenticator."""
     config = coerce_config(aws_iam)
     if not config.enabled:
         raise ConfigError(
@@ -37,6 +53,11 @@ def _prepare(dsn: str, aws_iam: ConfigLike, cache: CredentialCache | None) -> tu
     return target, auth
 
 
+def driver(engine: Engine) -> ModuleType:
+    """The pool module for an engine, imported on demand (its driver is an optional extra)."""
+    return importlib.import_module(f"{__name__}.{_DRIVER_MODULES[engine]}")
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -50,46 +71,22 @@ async def create_pool(
     """A driver-native pool whose every new connection authenticates with AWS IAM.
 
     ``postgresql://`` gives the real ``asyncpg.Pool`` (defaults min 10 / max 10, as asyncpg);
-    ``mysql://`` a :class:`~iampool.pools.mysql.MySQLPool` with aiomysql's interface (1 / 10);
-    ``redshift://`` a :class:`~iampool.pools.redshift.RedshiftPool` (1 / 10), whose host may be
-    left out to discover the endpoint.
-    ``aws_iam`` is an ``AwsIamConfig``, the block as a dict, or ``encrypted_extra`` JSON;
-    ``connect_rate`` caps new connections per second to the endpoint (RDS advises staying
-    under ~200/s); other keyword arguments go to the driver.
+    ``mysql://`` a :class:`~iampool.MySQLPool` with aiomysql's interface (1 / 10);
+    ``redshift://`` a :class:`~iampool.RedshiftPool` (1 / 10), whose host may be left out to
+    discover the endpoint. ``aws_iam`` is an ``AwsIamConfig``, the block as a dict, or
+    ``encrypted_extra`` JSON; ``connect_rate`` caps new connections per second to the endpoint
+    (RDS advises staying under ~200/s); other keyword arguments go to the driver.
 
     Raises:
         ConfigError: invalid configuration or DSN (every problem listed).
     """
-    target, auth = _prepare(dsn, aws_iam, cache)
-    if target.engine == "postgresql":
-        from . import postgres
-
-        return await postgres.create_pool(
-            target,
-            auth,
-            min_size=10 if min_size is None else min_size,
-            max_size=10 if max_size is None else max_size,
-            connect_rate=connect_rate,
-            **driver_kwargs,
-        )
-    if target.engine == "mysql":
-        from . import mysql
-
-        return await mysql.create_pool(
-            target,
-            auth,
-            min_size=1 if min_size is None else min_size,
-            max_size=10 if max_size is None else max_size,
-            connect_rate=connect_rate,
-            **driver_kwargs,
-        )
-    from . import redshift
-
-    return await redshift.create_pool(
+    target, auth = resolve(dsn, aws_iam, cache)
+    default_min, default_max = _DEFAULT_SIZES[target.engine]
+    return await driver(target.engine).create_pool(
         target,
         auth,
-        min_size=1 if min_size is None else min_size,
-        max_size=10 if max_size is None else max_size,
+        min_size=default_min if min_size is None else min_size,
+        max_size=default_max if max_size is None else max_size,
         connect_rate=connect_rate,
         **driver_kwargs,
     )
@@ -104,15 +101,7 @@ async def connect(
     **driver_kwargs: Any,
 ) -> Any:
     """One connection (asyncpg, aiomysql or a RedshiftConnection) authenticated with AWS IAM."""
-    target, auth = _prepare(dsn, aws_iam, cache)
-    if target.engine == "postgresql":
-        from . import postgres
-
-        return await postgres.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
-    if target.engine == "mysql":
-        from . import mysql
-
-        return await mysql.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
-    from . import redshift
-
-    return await redshift.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
+    target, auth = resolve(dsn, aws_iam, cache)
+    return await driver(target.engine).connect(
+        target, auth, connect_rate=connect_rate, **driver_kwargs
+    )
