@@ -17,14 +17,18 @@ Backend = Literal["rds", "redshift", "redshift-serverless"]
 DEFAULT_SESSION_DURATION = 3600
 DEFAULT_PASSWORD_DURATION = 900
 
-_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
-_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}")
-_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}")
-_ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}")
+# AWS means ASCII by \w and \d: without re.ASCII, Python would accept e.g. Arabic-Indic digits in
+# an account id or accented letters in an ExternalId, which STS then rejects.
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}", re.ASCII)
+_ROLE_ARN = re.compile(
+    r"arn:aws(?:-[a-z]+)*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}", re.ASCII
+)
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
+_ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 _CLUSTER_IDENTIFIER = re.compile(r"[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){0,62}(?<!-)")
 _WORKGROUP_NAME = re.compile(r"[a-z0-9-]{3,64}")
 _REDSHIFT_USER = re.compile(r"[A-Za-z][^:/]{0,63}")
-_DB_GROUP = re.compile(r"[A-Za-z_][\w$]{0,126}")
+_DB_GROUP = re.compile(r"[A-Za-z_][\w$]{0,126}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +73,8 @@ class AwsIamConfig:
         if isinstance(extra, (str, bytes, bytearray)):
             try:
                 extra = json.loads(extra)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                where = (
-                    f" at line {exc.lineno} column {exc.colno}"
-                    if isinstance(exc, json.JSONDecodeError)
-                    else ""
-                )
-                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-                problem = ConfigProblem("encrypted_extra", f"invalid JSON{where}: {reason}")
-                raise ConfigError(problem) from None
+            except (ValueError, RecursionError) as exc:
+                raise ConfigError(_json_problem(exc)) from None
         if isinstance(extra, Mapping) and "aws_iam" in extra:
             extra = extra["aws_iam"]
         if not isinstance(extra, Mapping):
@@ -96,6 +93,20 @@ class AwsIamConfig:
         if self.db_groups:
             data["db_groups"] = list(self.db_groups)
         return data
+
+
+def _json_problem(exc: ValueError | RecursionError) -> ConfigProblem:
+    """Say where and why a document is not JSON, never quoting it (it may hold secrets)."""
+    if isinstance(exc, json.JSONDecodeError):
+        reason = f" at line {exc.lineno} column {exc.colno}: {exc.msg}"
+    elif isinstance(exc, UnicodeDecodeError):
+        reason = ": the bytes are not UTF-8, UTF-16 or UTF-32 text"
+    elif isinstance(exc, RecursionError):
+        reason = ": arrays or objects are nested too deeply"
+    else:
+        # json.loads raises a bare ValueError for integers longer than Python's digit limit.
+        reason = ": a number has too many digits"
+    return ConfigProblem("encrypted_extra", f"invalid JSON{reason}")
 
 
 def _json_type(value: object) -> str:
@@ -227,7 +238,6 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
         pattern=_CLUSTER_IDENTIFIER,
         rule="1 to 63 letters, digits or single hyphens, starting with a letter",
     )
-    redshift = workgroup_name is not None or cluster_identifier is not None
     if block.get("workgroup_name") is not None and block.get("cluster_identifier") is not None:
         check.fail(
             "cluster_identifier",
@@ -255,7 +265,11 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
         )
     db_name = check.string(
         "db_name",
-        required=redshift or block.get("workgroup_name") is not None,
+        # Decided by the keys present, not their validity, so an invalid selector still reports
+        # a missing db_name in the same error.
+        required=(
+            block.get("workgroup_name") is not None or block.get("cluster_identifier") is not None
+        ),
         rule="the Redshift database name",
     )
     db_groups = check.string_list("db_groups", pattern=_DB_GROUP, rule="Redshift group names")

@@ -37,7 +37,7 @@ def iam_config(
     if isinstance(encrypted_extra, (str, bytes, bytearray)):
         try:
             extra = json.loads(encrypted_extra)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             # from_extra words the error (with line and column) without echoing the text.
             return AwsIamConfig.from_extra(encrypted_extra)
     else:
