@@ -1,0 +1,526 @@
+"""``IamGateway``: a local stand-in for the RDS / Redshift front door, in front of a real server.
+
+The gateway runs its own event loop in a background thread, so sync tests, asyncio or trio tests
+and session-scoped fixtures all use it the same way. It owns the lifecycle, the counters and the
+login decision; the wire protocols live in ``pg.py`` and ``mysql.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import ssl
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol
+from urllib.parse import quote, urlencode
+
+import anyio
+from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskStatus
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.streams.stapled import MultiListener
+
+from . import mysql, pg
+from ._front import STREAM_ERRORS, Mode, Peer, ProtocolViolation, Upstream
+from ._tls import TlsMaterial
+from ._verify import (
+    CredentialAuthority,
+    RejectReason,
+    verify_rds_token,
+    verify_redshift_password,
+)
+
+__all__ = ["IamGateway", "PlaintextSecret"]
+
+_log = logging.getLogger("iampool.testing.gateway")
+
+WireProtocol = Literal["postgresql", "mysql"]
+
+
+class _Front(Protocol):
+    async def __call__(
+        self, stream: ByteStream, desk: IamGateway, *, handshake_timeout: float
+    ) -> None: ...
+
+
+_FRONTS: dict[WireProtocol, _Front] = {
+    "postgresql": pg.serve_client,
+    "mysql": mysql.serve_client,
+}
+_ADMIN: dict[WireProtocol, Callable[[Upstream, list[str]], Any]] = {
+    "postgresql": pg.run_admin_statements,
+    "mysql": mysql.run_admin_statements,
+}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class PlaintextSecret:
+    """A password a client sent without TLS: who sent it, its length and SHA-256, never itself."""
+
+    protocol: WireProtocol
+    user: str
+    length: int
+    sha256: str
+
+
+class IamGateway:
+    """A TLS front that checks IAM credentials like RDS or Redshift, then relays to a real server.
+
+    Args:
+        protocol: the wire protocol, ``"postgresql"`` or ``"mysql"``.
+        upstream: DSN of the real server with an admin login, e.g.
+            ``postgresql://postgres@127.0.0.1:5432/postgres``; clients are logged in to it as
+            their own user (see :meth:`ensure_user`) with this DSN's password, if any.
+        authority: what the AWS stand-in issued (``FakeAws``, or any object with
+            ``signing_key(access_key_id)`` and ``redshift_password(user, password)``).
+        region: the region RDS tokens must be signed for.
+        mode: ``"rds"`` checks RDS IAM tokens; ``"redshift"`` checks Redshift temporary
+            passwords and drops the startup parameters only Redshift understands.
+        offer_tls: ``False`` makes a server that does not offer TLS, to prove that clients refuse
+            to send it a secret (any secret they do send is recorded, see
+            :attr:`secrets_seen_in_plaintext`).
+        host: the address to listen on, also the host tokens must be signed for.
+        port: the port to listen on; 0 picks a free one.
+        handshake_timeout: seconds a client and the upstream get to complete a login.
+        clock: returns the current aware UTC time (tests shift it to expire tokens).
+    """
+
+    def __init__(
+        self,
+        protocol: WireProtocol,
+        *,
+        upstream: str,
+        authority: CredentialAuthority,
+        region: str = "us-east-1",
+        mode: Mode = "rds",
+        offer_tls: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        handshake_timeout: float = 30.0,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if protocol not in _FRONTS:
+            raise ValueError("protocol must be 'postgresql' or 'mysql'")
+        if mode not in ("rds", "redshift"):
+            raise ValueError("mode must be 'rds' or 'redshift'")
+        if mode == "redshift" and protocol != "postgresql":
+            raise ValueError("Redshift speaks the PostgreSQL protocol: use protocol='postgresql'")
+        self._protocol: WireProtocol = protocol
+        self._upstream = Upstream.from_dsn(upstream)
+        if self._upstream.scheme != protocol:
+            raise ValueError(f"the upstream DSN is not a {protocol}:// DSN")
+        self._authority = authority
+        self._region = region
+        self._mode: Mode = mode
+        self._offer_tls = offer_tls
+        self._host = host
+        self._requested_port = port
+        self._port = 0
+        self._handshake_timeout = handshake_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._accepted = 0
+        self._rejected: Counter[str] = Counter()
+        self._active = 0
+        self._upstream_active = 0
+        self._plaintext: list[PlaintextSecret] = []
+        self._forced_rejections = 0
+        self._directory: Path | None = None
+        self._tls: TlsMaterial | None = None
+        self._server_context: ssl.SSLContext | None = None
+        self._portal_manager: AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+        self._serving: Future[None] | None = None
+        self._stop_serving: anyio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        state = f"listening on {self.endpoint}" if self._portal is not None else "stopped"
+        return (
+            f"IamGateway({self._protocol!r}, mode={self._mode!r}, {state}, "
+            f"upstream={self._upstream.endpoint!r})"
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> IamGateway:
+        """Create the TLS material, check the upstream answers, and start listening.
+
+        Raises:
+            ConnectionError: the upstream server does not answer (the message says where).
+            RuntimeError: the gateway is already running.
+        """
+        if self._portal is not None:
+            raise RuntimeError("the gateway is already running")
+        self._directory = Path(tempfile.mkdtemp(prefix="iampool-gateway-"))
+        try:
+            self._tls = TlsMaterial.create(
+                self._directory, names=[self._host, "localhost", "127.0.0.1"]
+            )
+            self._server_context = self._tls.server_context()
+            self._portal_manager = start_blocking_portal(name="iampool-gateway")
+            self._portal = self._portal_manager.__enter__()
+            self._portal.call(self._probe_upstream)
+            listener = self._portal.call(self._listen)
+            self._port = listener.extra(SocketAttribute.local_port)  # noqa: S610 (anyio)
+            self._serving, self._stop_serving = self._portal.start_task(self._serve, listener)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and the listener, stop the loop and delete the TLS files."""
+        portal, manager = self._portal, self._portal_manager
+        self._portal = self._portal_manager = None
+        try:
+            if portal is not None and self._stop_serving is not None:
+                portal.call(self._stop_serving.cancel)
+                if self._serving is not None:
+                    self._serving.result()
+        finally:
+            self._serving = self._stop_serving = None
+            if manager is not None:
+                manager.__exit__(None, None, None)
+            if self._directory is not None:
+                shutil.rmtree(self._directory, ignore_errors=True)
+                self._directory = None
+            self._tls = None
+            self._server_context = None
+
+    def __enter__(self) -> IamGateway:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> IamGateway:
+        return await anyio.to_thread.run_sync(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await anyio.to_thread.run_sync(self.stop)
+
+    async def _probe_upstream(self) -> None:
+        try:
+            with anyio.fail_after(5):
+                stream = await anyio.connect_tcp(self._upstream.host, self._upstream.port)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionError(
+                f"the upstream {self._protocol} server at {self._upstream.endpoint} does not answer"
+            ) from exc
+        await stream.aclose()
+
+    async def _listen(self) -> MultiListener[SocketStream]:
+        return await anyio.create_tcp_listener(
+            local_host=self._host, local_port=self._requested_port, backlog=4096
+        )
+
+    async def _serve(
+        self, listener: MultiListener[SocketStream], *, task_status: TaskStatus[anyio.CancelScope]
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            async with listener:
+                await listener.serve(self._handle)
+
+    async def _handle(self, stream: ByteStream) -> None:
+        with self._lock:
+            self._active += 1
+        try:
+            front = _FRONTS[self._protocol]
+            await front(stream, self, handshake_timeout=self._handshake_timeout)
+        except ProtocolViolation as exc:
+            self.refuse("malformed_packet")
+            _log.debug("closed a connection that broke the protocol: %s", exc)
+        except TimeoutError:
+            _log.debug("closed a connection that did not complete its login in time")
+        except STREAM_ERRORS as exc:
+            _log.debug("a connection ended: %s", type(exc).__name__)
+        except Exception:
+            _log.exception("unexpected error in a gateway connection")
+        finally:
+            await anyio.aclose_forcefully(stream)
+            with self._lock:
+                self._active -= 1
+                self._idle.notify_all()
+
+    # -- endpoint ----------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The address clients connect to (and sign tokens for)."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The listening port (0 until started)."""
+        return self._port
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port``, the endpoint RDS tokens must be signed for."""
+        return f"{self._host}:{self._port}"
+
+    @property
+    def protocol(self) -> WireProtocol:
+        """``"postgresql"`` or ``"mysql"``."""
+        return self._protocol
+
+    @property
+    def mode(self) -> Mode:
+        """``"rds"`` (IAM tokens) or ``"redshift"`` (temporary passwords)."""
+        return self._mode
+
+    @property
+    def region(self) -> str:
+        """The region RDS tokens must be signed for."""
+        return self._region
+
+    @property
+    def upstream(self) -> Upstream:
+        """The real server behind the gateway (its repr hides the password)."""
+        return self._upstream
+
+    @property
+    def ca_path(self) -> Path:
+        """PEM file of the CA that signed the gateway's certificate (exists while running).
+
+        Raises:
+            RuntimeError: the gateway is not running.
+        """
+        return self._material().ca_path
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """An ``SSLContext`` that trusts only the gateway's CA and checks the host name."""
+        return self._material().client_context()
+
+    def dsn(self, user: str, database: str | None = None) -> str:
+        """A DSN for ``user`` at the gateway, without password, with verify-full TLS options.
+
+        The scheme is ``postgresql``, ``mysql`` or (Redshift mode) ``redshift``; the database
+        defaults to the upstream DSN's. Redshift DSNs carry ``sslmode=verify-full`` only:
+        redshift-connector takes its CA from ``SSL_CERT_FILE``, not from a DSN.
+        """
+        scheme = "redshift" if self._mode == "redshift" else self._protocol
+        name = database if database is not None else self._upstream.database or ""
+        query: dict[str, str] = {}
+        if self._offer_tls:
+            query["sslmode"] = "verify-full"
+            if self._mode == "rds":
+                query["sslrootcert"] = str(self.ca_path)
+        suffix = f"?{urlencode(query)}" if query else ""
+        return f"{scheme}://{quote(user, safe='')}@{self.endpoint}/{quote(name)}{suffix}"
+
+    def _material(self) -> TlsMaterial:
+        if self._tls is None:
+            raise RuntimeError("the gateway is not running: call start() first")
+        return self._tls
+
+    # -- counters ----------------------------------------------------------------------------
+
+    @property
+    def accepted(self) -> int:
+        """Logins whose credentials were verified (and then relayed to the upstream)."""
+        return self._accepted
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """Refused logins by reason (a copy), e.g. ``{"bad_signature": 1, "not_tls": 2}``."""
+        with self._lock:
+            return Counter(self._rejected)
+
+    @property
+    def active(self) -> int:
+        """Client connections open right now."""
+        return self._active
+
+    @property
+    def upstream_active(self) -> int:
+        """Connections to the upstream server open right now."""
+        return self._upstream_active
+
+    @property
+    def secrets_seen_in_plaintext(self) -> tuple[PlaintextSecret, ...]:
+        """Passwords clients sent over connections without TLS, as hashes (in arrival order)."""
+        with self._lock:
+            return tuple(self._plaintext)
+
+    def saw_in_plaintext(self, secret: str) -> bool:
+        """Whether this exact secret reached the gateway without TLS."""
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        return any(seen.sha256 == digest for seen in self.secrets_seen_in_plaintext)
+
+    def reject_next(self, n: int = 1) -> None:
+        """Reject the next ``n`` otherwise valid logins as a bad password would be (``forced``)."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        with self._lock:
+            self._forced_rejections += n
+
+    def reset_counters(self) -> None:
+        """Zero ``accepted``, ``rejected``, the plaintext record and pending forced rejections."""
+        with self._lock:
+            self._accepted = 0
+            self._rejected.clear()
+            self._plaintext.clear()
+            self._forced_rejections = 0
+
+    def wait_idle(self, timeout: float = 5.0) -> None:
+        """Block until no client or upstream connection is open.
+
+        From async code: ``await anyio.to_thread.run_sync(gateway.wait_idle)``.
+
+        Raises:
+            TimeoutError: connections were still open after ``timeout`` seconds.
+        """
+        with self._idle:
+            if not self._idle.wait_for(
+                lambda: self._active == 0 and self._upstream_active == 0, timeout
+            ):
+                raise TimeoutError(
+                    f"{self._active} client and {self._upstream_active} upstream connections "
+                    f"still open after {timeout} s"
+                )
+
+    # -- upstream users ----------------------------------------------------------------------
+
+    def ensure_user(self, name: str) -> None:
+        """Create the login user ``name`` on the upstream if missing (e.g. ``IAM:app``).
+
+        PostgreSQL: ``CREATE ROLE "<name>" LOGIN`` plus USAGE and CREATE on schema ``public``.
+        MySQL: ``CREATE USER IF NOT EXISTS '<name>'@'%'`` plus all privileges on the upstream
+        DSN's database. The upstream DSN's password, if any, becomes the user's password.
+
+        Raises:
+            ValueError: a name the upstream cannot take safely.
+            ConnectionError: the upstream refused the admin login or a statement failed.
+            RuntimeError: the gateway is not running.
+        """
+        if self._portal is None:
+            raise RuntimeError("the gateway is not running: call start() first")
+        statements, tolerated = _user_statements(self._upstream, name)
+        states = self._portal.call(_ADMIN[self._protocol], self._upstream, statements)
+        failed = [state for state in states if state not in tolerated]
+        if failed:
+            raise ConnectionError(
+                f"creating user {name!r} on {self._upstream.endpoint} failed (SQLSTATE "
+                f"{', '.join(failed)})"
+            )
+
+    # -- the front desk, as the protocol fronts see it ---------------------------------------
+
+    @property
+    def server_tls(self) -> ssl.SSLContext | None:
+        """The server-side TLS context, or ``None`` when TLS is not offered."""
+        return self._server_context if self._offer_tls else None
+
+    def admit(self, user: str, secret: str, database: str | None) -> RejectReason | None:
+        """Verify a login's password and count the outcome (used by the protocol fronts)."""
+        now = self._clock()
+        reason: RejectReason | None
+        if self._mode == "redshift":
+            reason = verify_redshift_password(
+                secret,
+                user=user,
+                database=database,
+                lookup=self._authority.redshift_password,
+                now=now,
+            )
+        else:
+            reason = verify_rds_token(
+                secret,
+                user=user,
+                host=self._host,
+                port=self._port,
+                region=self._region,
+                signing_key=self._authority.signing_key,
+                now=now,
+            )
+        with self._lock:
+            if reason is None and self._forced_rejections > 0:
+                self._forced_rejections -= 1
+                reason = "forced"
+            if reason is None:
+                self._accepted += 1
+            else:
+                self._rejected[reason] += 1
+        return reason
+
+    def refuse(self, reason: RejectReason) -> None:
+        """Count a connection refused before its password was checked."""
+        with self._lock:
+            self._rejected[reason] += 1
+
+    def capture_plaintext(self, user: str, secret: str) -> None:
+        """Record a password that arrived without TLS (hash and length only)."""
+        record = PlaintextSecret(
+            protocol=self._protocol,
+            user=user,
+            length=len(secret),
+            sha256=hashlib.sha256(secret.encode()).hexdigest(),
+        )
+        with self._lock:
+            self._plaintext.append(record)
+
+    @asynccontextmanager
+    async def connect_upstream(self) -> AsyncIterator[Peer]:
+        """A counted TCP connection to the upstream server."""
+        stream = await anyio.connect_tcp(self._upstream.host, self._upstream.port)
+        with self._lock:
+            self._upstream_active += 1
+        peer = Peer(stream)
+        try:
+            yield peer
+        finally:
+            await peer.aclose()
+            with self._lock:
+                self._upstream_active -= 1
+                self._idle.notify_all()
+
+
+def _user_statements(upstream: Upstream, name: str) -> tuple[list[str], set[str]]:
+    """SQL creating ``name`` on ``upstream``, and the SQLSTATEs that mean "already there"."""
+    if not name or "\0" in name:
+        raise ValueError("a user name must be non-empty and contain no NUL")
+    if upstream.scheme == "postgresql":
+        role = '"' + name.replace('"', '""') + '"'
+        create = f"CREATE ROLE {role} LOGIN"
+        if upstream.password is not None:
+            create += " PASSWORD '" + upstream.password.replace("'", "''") + "'"
+        # 42710 duplicate_object; 23505 when a concurrent CREATE ROLE won the race.
+        return [create, f"GRANT USAGE, CREATE ON SCHEMA public TO {role}"], {"", "42710", "23505"}
+    if any(char in name for char in "'\\`") or len(name) > 80:
+        raise ValueError("MySQL user names here must be <= 80 characters without ' \\ or `")
+    account = f"'{name}'@'%'"
+    create = f"CREATE USER IF NOT EXISTS {account}"
+    if upstream.password is not None:
+        password = upstream.password.replace("\\", "\\\\").replace("'", "\\'")
+        create += f" IDENTIFIED BY '{password}'"
+    statements = [create]
+    if upstream.database:
+        database = "`" + upstream.database.replace("`", "``") + "`"
+        statements.append(f"GRANT ALL PRIVILEGES ON {database}.* TO {account}")
+    return statements, {""}

@@ -1,0 +1,1 @@
+"""pytest plugin of iampool.testing (fixtures arrive with the gateway wiring)."""
