@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -30,8 +31,11 @@ class ConnectRate:
     def __init__(
         self, rate: float, burst: int | None = None, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if rate <= 0:
-            raise ValueError(f"connect_rate must be positive, got {rate}")
+        # NaN passes "rate <= 0" and would make every delay 0: no cap at all, silently.
+        if not math.isfinite(rate) or rate <= 0:
+            raise ValueError(f"connect_rate must be a positive number, got {rate}")
+        if burst is not None and burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst}")
         self.rate = rate
         self.burst = burst if burst is not None else max(1, int(rate))
         self._interval = 1.0 / rate

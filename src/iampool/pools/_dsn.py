@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .._config import AwsIamConfig
 from .._errors import ConfigError, ConfigProblem
@@ -43,13 +43,15 @@ class Target:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host  # IPv6
+        return f"{host}:{self.port}"
 
     def driver_dsn(self) -> str:
         """The DSN handed to the driver: no password, no TLS options (passed explicitly)."""
         scheme = "postgresql" if self.engine != "mysql" else "mysql"
         query = f"?{urlencode(self.options)}" if self.options else ""
-        return f"{scheme}://{self.host}:{self.port}/{self.database or ''}{query}"
+        database = quote(self.database or "", safe="")
+        return f"{scheme}://{self.endpoint}/{database}{query}"
 
 
 def parse_target(dsn: str, config: AwsIamConfig) -> Target:
@@ -60,31 +62,37 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
             several hosts, or a TLS mode that could fall back to plain text.
     """
     problems: list[ConfigProblem] = []
-    parts = urlsplit(dsn)
-    engine = _SCHEMES.get(parts.scheme.lower())
+    # Split off the scheme ourselves: urlsplit refuses "_" in one (redshift+redshift_connector).
+    scheme, separator, rest = dsn.partition("://")
+    engine = _SCHEMES.get(scheme.lower()) if separator else None
     if engine is None:
-        allowed = ", ".join(f"{scheme}://" for scheme in _SCHEMES)
+        allowed = ", ".join(f"{name}://" for name in _SCHEMES)
         raise ConfigError(
             ConfigProblem("dsn", f"unsupported scheme; use one of {allowed}"), context="DSN"
         )
+    parts = urlsplit(f"//{rest}")
+    port = None
     if "," in parts.netloc:
         problems.append(
             ConfigProblem("dsn", "several hosts are not supported: tokens are signed per host; "
                                  "use the cluster endpoint (or RDS Proxy)")
         )  # fmt: skip
-    try:
-        port = parts.port
-    except ValueError:
-        problems.append(ConfigProblem("dsn", "the port is not a number from 1 to 65535"))
-        port = None
-    user = unquote(parts.username) if parts.username else None
-    expected = _login_user(engine, config)
-    if user is not None and expected is not None and user != expected:
-        problems.append(
-            ConfigProblem("dsn", f"names user {user!r} but aws_iam.db_username is {expected!r}; "
-                                 "drop the user from the DSN or make them match")
-        )  # fmt: skip
+    else:  # "h1:5432,h2:5432" would also read as a bad port
+        try:
+            port = parts.port
+        except ValueError:
+            problems.append(ConfigProblem("dsn", "the port is not a number from 1 to 65535"))
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    # libpq and asyncpg also read the user from "?user=": it must agree with db_username too.
+    named = [name for name in (unquote(parts.username or ""), options.pop("user", "")) if name]
+    user = named[0] if named else None
+    expected = _login_user(engine, config)
+    for name in dict.fromkeys(named):
+        if expected is not None and name != expected:
+            problems.append(
+                ConfigProblem("dsn", f"names user {name!r} but aws_iam.db_username is "
+                                     f"{expected!r}; drop the user from the DSN or make them match")
+            )  # fmt: skip
     sslmode = options.pop("sslmode", "require").lower()
     sslrootcert = options.pop("sslrootcert", None)
     if parts.password or options.pop("password", None) is not None:

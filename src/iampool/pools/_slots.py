@@ -57,18 +57,21 @@ class ConnectionSlots(Generic[C]):
     async def prefill(self, count: int) -> None:
         """Open idle connections until ``count`` exist."""
         while self.size < count:
-            connection = await self.acquire(lambda _: True)
+            # open_new: taking an idle connection back out would leave the size unchanged
+            connection = await self.acquire(lambda _: True, open_new=True)
             self.release(connection, reuse=True)
 
-    async def acquire(self, reusable: Callable[[C], bool]) -> C:
-        """An idle connection that is still ``reusable``, or a newly opened one."""
+    async def acquire(self, reusable: Callable[[C], bool], *, open_new: bool = False) -> C:
+        """An idle connection that is still ``reusable``, or a newly opened one.
+
+        ``open_new`` skips the idle connections. Raises ``RuntimeError`` when the pool is
+        closing, also if it began closing while this call waited for a slot or opened.
+        """
         self._refuse_if_closing()
         await self._slots.acquire()
-        if self._closing:  # it began closing while we waited for a slot
-            self._slots.release()
-            self._refuse_if_closing()
         try:
-            while self._idle:
+            self._refuse_if_closing()  # it began closing while we waited for a slot
+            while self._idle and not open_new:
                 connection = self._idle.pop()
                 if reusable(connection):
                     self._used.add(connection)
@@ -79,8 +82,12 @@ class ConnectionSlots(Generic[C]):
                 connection = await self._open()
             finally:
                 self._opening -= 1
+            if self._closing:  # closed while opening: close() promised nobody gets one
+                self._discard(connection)
+                self._refuse_if_closing()
         except BaseException:
             self._slots.release()
+            self._notify_if_all_released()
             raise
         self._used.add(connection)
         return connection
@@ -99,16 +106,23 @@ class ConnectionSlots(Generic[C]):
         else:
             self._discard(connection)
         self._slots.release()
-        if self._closing and not self._used:
+        self._notify_if_all_released()
+
+    def _notify_if_all_released(self) -> None:
+        # A connection still opening counts: it is closed when it arrives (see acquire).
+        if self._closing and not self._used and not self._opening:
             self._all_released.set()
+
+    def discard_idle(self) -> None:
+        """Close every idle connection now."""
+        while self._idle:
+            self._discard(self._idle.pop())
 
     def close(self) -> None:
         """Refuse new acquires and close the idle connections."""
         self._closing = True
-        while self._idle:
-            self._discard(self._idle.pop())
-        if not self._used:
-            self._all_released.set()
+        self.discard_idle()
+        self._notify_if_all_released()
 
     def terminate(self) -> None:
         """Close everything, in use or not."""
@@ -117,5 +131,5 @@ class ConnectionSlots(Generic[C]):
             self.release(connection, reuse=False)
 
     async def wait_released(self) -> None:
-        """Wait until every acquired connection came back (after ``close()``)."""
+        """Wait until every acquired or opening connection came back (after ``close()``)."""
         await self._all_released.wait()

@@ -227,9 +227,7 @@ class MySQLPool:
 
     async def clear(self) -> None:
         """Close every idle connection."""
-        while self._slots.idle:
-            connection = await self._slots.acquire(lambda _: True)
-            self._slots.release(connection, reuse=False)
+        self._slots.discard_idle()
 
     def close(self) -> None:
         """Stop handing out connections and close the idle ones; see ``wait_closed()``."""
