@@ -1,0 +1,316 @@
+"""connect_with_retry: one retry with fresh credentials when the server refuses them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+import anyio
+import pytest
+
+from iampool import AuthTokenRejected, AwsIamConfig, CredentialError, DbCredentials
+from iampool.pools import mysql, postgres, redshift
+from iampool.pools._connect import ConnectRate, connect_with_retry
+
+pytestmark = pytest.mark.anyio
+
+CONFIG = AwsIamConfig.from_extra({"enabled": True, "region": "us-east-1", "db_username": "app"})
+TOKEN = "db.example.com:5432/?Action=connect&X-Amz-Signature=feedface"
+ENDPOINT = "db.example.com:5432"
+PAM_REFUSAL = 'PAM authentication failed for user "app"'
+
+
+class FakeAuth:
+    """A DbAuth minting numbered tokens and counting invalidations."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.minted = 0
+        self.invalidations = 0
+        self.error = error
+
+    @property
+    def config(self) -> AwsIamConfig:
+        return CONFIG
+
+    async def credentials(self) -> DbCredentials:
+        if self.error is not None:
+            raise self.error
+        self.minted += 1
+        return DbCredentials(
+            user="app",
+            password=f"{TOKEN}{self.minted}",
+            host="db.example.com",
+            port=5432,
+            database=None,
+            expires_at=datetime.now(timezone.utc) + timedelta(minutes=15),
+        )
+
+    def invalidate(self) -> None:
+        self.invalidations += 1
+
+
+class Refused(Exception):
+    """What a driver raises when the server refuses the password (holds only its message)."""
+
+
+def refusal(exc: BaseException) -> str | None:
+    return str(exc) if isinstance(exc, Refused) else None
+
+
+class Server:
+    """Answers each login with the next scripted outcome: "accept" or an exception to raise."""
+
+    def __init__(self, auth: FakeAuth, *outcomes: str | BaseException) -> None:
+        self.auth = auth
+        self.outcomes = list(outcomes)
+        self.passwords: list[str] = []
+        self.events: list[str] = []
+
+    async def attempt(self) -> str:
+        self.events.append("attempt")
+        password = (await self.auth.credentials()).password
+        self.passwords.append(password)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return f"connection with {password}"
+
+
+class RecordingRate(ConnectRate):
+    def __init__(self, events: list[str]) -> None:
+        super().__init__(rate=1000, burst=1000)
+        self.events = events
+
+    async def wait(self) -> None:
+        self.events.append("rate")
+        await super().wait()
+
+
+async def connect(server: Server, rate: ConnectRate | None = None) -> str:
+    return await connect_with_retry(
+        server.auth, server.attempt, refusal, user="app", endpoint=ENDPOINT, rate=rate
+    )
+
+
+async def test_accepted_first_time_makes_one_attempt_and_keeps_the_cache() -> None:
+    auth = FakeAuth()
+    server = Server(auth, "accept")
+
+    connection = await connect(server)
+
+    assert connection == f"connection with {TOKEN}1"
+    assert server.events == ["attempt"]
+    assert auth.invalidations == 0
+
+
+async def test_first_refusal_invalidates_once_and_retries_with_fresh_credentials() -> None:
+    auth = FakeAuth()
+    server = Server(auth, Refused(PAM_REFUSAL), "accept")
+
+    connection = await connect(server)
+
+    assert connection == f"connection with {TOKEN}2"
+    assert server.passwords == [f"{TOKEN}1", f"{TOKEN}2"]
+    assert auth.invalidations == 1
+
+
+async def test_first_refusal_is_logged_as_a_warning_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = Server(FakeAuth(), Refused(PAM_REFUSAL), "accept")
+
+    with caplog.at_level(logging.DEBUG, logger="iampool"):
+        await connect(server)
+
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert ENDPOINT in record.getMessage()
+    assert "'app'" in record.getMessage()
+    assert PAM_REFUSAL in record.getMessage()
+    assert TOKEN not in caplog.text
+
+
+async def test_two_refusals_raise_auth_token_rejected_with_the_servers_message() -> None:
+    auth = FakeAuth()
+    second = Refused("password authentication failed (second)")
+    server = Server(auth, Refused(PAM_REFUSAL), second)
+
+    with pytest.raises(AuthTokenRejected) as caught:
+        await connect(server)
+
+    error = caught.value
+    assert error.server_message == "password authentication failed (second)"
+    assert error.user == "app"
+    assert error.endpoint == ENDPOINT
+    assert error.__cause__ is second
+    assert server.events == ["attempt", "attempt"]
+    assert auth.invalidations == 2  # the refused fresh token is not kept either
+    for text in (str(error), repr(error)):
+        assert ENDPOINT in text
+        assert "'app'" in text
+        assert "second" in text
+        assert TOKEN not in text
+
+
+async def test_auth_token_rejected_message_says_what_to_check() -> None:
+    server = Server(FakeAuth(), Refused(PAM_REFUSAL), Refused(PAM_REFUSAL))
+
+    with pytest.raises(AuthTokenRejected, match="rds-db:connect") as caught:
+        await connect(server)
+
+    assert "rds_iam" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError("connection refused"),
+        TimeoutError(),
+        RuntimeError("protocol error"),
+        CredentialError("AssumeRole denied", code="AccessDenied", target="role"),
+    ],
+)
+async def test_other_errors_propagate_untouched_without_retry(error: Exception) -> None:
+    auth = FakeAuth()
+    server = Server(auth, error, "accept")
+
+    with pytest.raises(type(error)) as caught:
+        await connect(server)
+
+    assert caught.value is error
+    assert server.events == ["attempt"]
+    assert auth.invalidations == 0
+
+
+async def test_aws_failure_while_minting_credentials_is_not_retried() -> None:
+    auth = FakeAuth(error=CredentialError("throttled", code="Throttling", target="role"))
+    server = Server(auth, "accept")
+
+    with pytest.raises(CredentialError, match="throttled"):
+        await connect(server)
+
+    assert server.events == ["attempt"]
+    assert auth.invalidations == 0
+
+
+async def test_refusal_then_other_error_propagates_the_other_error() -> None:
+    auth = FakeAuth()
+    reset = ConnectionResetError("reset")
+    server = Server(auth, Refused(PAM_REFUSAL), reset)
+
+    with pytest.raises(ConnectionResetError) as caught:
+        await connect(server)
+
+    assert caught.value is reset
+    assert auth.invalidations == 1
+
+
+async def test_rate_limiter_is_awaited_before_every_attempt() -> None:
+    events: list[str] = []
+    server = Server(FakeAuth(), Refused(PAM_REFUSAL), "accept")
+    server.events = events
+
+    await connect(server, rate=RecordingRate(events))
+
+    assert events == ["rate", "attempt", "rate", "attempt"]
+
+
+async def test_cancelled_attempt_is_not_retried_and_keeps_the_cache() -> None:
+    auth = FakeAuth()
+    attempts = 0
+
+    async def hanging_attempt() -> str:
+        nonlocal attempts
+        attempts += 1
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(
+            lambda: connect_with_retry(
+                auth, hanging_attempt, refusal, user="app", endpoint=ENDPOINT
+            )
+        )
+        await anyio.wait_all_tasks_blocked()
+        group.cancel_scope.cancel()
+
+    assert attempts == 1
+    assert auth.invalidations == 0
+
+
+# --- what each driver's refusal looks like ---------------------------------------------------
+
+
+class SqlStateError(Exception):
+    """Shaped like an asyncpg PostgresError: a ``sqlstate`` attribute."""
+
+    def __init__(self, message: str, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize("sqlstate", ["28000", "28P01"])
+def test_postgres_refusal_is_sqlstate_28000_or_28p01(sqlstate: str) -> None:
+    assert postgres._rejection(SqlStateError(PAM_REFUSAL, sqlstate)) == PAM_REFUSAL
+
+
+@pytest.mark.parametrize(
+    "error", [SqlStateError("relation does not exist", "42P01"), OSError("refused")]
+)
+def test_postgres_other_errors_are_not_refusals(error: Exception) -> None:
+    assert postgres._rejection(error) is None
+
+
+def test_postgres_refusal_recognises_real_asyncpg_errors() -> None:
+    asyncpg = pytest.importorskip("asyncpg")
+
+    assert postgres._rejection(asyncpg.InvalidPasswordError(PAM_REFUSAL)) == PAM_REFUSAL
+    assert postgres._rejection(asyncpg.InvalidAuthorizationSpecificationError("no")) == "no"
+    assert postgres._rejection(asyncpg.UndefinedTableError("missing")) is None
+
+
+def test_mysql_refusal_is_error_1045() -> None:
+    from pymysql.err import OperationalError
+
+    message = "Access denied for user 'app'@'10.0.0.7' (using password: YES)"
+
+    assert mysql._rejection(OperationalError(1045, message)) == message
+    assert mysql._rejection(OperationalError(2003, "Can't connect to MySQL server")) is None
+    assert mysql._rejection(RuntimeError(1045, message)) is None
+
+
+def test_redshift_refusal_is_an_auth_sqlstate_in_the_drivers_error_dict() -> None:
+    refused = Exception({"S": "FATAL", "C": "28000", "M": 'password authentication failed for "x"'})
+    other = Exception({"S": "ERROR", "C": "42P01", "M": "relation does not exist"})
+
+    assert redshift._rejection(refused) == 'password authentication failed for "x"'
+    assert redshift._rejection(other) is None
+    assert redshift._rejection(Exception("plain message")) is None
+
+
+def mysql_access_denied() -> Exception:
+    from pymysql.err import OperationalError
+
+    error: Exception = OperationalError(1045, "Access denied for user 'app'@'10.0.0.7'")
+    return error
+
+
+@pytest.mark.parametrize(
+    ("driver_refusal", "make_error"),
+    [
+        (postgres._rejection, lambda: SqlStateError(PAM_REFUSAL, "28P01")),
+        (mysql._rejection, mysql_access_denied),
+    ],
+)
+async def test_each_drivers_refusal_triggers_the_one_retry(
+    driver_refusal: Callable[[BaseException], str | None],
+    make_error: Callable[[], Exception],
+) -> None:
+    auth = FakeAuth()
+    server = Server(auth, make_error(), "accept")
+
+    await connect_with_retry(auth, server.attempt, driver_refusal, user="app", endpoint=ENDPOINT)
+
+    assert server.events == ["attempt", "attempt"]
+    assert auth.invalidations == 1
