@@ -71,6 +71,7 @@ def _settings(target: Target, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
             context="driver keyword",
         )
     return {
+        **_dsn_options(target.options),
         **driver_kwargs,
         "host": target.host,
         "port": target.port,
@@ -79,6 +80,32 @@ def _settings(target: Target, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
         "ssl": tls_context(target, driver_kwargs.get("ssl")),
         "auth_plugin": "mysql_clear_password",
     }
+
+
+_TEXT_OPTIONS = ("charset", "init_command", "program_name", "sql_mode")
+_BOOL_OPTIONS = ("autocommit", "local_infile")
+
+
+def _dsn_options(options: dict[str, str]) -> dict[str, Any]:
+    """aiomysql keyword arguments from the DSN query (``?charset=utf8mb4&connect_timeout=5``)."""
+    settings: dict[str, Any] = {}
+    problems = []
+    for name, value in options.items():
+        if name in _TEXT_OPTIONS:
+            settings[name] = value
+        elif name in _BOOL_OPTIONS and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+            settings[name] = value.lower() in ("1", "true", "yes")
+        elif name == "connect_timeout" and value.replace(".", "", 1).isdigit():
+            settings[name] = float(value)
+        else:
+            allowed = ", ".join((*_TEXT_OPTIONS, *_BOOL_OPTIONS, "connect_timeout"))
+            problems.append(
+                ConfigProblem(name, f"is not a MySQL DSN option iampool understands ({allowed}); "
+                                    "pass other aiomysql settings as keyword arguments")
+            )  # fmt: skip
+    if problems:
+        raise ConfigError(problems, context="DSN")
+    return settings
 
 
 async def _open(auth: DbAuth, settings: dict[str, Any]) -> Connection:
