@@ -101,7 +101,7 @@ def test_rate_that_is_not_a_positive_number_is_a_value_error(rate: float) -> Non
 @pytest.mark.parametrize("rate", [0, -5, math.nan])
 def test_connect_rate_for_rejects_an_invalid_rate(rate: float) -> None:
     with pytest.raises(ValueError, match="connect_rate"):
-        connect_rate_for(unique_host(), 5432, rate)
+        connect_rate_for(f"{unique_host()}:5432", rate)
 
 
 @pytest.mark.parametrize("burst", [0, -1])
@@ -136,13 +136,13 @@ def test_concurrent_threads_each_reserve_a_distinct_slot() -> None:
 
 
 def test_no_rate_means_no_cap() -> None:
-    assert connect_rate_for(unique_host(), 5432, None) is None
+    assert connect_rate_for(f"{unique_host()}:5432", None) is None
 
 
 def test_pools_to_one_endpoint_share_one_bucket() -> None:
     host = unique_host()
-    first = connect_rate_for(host, 5432, 5)
-    second = connect_rate_for(host, 5432, 5)
+    first = connect_rate_for(f"{host}:5432", 5)
+    second = connect_rate_for(f"{host}:5432", 5)
 
     assert first is second
     assert first is not None
@@ -154,14 +154,25 @@ def test_pools_to_one_endpoint_share_one_bucket() -> None:
 
 def test_each_endpoint_has_its_own_bucket() -> None:
     host = unique_host()
-    bucket = connect_rate_for(host, 5432, 5)
+    bucket = connect_rate_for(f"{host}:5432", 5)
 
-    assert connect_rate_for(host, 5433, 5) is not bucket
-    assert connect_rate_for(unique_host(), 5432, 5) is not bucket
+    assert connect_rate_for(f"{host}:5433", 5) is not bucket
+    assert connect_rate_for(f"{unique_host()}:5432", 5) is not bucket
+
+
+def test_the_strictest_requested_rate_applies_to_an_endpoint() -> None:
+    endpoint = f"{unique_host()}:5432"
+    loose = connect_rate_for(endpoint, 100)
+    strict = connect_rate_for(endpoint, 10)
+
+    assert loose is not None
+    assert strict is not None
+    assert strict.rate == 10
+    assert connect_rate_for(endpoint, 50) is strict
 
 
 def test_endpoint_bucket_uses_the_requested_rate() -> None:
-    bucket = connect_rate_for(unique_host(), 3306, 40)
+    bucket = connect_rate_for(f"{unique_host()}:3306", 40)
 
     assert bucket is not None
     assert (bucket.rate, bucket.burst) == (40, 40)

@@ -59,11 +59,11 @@ def dsn_error(dsn: str, cfg: AwsIamConfig = AURORA) -> ConfigError:
     ],
 )
 def test_each_supported_scheme_selects_its_engine(scheme: str, engine: str, cfg: Any) -> None:
-    target = parse_target(f"{scheme}://{HOST}/appdb", cfg)
+    target = parse_target(f"{scheme}://{HOST}/dev", cfg)
 
     assert target.engine == engine
     assert target.host == HOST
-    assert target.database == "appdb"
+    assert target.database == "dev"
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ def test_unknown_scheme_is_a_config_error_listing_the_allowed_schemes(dsn: str) 
     [("postgresql", 5432, AURORA), ("mysql", 3306, AURORA), ("redshift", 5439, PROVISIONED)],
 )
 def test_dsn_without_port_uses_the_engine_default(scheme: str, port: int, cfg: Any) -> None:
-    target = parse_target(f"{scheme}://{HOST}/appdb", cfg)
+    target = parse_target(f"{scheme}://{HOST}/dev", cfg)
 
     assert target.port == port
     assert DEFAULT_PORTS[target.engine] == port
@@ -124,7 +124,20 @@ def test_database_is_url_decoded_and_absent_database_is_none() -> None:
 
 def test_redshift_database_falls_back_to_db_name() -> None:
     assert parse_target(f"redshift://{HOST}", PROVISIONED).database == "dev"
-    assert parse_target(f"redshift://{HOST}/sales", PROVISIONED).database == "sales"
+    assert parse_target(f"redshift://{HOST}/dev", PROVISIONED).database == "dev"
+
+
+def test_redshift_database_other_than_db_name_is_a_config_error() -> None:
+    # The temporary password is minted for db_name; connecting elsewhere would be refused.
+    message = str(dsn_error(f"redshift://{HOST}/sales", PROVISIONED))
+    assert "'sales'" in message
+    assert "'dev'" in message
+
+
+def test_redshift_dsn_query_options_are_refused() -> None:
+    error = dsn_error(f"redshift://{HOST}/dev?timeout=5", PROVISIONED)
+    assert error.fields == ["timeout"]
+    assert "keyword arguments" in str(error)
 
 
 def test_rds_database_does_not_fall_back_to_db_name() -> None:
@@ -206,15 +219,18 @@ def test_url_encoded_dsn_user_is_compared_decoded() -> None:
 
 
 def test_redshift_login_user_comes_from_the_aws_api_not_the_config() -> None:
-    # GetClusterCredentials answers "IAM:etl": the DSN user is not checked against db_username.
+    # GetClusterCredentials answers "IAM:etl": the DSN may repeat db_username, nothing else.
     assert parse_target(f"redshift://{HOST}/dev", PROVISIONED).user is None
-    assert parse_target(f"redshift://someone@{HOST}/dev", PROVISIONED).user == "someone"
+    assert parse_target(f"redshift://etl@{HOST}/dev", PROVISIONED).user is None
+    message = str(dsn_error(f"redshift://someone@{HOST}/dev", PROVISIONED))
+    assert "'someone'" in message
+    assert "'etl'" in message
 
 
 def test_dsn_written_as_user_colon_name_is_read_as_a_password() -> None:
     # "IAM:etl@" is userinfo with a password; Redshift's IAM user name must be URL-encoded.
     assert "password" in str(dsn_error(f"redshift://IAM:etl@{HOST}/dev", PROVISIONED))
-    assert parse_target(f"redshift://IAM%3Aetl@{HOST}/dev", PROVISIONED).user == "IAM:etl"
+    assert parse_target(f"redshift://IAM%3Aetl@{HOST}/dev", PROVISIONED).user is None
 
 
 @pytest.mark.parametrize(
@@ -308,7 +324,9 @@ def test_driver_dsn_keeps_other_query_parameters_and_drops_secrets_and_tls() -> 
 def test_driver_dsn_uses_the_drivers_plain_scheme(
     scheme: str, driver_scheme: str, cfg: AwsIamConfig
 ) -> None:
-    assert parse_target(f"{scheme}://{HOST}/db", cfg).driver_dsn().startswith(f"{driver_scheme}://")
+    assert (
+        parse_target(f"{scheme}://{HOST}/dev", cfg).driver_dsn().startswith(f"{driver_scheme}://")
+    )
 
 
 @pytest.mark.parametrize("database", ["my db", "a/b", "q?x=1", "hash#tag", "per%cent"])

@@ -7,14 +7,22 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 
 from .._credentials import DbAuth
-from .._errors import AuthTokenRejected
+from .._errors import AuthTokenRejected, ConfigError, ConfigProblem, TlsNotOfferedError
 
-__all__ = ["ConnectRate", "connect_rate_for", "connect_with_retry"]
+__all__ = [
+    "RDS_ADVICE",
+    "REDSHIFT_ADVICE",
+    "ConnectRate",
+    "connect_rate_for",
+    "connect_with_retry",
+    "refuse_owned_kwargs",
+    "tls_not_offered",
+]
 
 log = logging.getLogger("iampool")
 T = TypeVar("T")
@@ -58,20 +66,33 @@ class ConnectRate:
             await anyio.sleep(delay)
 
 
-_rates: dict[tuple[str, int, float], ConnectRate] = {}
+_rates: dict[str, ConnectRate] = {}
 _rates_lock = threading.Lock()
 
 
-def connect_rate_for(host: str, port: int, rate: float | None) -> ConnectRate | None:
-    """The process-wide bucket for an endpoint, so every pool to it shares one cap."""
+def connect_rate_for(endpoint: str, rate: float | None) -> ConnectRate | None:
+    """The process-wide bucket for an endpoint, so every pool to it shares one cap.
+
+    When pools ask for different rates to the same endpoint, the strictest one applies.
+    """
     if rate is None:
         return None
-    key = (host, port, rate)
     with _rates_lock:
-        bucket = _rates.get(key)
-        if bucket is None:
-            bucket = _rates[key] = ConnectRate(rate)
+        bucket = _rates.get(endpoint)
+        if bucket is None or rate < bucket.rate:
+            bucket = _rates[endpoint] = ConnectRate(rate)
         return bucket
+
+
+RDS_ADVICE = (
+    "Check that the user is granted IAM login (PostgreSQL: GRANT rds_iam; MySQL: IDENTIFIED "
+    "WITH AWSAuthenticationPlugin), that the IAM policy allows rds-db:connect for it, and that "
+    "this machine's clock is in sync"
+)
+REDSHIFT_ADVICE = (
+    "Check that the temporary user may log in to this database (db_groups, auto_create) and "
+    "that the IAM policy allows the credentials call for this user and database"
+)
 
 
 async def connect_with_retry(
@@ -82,6 +103,7 @@ async def connect_with_retry(
     user: str,
     endpoint: str,
     rate: ConnectRate | None = None,
+    advice: str = RDS_ADVICE,
 ) -> T:
     """Connect; if the server refuses the IAM credentials, retry ONCE with freshly minted ones.
 
@@ -102,9 +124,7 @@ async def connect_with_retry(
             if tries == 2:
                 raise AuthTokenRejected(
                     f"{endpoint} refused IAM credentials for user {user!r} twice (the second time "
-                    f"freshly minted): {message}. Check that the user is granted IAM login "
-                    "(PostgreSQL: GRANT rds_iam; MySQL: IDENTIFIED WITH AWSAuthenticationPlugin), "
-                    "that the IAM policy allows rds-db:connect for it, and the clock is in sync.",
+                    f"freshly minted): {message}. {advice}.",
                     server_message=message,
                     user=user,
                     endpoint=endpoint,
@@ -116,3 +136,22 @@ async def connect_with_retry(
                 message,
             )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def tls_not_offered(endpoint: str) -> TlsNotOfferedError:
+    """The error for a server that did not offer TLS (no credential was sent to it)."""
+    return TlsNotOfferedError(
+        f"{endpoint} did not offer TLS; iampool refused to send it IAM credentials (RDS and "
+        "Redshift always offer TLS: check the endpoint and any proxy in between)"
+    )
+
+
+def refuse_owned_kwargs(driver_kwargs: dict[str, Any], owned: tuple[str, ...]) -> None:
+    """Driver keyword arguments that iampool sets itself (host, user, password, ...) are errors:
+    an override would connect elsewhere than the token was signed for, or drop IAM."""
+    clashes = sorted(set(driver_kwargs) & set(owned))
+    if clashes:
+        raise ConfigError(
+            [ConfigProblem(name, "is set by iampool from the DSN and aws_iam") for name in clashes],
+            context="driver keyword",
+        )

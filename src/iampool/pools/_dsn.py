@@ -40,10 +40,14 @@ class Target:
     sslmode: str  # require | verify-ca | verify-full
     sslrootcert: str | None
     options: dict[str, str] = field(default_factory=dict)  # other DSN query parameters
+    discover_from: str | None = None  # "cluster <id>" / "workgroup <name>" when host is None
 
     @property
     def endpoint(self) -> str:
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host  # IPv6
+        """``host:port``, or for Redshift without a host, what its endpoint is looked up from."""
+        if self.host is None:
+            return f"Redshift {self.discover_from}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6
         return f"{host}:{self.port}"
 
     def driver_dsn(self) -> str:
@@ -86,9 +90,10 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
     # libpq and asyncpg also read the user from "?user=": it must agree with db_username too.
     named = [name for name in (unquote(parts.username or ""), options.pop("user", "")) if name]
     user = named[0] if named else None
-    expected = _login_user(engine, config)
+    expected = config.db_username
+    accepted = {expected, f"IAM:{expected}"} if engine == "redshift" else {expected}
     for name in dict.fromkeys(named):
-        if expected is not None and name != expected:
+        if expected is not None and name not in accepted:
             problems.append(
                 ConfigProblem("dsn", f"names user {name!r} but aws_iam.db_username is "
                                      f"{expected!r}; drop the user from the DSN or make them match")
@@ -109,26 +114,48 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
     host = unquote(parts.hostname) if parts.hostname else None
     if host is None and engine != "redshift":
         problems.append(ConfigProblem("dsn", "needs a host (the database endpoint)"))
+    database = unquote(parts.path.lstrip("/")) or None
+    if engine == "redshift":
+        problems.extend(_redshift_problems(config, database, options))
+        database = database or config.db_name
     if problems:
         raise ConfigError(problems, context="DSN")
-    database = unquote(parts.path.lstrip("/")) or None
-    if engine == "redshift" and database is None:
-        database = config.db_name
     return Target(
         engine=engine,
         host=host,
         port=port or config.port or DEFAULT_PORTS[engine],
-        user=user or expected,
+        user=None if engine == "redshift" else user or expected,
         database=database,
         sslmode=sslmode,
         sslrootcert=sslrootcert,
         options=options,
+        discover_from=(
+            None
+            if host is not None or engine != "redshift"
+            else f"workgroup {config.workgroup_name}"
+            if config.workgroup_name
+            else f"cluster {config.cluster_identifier}"
+        ),
     )
 
 
-def _login_user(engine: Engine, config: AwsIamConfig) -> str | None:
-    # Redshift logs in as the user its API returns (IAM:<name>); only RDS fixes it up front.
-    return config.db_username if engine != "redshift" else None
+def _redshift_problems(
+    config: AwsIamConfig, database: str | None, options: dict[str, str]
+) -> list[ConfigProblem]:
+    # Redshift logs in as the user its API returns (IAM:<name>), to the database it was
+    # minted for: a DSN may only repeat those, and driver settings go in keyword arguments.
+    problems = []
+    if database is not None and config.db_name is not None and database != config.db_name:
+        problems.append(
+            ConfigProblem("dsn", f"names database {database!r} but aws_iam.db_name is "
+                                 f"{config.db_name!r}; the password is minted for db_name")
+        )  # fmt: skip
+    for name in options:
+        problems.append(
+            ConfigProblem(name, "is not a redshift:// DSN option; pass redshift-connector "
+                                "settings as keyword arguments")
+        )  # fmt: skip
+    return problems
 
 
 def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:

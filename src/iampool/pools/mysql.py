@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem, TlsNotOfferedError
-from ._connect import ConnectRate, connect_rate_for, connect_with_retry
+from ._connect import (
+    ConnectRate,
+    connect_rate_for,
+    connect_with_retry,
+    refuse_owned_kwargs,
+    tls_not_offered,
+)
 from ._dsn import Target, tls_context
 from ._slots import ConnectionSlots
 
@@ -45,11 +51,7 @@ def _connection_class() -> type[Connection]:
     class IamConnection(Connection):  # type: ignore[misc]
         async def _request_authentication(self) -> None:
             if not self.server_capabilities & CLIENT.SSL:
-                raise TlsNotOfferedError(
-                    f"MySQL server {self._host}:{self._port} did not offer TLS; iampool refused "
-                    "to send it an IAM token (RDS always offers TLS: check the endpoint and any "
-                    "proxy)"
-                )
+                raise tls_not_offered(f"MySQL server {self._host}:{self._port}")
             await super()._request_authentication()
 
     return IamConnection
@@ -64,12 +66,7 @@ def _rejection(exc: BaseException) -> str | None:
 
 
 def _settings(target: Target, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
-    owned = sorted(set(driver_kwargs) & set(_OWNED_KWARGS))
-    if owned:
-        raise ConfigError(
-            [ConfigProblem(name, "is set by iampool from the DSN and aws_iam") for name in owned],
-            context="driver keyword",
-        )
+    refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
     return {
         **_dsn_options(target.options),
         **driver_kwargs,
@@ -145,7 +142,7 @@ async def connect(
     target: Target, auth: DbAuth, *, connect_rate: float | None = None, **driver_kwargs: Any
 ) -> Connection:
     """One aiomysql ``Connection`` authenticated with an IAM token over TLS."""
-    rate = connect_rate_for(target.host or "", target.port, connect_rate)
+    rate = connect_rate_for(target.endpoint, connect_rate)
     return await _opener(target, auth, rate, driver_kwargs)()
 
 
@@ -160,7 +157,7 @@ async def create_pool(
     **driver_kwargs: Any,
 ) -> MySQLPool:
     """A :class:`MySQLPool` filled to ``min_size``."""
-    rate = connect_rate_for(target.host or "", target.port, connect_rate)
+    rate = connect_rate_for(target.endpoint, connect_rate)
     pool = MySQLPool(_opener(target, auth, rate, driver_kwargs), min_size, max_size, pool_recycle)
     try:
         await pool.fill()

@@ -7,10 +7,11 @@ server refuses a token.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._credentials import DbAuth
-from ._connect import connect_rate_for, connect_with_retry
+from ._connect import connect_rate_for, connect_with_retry, refuse_owned_kwargs, tls_not_offered
 from ._dsn import Target, tls_context
 
 if TYPE_CHECKING:
@@ -18,7 +19,10 @@ if TYPE_CHECKING:
 
 __all__ = ["connect", "create_pool"]
 
+T = TypeVar("T")
+
 _AUTH_SQLSTATES = frozenset({"28000", "28P01"})
+_OWNED_KWARGS = ("dsn", "host", "port", "user", "password", "passfile", "database")
 
 
 def _rejection(exc: BaseException) -> str | None:
@@ -28,7 +32,20 @@ def _rejection(exc: BaseException) -> str | None:
     return None
 
 
+async def _refusing_plain_text(target: Target, connecting: Awaitable[T]) -> T:
+    """asyncpg stops before sending any password when the server declines TLS; say so in our
+    terms (its own message is a ConnectionError "rejected SSL upgrade")."""
+    try:
+        return await connecting
+    except ConnectionError as exc:
+        if "rejected SSL upgrade" in str(exc):
+            raise tls_not_offered(target.endpoint) from None
+        raise
+
+
 def _settings(target: Target, auth: DbAuth, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
+    refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
+
     async def password() -> str:
         return (await auth.credentials()).password
 
@@ -53,12 +70,12 @@ async def create_pool(
     import asyncpg
 
     user_connect = driver_kwargs.pop("connect", None) or asyncpg.connect
-    rate = connect_rate_for(target.host or "", target.port, connect_rate)
+    rate = connect_rate_for(target.endpoint, connect_rate)
 
     async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
         return await connect_with_retry(
             auth,
-            lambda: user_connect(*args, **kwargs),
+            lambda: _refusing_plain_text(target, user_connect(*args, **kwargs)),
             _rejection,
             user=target.user or "",
             endpoint=target.endpoint,
@@ -84,10 +101,10 @@ async def connect(
     settings = _settings(target, auth, driver_kwargs)
     connection: asyncpg.Connection = await connect_with_retry(
         auth,
-        lambda: asyncpg.connect(target.driver_dsn(), **settings),
+        lambda: _refusing_plain_text(target, asyncpg.connect(target.driver_dsn(), **settings)),
         _rejection,
         user=target.user or "",
         endpoint=target.endpoint,
-        rate=connect_rate_for(target.host or "", target.port, connect_rate),
+        rate=connect_rate_for(target.endpoint, connect_rate),
     )
     return connection

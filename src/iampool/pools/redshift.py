@@ -18,7 +18,13 @@ import anyio
 
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
-from ._connect import connect_rate_for, connect_with_retry
+from ._connect import (
+    REDSHIFT_ADVICE,
+    connect_rate_for,
+    connect_with_retry,
+    refuse_owned_kwargs,
+    tls_not_offered,
+)
 from ._dsn import Target
 from ._slots import ConnectionSlots
 
@@ -101,38 +107,39 @@ def _opener(
     driver_kwargs: dict[str, Any],
 ) -> Callable[[], Awaitable[RedshiftConnection]]:
     import redshift_connector
+    import redshift_connector.error
 
-    owned = sorted(set(driver_kwargs) & set(_OWNED_KWARGS))
-    if owned:
-        raise ConfigError(
-            [ConfigProblem(name, "is set by iampool from the DSN and aws_iam") for name in owned],
-            context="driver keyword",
-        )
+    refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
     if target.sslrootcert is not None:
         raise ConfigError(
             ConfigProblem("sslrootcert", "redshift-connector cannot take a CA file: it trusts "
                                          "the system store (SSL_CERT_FILE) and Amazon's CAs")
         )  # fmt: skip
     sslmode = _SSLMODES[target.sslmode]
-    rate = connect_rate_for(target.host or "", target.port, connect_rate)
+    rate = connect_rate_for(target.endpoint, connect_rate)
 
     async def attempt() -> RedshiftConnection:
         login = await auth.credentials()
-        raw = await anyio.to_thread.run_sync(
-            functools.partial(
-                redshift_connector.connect,
-                host=login.host or target.host,
-                port=login.port or target.port,
-                database=login.database or target.database,
-                user=login.user,
-                password=login.password,
-                iam=False,
-                ssl=True,
-                sslmode=sslmode,
-                **driver_kwargs,
-            ),
-            limiter=limiter,
-        )
+        try:
+            raw = await anyio.to_thread.run_sync(
+                functools.partial(
+                    redshift_connector.connect,
+                    host=login.host or target.host,
+                    port=login.port or target.port,
+                    database=login.database or target.database,
+                    user=login.user,
+                    password=login.password,
+                    iam=False,
+                    ssl=True,
+                    sslmode=sslmode,
+                    **driver_kwargs,
+                ),
+                limiter=limiter,
+            )
+        except redshift_connector.error.InterfaceError as exc:
+            if "refuses SSL" in str(exc):  # it stops before sending the password
+                raise tls_not_offered(target.endpoint) from None
+            raise
         raw.autocommit = True
         return RedshiftConnection(raw, limiter)
 
@@ -142,8 +149,9 @@ def _opener(
             attempt,
             _rejection,
             user=auth.config.db_username or auth.config.workgroup_name or "",
-            endpoint=target.endpoint if target.host else "Redshift",
+            endpoint=target.endpoint,
             rate=rate,
+            advice=REDSHIFT_ADVICE,
         )
 
     return open_connection
