@@ -339,7 +339,7 @@ async def describe_cluster_endpoint(
     api: AwsApi, credentials: AwsCredentials, *, region: str, cluster_identifier: str
 ) -> tuple[str, int]:
     """The cluster's endpoint from ``DescribeClusters`` (never guessed from a host name)."""
-    target = f"for cluster {cluster_identifier} in {region}"
+    target = f"{cluster_identifier} in {region}"
     with aws_errors("Failed to describe Redshift cluster", target, hint=_REDSHIFT_HINTS):
         client = await api.client("redshift", region, credentials)
         response = await client.describe_clusters(ClusterIdentifier=cluster_identifier)
@@ -380,7 +380,7 @@ async def get_workgroup_endpoint(
     api: AwsApi, credentials: AwsCredentials, *, region: str, workgroup_name: str
 ) -> tuple[str, int]:
     """The workgroup's endpoint from ``GetWorkgroup``."""
-    target = f"for workgroup {workgroup_name} in {region}"
+    target = f"{workgroup_name} in {region}"
     with aws_errors("Failed to get Redshift Serverless workgroup", target, hint=_REDSHIFT_HINTS):
         client = await api.client("redshift-serverless", region, credentials)
         response = await client.get_workgroup(workgroupName=workgroup_name)

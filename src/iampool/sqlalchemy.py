@@ -44,7 +44,8 @@ def async_creator(
         from ._errors import ConfigError, ConfigProblem
 
         raise ConfigError(
-            ConfigProblem("dsn", "async_creator supports postgresql:// and mysql:// DSNs")
+            ConfigProblem("dsn", "async_creator supports postgresql:// and mysql:// DSNs"),
+            context="DSN",
         )
     module = driver(target.engine)
 

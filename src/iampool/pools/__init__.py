@@ -42,7 +42,8 @@ def resolve(dsn: str, aws_iam: ConfigLike, cache: CredentialCache | None) -> tup
         )
     if target.engine != "redshift" and config.backend != "rds":
         raise ConfigError(
-            ConfigProblem("dsn", f"aws_iam describes {config.backend}; use a redshift:// DSN")
+            ConfigProblem("dsn", f"aws_iam describes {config.backend}; use a redshift:// DSN"),
+            context="DSN",
         )
     auth = auth_for(
         config,

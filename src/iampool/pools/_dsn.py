@@ -169,7 +169,8 @@ def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:
     if ssl_option not in (None, True, "require", "verify-ca", "verify-full"):
         raise ConfigError(
             ConfigProblem("ssl", f"{ssl_option!r} is not allowed: IAM connections always use TLS; "
-                                 "pass an ssl.SSLContext or leave it unset")
+                                 "pass an ssl.SSLContext or leave it unset"),
+            context="driver keyword",
         )  # fmt: skip
     mode = ssl_option if isinstance(ssl_option, str) else target.sslmode
     if target.sslrootcert is not None and mode == "require":

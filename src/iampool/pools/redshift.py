@@ -113,7 +113,8 @@ def _opener(
     if target.sslrootcert is not None:
         raise ConfigError(
             ConfigProblem("sslrootcert", "redshift-connector cannot take a CA file: it trusts "
-                                         "the system store (SSL_CERT_FILE) and Amazon's CAs")
+                                         "the system store (SSL_CERT_FILE) and Amazon's CAs"),
+            context="DSN",
         )  # fmt: skip
     sslmode = _SSLMODES[target.sslmode]
     rate = connect_rate_for(target.endpoint, connect_rate)
