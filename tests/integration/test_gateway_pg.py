@@ -417,3 +417,21 @@ def test_a_gateway_whose_upstream_does_not_answer_fails_to_start_saying_where() 
 
     assert "s3cret" not in str(failed.value)
     assert "s3cret" not in repr(gateway)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_gateway_started_from_trio_serves_a_tls_handshake() -> None:
+    async with IamGateway("postgresql", upstream=UPSTREAM, authority=Authority(KEY)) as gateway:
+        stream = await anyio.connect_tcp(gateway.host, gateway.port)
+        await stream.send(struct.pack("!ii", 8, 80877103))
+        assert await stream.receive(1) == b"S"
+        tls = await TLSStream.wrap(
+            stream,
+            hostname="localhost",
+            ssl_context=gateway.client_ssl_context(),
+            standard_compatible=False,
+        )
+        await tls.aclose()
+        await anyio.to_thread.run_sync(gateway.wait_idle)
+
+        assert gateway.active == 0
