@@ -357,6 +357,7 @@ async def test_five_hundred_concurrent_tls_logins_are_all_answered(gateway: IamG
 
     assert outcomes == ["refused"] * 500
     assert gateway.rejected == {"forced": 500}
+    await wait_idle(gateway)  # every client has finished its TLS shutdown
 
 
 async def test_sixty_concurrent_logins_each_reach_the_real_server(gateway: IamGateway) -> None:

@@ -11,6 +11,7 @@ import os
 import struct
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -85,22 +86,29 @@ def connect(
     return redshift_connector.connect(password=password, **options)
 
 
-def refused(gateway: IamGateway, password: str = PASSWORD, **kwargs: object) -> dict[str, str]:
-    """Attempt a login that must fail; the server's error fields.
-
-    redshift-connector does not close its socket when the server refuses the login: collect the
-    leaked socket here, where the warning is expected, rather than in a later test.
-    """
-    fields: dict[str, str] = {}
+@contextmanager
+def collecting_leaked_sockets() -> Iterator[None]:
+    """redshift-connector does not close its socket when the server refuses TLS or the login:
+    collect the leaked socket here, where that is expected, rather than in a later test."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         try:
-            connect(gateway, password, **kwargs)
-        except redshift_connector.InterfaceError as exc:
-            fields = dict(exc.args[0])
-        gc.collect()
-    assert fields, "the login was accepted"
-    return fields
+            yield
+        finally:
+            gc.collect()
+
+
+def refused(gateway: IamGateway, password: str = PASSWORD, **kwargs: object) -> dict[str, str]:
+    """Attempt a login that must fail; the server's error fields."""
+    with collecting_leaked_sockets():
+        return login_error(gateway, password, **kwargs)
+
+
+def login_error(gateway: IamGateway, password: str, **kwargs: object) -> dict[str, str]:
+    # A function of its own: the traceback holding the leaked socket dies with this frame.
+    with pytest.raises(redshift_connector.InterfaceError) as error:
+        connect(gateway, password, **kwargs)
+    return dict(error.value.args[0])
 
 
 def test_an_issued_password_logs_in_to_the_real_server_as_the_iam_user(
@@ -193,7 +201,10 @@ def test_redshift_connector_refuses_a_server_without_tls_and_sends_nothing() -> 
         mode="redshift",
         offer_tls=False,
     ) as plain:
-        with pytest.raises(redshift_connector.InterfaceError, match="Server refuses SSL"):
+        with (
+            collecting_leaked_sockets(),
+            pytest.raises(redshift_connector.InterfaceError, match="Server refuses SSL"),
+        ):
             connect(plain)
 
         assert plain.secrets_seen_in_plaintext == ()

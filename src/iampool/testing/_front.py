@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
@@ -32,6 +32,7 @@ __all__ = [
 Mode = Literal["rds", "redshift"]
 
 _CHUNK = 65_536
+_CLOSE_NOTIFY_GRACE = 1.0  # seconds a TLS peer gets to answer close_notify
 
 STREAM_ERRORS: tuple[type[BaseException], ...] = (
     anyio.EndOfStream,
@@ -166,8 +167,16 @@ class Peer:
         )
 
     async def aclose(self) -> None:
-        """Close the connection without waiting on the peer."""
-        await anyio.aclose_forcefully(self._stream)
+        """Close the connection; a TLS peer first gets close_notify, as a real server sends.
+
+        Without it, some clients (asyncpg under load) keep their socket open after a refused
+        login. The peer gets a moment to answer; it is then closed regardless.
+        """
+        stream = self._stream
+        if isinstance(stream, TLSStream):
+            with anyio.move_on_after(_CLOSE_NOTIFY_GRACE, shield=True), suppress(*STREAM_ERRORS):
+                await stream.unwrap()
+        await anyio.aclose_forcefully(stream)
 
     async def copy_to(self, other: Peer) -> None:
         """Send everything this peer says to ``other`` until this peer hangs up."""
@@ -210,9 +219,8 @@ async def pipe(client: Peer, upstream: Peer) -> None:
 
     async def copy(source: Peer, target: Peer, scope: anyio.CancelScope) -> None:
         try:
-            await source.copy_to(target)
-        except STREAM_ERRORS:
-            pass
+            with suppress(*STREAM_ERRORS):
+                await source.copy_to(target)
         finally:
             scope.cancel()
 

@@ -48,7 +48,7 @@ WireProtocol = Literal["postgresql", "mysql"]
 
 class _Front(Protocol):
     async def __call__(
-        self, stream: ByteStream, desk: IamGateway, *, handshake_timeout: float
+        self, client: Peer, desk: IamGateway, *, handshake_timeout: float
     ) -> None: ...
 
 
@@ -249,9 +249,10 @@ class IamGateway:
     async def _handle(self, stream: ByteStream) -> None:
         with self._lock:
             self._active += 1
+        client = Peer(stream)
         try:
             front = _FRONTS[self._protocol]
-            await front(stream, self, handshake_timeout=self._handshake_timeout)
+            await front(client, self, handshake_timeout=self._handshake_timeout)
         except ProtocolViolation as exc:
             self.refuse("malformed_packet")
             _log.debug("closed a connection that broke the protocol: %s", exc)
@@ -262,7 +263,7 @@ class IamGateway:
         except Exception:
             _log.exception("unexpected error in a gateway connection")
         finally:
-            await anyio.aclose_forcefully(stream)
+            await client.aclose()
             with self._lock:
                 self._active -= 1
                 self._idle.notify_all()

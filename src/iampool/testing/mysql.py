@@ -22,7 +22,6 @@ import struct
 from dataclasses import dataclass
 
 import anyio
-from anyio.abc import ByteStream
 
 from ._front import STREAM_ERRORS, FrontDesk, Peer, ProtocolViolation, Upstream, pipe
 
@@ -52,13 +51,12 @@ _CLEAR = b"mysql_clear_password"
 _SALT_ALPHABET = (string.ascii_letters + string.digits).encode()
 
 
-async def serve_client(stream: ByteStream, desk: FrontDesk, *, handshake_timeout: float) -> None:
+async def serve_client(client: Peer, desk: FrontDesk, *, handshake_timeout: float) -> None:
     """Hold one client's conversation until it or the upstream hangs up.
 
     Raises:
         ProtocolViolation: the client or the upstream did not speak the MySQL protocol.
     """
-    client = Peer(stream)
     async with desk.connect_upstream() as upstream:
         with anyio.fail_after(handshake_timeout):
             logged_in = await _handshake(client, upstream, desk)

@@ -22,7 +22,6 @@ import secrets
 import struct
 
 import anyio
-from anyio.abc import ByteStream
 
 from ._front import STREAM_ERRORS, FrontDesk, Peer, ProtocolViolation, Upstream, pipe
 
@@ -67,13 +66,12 @@ sends (``client_protocol_version``, ``driver_version``, ``os_version``,
 ``identity_namespace``, ``idc_client_display_name``)."""
 
 
-async def serve_client(stream: ByteStream, desk: FrontDesk, *, handshake_timeout: float) -> None:
+async def serve_client(client: Peer, desk: FrontDesk, *, handshake_timeout: float) -> None:
     """Hold one client's conversation until it or the upstream hangs up.
 
     Raises:
         ProtocolViolation: the client did not speak the PostgreSQL protocol.
     """
-    client = Peer(stream)
     with anyio.fail_after(handshake_timeout):
         login = await _client_login(client, desk)
     if login is None:
