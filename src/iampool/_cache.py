@@ -156,6 +156,7 @@ class CredentialCache:
             "retry_mode": retry_mode,
         }
         self._source = source
+        self._owns_source = source is None
         self._service = ServiceLoop("iampool-credentials")
         self._service.on_shutdown(self._close_source)
         # A cache dropped without close() still shuts its loop and AWS clients down at exit.
@@ -203,9 +204,11 @@ class CredentialCache:
                 self._entries.move_to_end(key)
             snapshot = entry.snapshot
             if snapshot is not None and now < snapshot.usable_until:
-                # Stale but valid: serve it and let one background refresh run.
+                # Stale but valid: serve it and let one background refresh run. Fresh means a
+                # fetch landed after the lock-free check above: no refresh is due.
                 self._counts["hits"] += 1
-                if entry.flight is None and now >= entry.retry_at:
+                due = now >= snapshot.refresh_at and now >= entry.retry_at
+                if due and entry.flight is None:
                     self._fly(key, entry, mint, background=True)
                 value: V = snapshot.value
                 return value
@@ -240,13 +243,16 @@ class CredentialCache:
         async def run() -> V:
             try:
                 lease = await asyncio.wait_for(mint(), self.deadline)
+            except (asyncio.TimeoutError, TimeoutError):  # distinct classes on Python 3.10
+                # Named with _describe: the raw key holds the external id.
+                timeout = CredentialError(
+                    f"Timed out after {self.deadline:g} s minting {_describe(key)}.",
+                    code="Timeout",
+                )
+                self._landed_failure(key, entry, timeout, background=background)
+                raise timeout from None
             except BaseException as exc:
                 self._landed_failure(key, entry, exc, background=background)
-                if isinstance(exc, TimeoutError):
-                    raise CredentialError(
-                        f"Timed out after {self.deadline:g} s minting credentials for {key!r}.",
-                        code="Timeout",
-                    ) from None
                 raise
             now = self.clock()
             life = max(lease.usable_until - now, 0.0)
@@ -351,7 +357,9 @@ class CredentialCache:
         return source
 
     async def _close_source(self) -> None:
-        source, self._source = self._source, None
+        source = self._source
+        if self._owns_source:  # an injected source stays: a reused cache must not switch to AWS
+            self._source = None
         if source is not None:
             await source.aclose()
 
