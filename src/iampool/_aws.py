@@ -202,7 +202,8 @@ class AwsApi:
         self._config = AioConfig(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"max_attempts": max_attempts, "mode": retry_mode},
+            # botocore's "max_attempts" counts retries only; ours counts the first call too.
+            retries={"total_max_attempts": max_attempts, "mode": retry_mode},
         )
         self._session = AioSession()
         self._clients: OrderedDict[tuple[str, str, str | None], tuple[Any, AsyncExitStack]] = (
