@@ -1,0 +1,653 @@
+"""CredentialCache: single flight, refresh ahead, expiry caps, LRU, deadlines, loops and threads.
+
+Fetches run on the cache's service thread; the fake source is gated from the test (see fakes.py)
+and a fake clock moves time. Tests assert counts and states, never durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from iampool import AwsIamConfig, CredentialCache, CredentialError, _cache, auth_for, default_cache
+from iampool._aws import AwsCredentials
+from iampool._cache import Lease
+
+from .fakes import FakeClock, FakeSource, settle, wait_until
+
+pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
+
+ROLE = AwsIamConfig.from_extra(
+    {
+        "enabled": True,
+        "region": "us-east-1",
+        "role_arn": "arn:aws:iam::123456789012:role/app-db",
+        "external_id": "ext-7f3a9c",
+        "db_username": "app",
+    }
+)
+HOST = "app.cluster-abc.us-east-1.rds.amazonaws.com"
+SERVICE_THREAD = "iampool-credentials"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def source(clock: FakeClock) -> Iterator[FakeSource]:
+    source = FakeSource(clock)
+    yield source
+    source.gate.open()  # release a worker thread still parked at the gate
+
+
+@pytest.fixture
+def new_cache(clock: FakeClock, source: FakeSource) -> Iterator[Callable[..., CredentialCache]]:
+    caches: list[CredentialCache] = []
+
+    def new(**options: Any) -> CredentialCache:
+        options.setdefault("clock", clock)
+        options.setdefault("source", source)
+        caches.append(CredentialCache(**options))
+        return caches[-1]
+
+    yield new
+    for cache in caches:
+        cache.close()
+
+
+@pytest.fixture
+def cache(new_cache: Callable[..., CredentialCache]) -> CredentialCache:
+    return new_cache()
+
+
+async def without_waiting(call: Callable[[], Awaitable[T]]) -> list[T]:
+    """``[result]`` if ``call()`` completes without waiting on the service thread, else ``[]``."""
+    results: list[T] = []
+
+    async def run() -> None:
+        results.append(await call())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    return results
+
+
+# -- single flight ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_herd_of_1000_callers_makes_one_assume_role_call_and_signs_one_token(
+    cache: CredentialCache, source: FakeSource
+) -> None:
+    auth = auth_for(ROLE, host=HOST, port=5432, cache=cache)
+    results = []
+
+    async def connect() -> None:
+        results.append(await auth.credentials())
+
+    source.gate.close()
+    async with anyio.create_task_group() as tg:
+        for _ in range(1000):
+            tg.start_soon(connect)
+        await anyio.wait_all_tasks_blocked()
+        assert results == []  # every caller is waiting on the one fetch
+        source.gate.open()
+
+    assert source.calls == Counter(AssumeRole=1)
+    stats = cache.stats()
+    assert (stats["sts_calls"], stats["tokens_signed"]) == (1, 1)
+    assert len(results) == 1000
+    assert all(credentials is results[0] for credentials in results)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_cancelling_half_of_1000_waiters_does_not_cancel_the_shared_fetch(
+    cache: CredentialCache, source: FakeSource
+) -> None:
+    auth = auth_for(ROLE, host=HOST, port=5432, cache=cache)
+    results = []
+    scopes = [anyio.CancelScope() for _ in range(1000)]
+
+    async def connect(scope: anyio.CancelScope) -> None:
+        with scope:
+            results.append(await auth.credentials())
+
+    source.gate.close()
+    async with anyio.create_task_group() as tg:
+        for scope in scopes:
+            tg.start_soon(connect, scope)
+        await anyio.wait_all_tasks_blocked()
+        for scope in scopes[::2]:
+            scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        assert source.finished == 0  # the fetch is still waiting at the gate, not cancelled
+        source.gate.open()
+
+    assert all(scope.cancelled_caught for scope in scopes[::2])
+    assert not any(scope.cancelled_caught for scope in scopes[1::2])
+    assert len(results) == 500
+    assert all(credentials is results[0] for credentials in results)
+    assert source.calls == Counter(AssumeRole=1)
+    assert source.finished == 1
+
+
+class HookedClock(FakeClock):
+    """A fake clock that runs a hook on the next read from the arming thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hook: tuple[threading.Thread, Callable[[], None]] | None = None
+
+    def on_next_read(self, hook: Callable[[], None]) -> None:
+        self._hook = (threading.current_thread(), hook)
+
+    def __call__(self) -> float:
+        if self._hook is not None and self._hook[0] is threading.current_thread():
+            hook, self._hook = self._hook[1], None
+            hook()
+        return self.now
+
+
+async def test_caller_arriving_as_the_first_fetch_lands_does_not_start_another(
+    new_cache: Callable[..., CredentialCache], source: FakeSource
+) -> None:
+    clock = HookedClock()
+    source.clock = clock
+    cache = new_cache(clock=clock)
+
+    def land_the_fetch() -> None:
+        # Runs inside the caller's get(), after it saw no value and before it takes the lock.
+        source.gate.open()
+        joiner = threading.Thread(target=lambda: asyncio.run(cache.aws_credentials(ROLE)))
+        joiner.start()
+        joiner.join(30)
+
+    source.gate.close()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cache.aws_credentials, ROLE)  # the first fetch, parked at the gate
+        await anyio.wait_all_tasks_blocked()
+        clock.on_next_read(land_the_fetch)
+        first = await cache.aws_credentials(ROLE)
+
+    await settle(cache)  # a fetch started by that call would have reached the source
+    assert source.calls == Counter(AssumeRole=1)
+    assert await cache.aws_credentials(ROLE) is first
+    assert cache.stats()["refreshes"] == 0
+
+
+async def test_fetch_whose_waiters_were_all_cancelled_still_completes_and_is_cached(
+    cache: CredentialCache, source: FakeSource
+) -> None:
+    source.gate.close()
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(cache.aws_credentials, ROLE)
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    source.gate.open()
+    await wait_until(lambda: source.finished == 1)
+
+    first = await cache.aws_credentials(ROLE)
+    assert await cache.aws_credentials(ROLE) is first
+    assert source.calls == Counter(AssumeRole=1)
+
+
+async def test_failed_fetch_fails_every_waiter_with_the_same_error_and_is_not_cached(
+    cache: CredentialCache, source: FakeSource
+) -> None:
+    error = CredentialError(
+        "Unable to assume IAM role arn:aws:iam::123456789012:role/app-db in us-east-1: "
+        "AccessDenied.",
+        code="AccessDenied",
+    )
+    source.failures.append(error)
+    errors: list[CredentialError] = []
+
+    async def connect() -> None:
+        try:
+            await cache.aws_credentials(ROLE)
+        except CredentialError as exc:
+            errors.append(exc)
+
+    source.gate.close()
+    async with anyio.create_task_group() as tg:
+        for _ in range(1000):
+            tg.start_soon(connect)
+        await anyio.wait_all_tasks_blocked()
+        source.gate.open()
+
+    assert len(errors) == 1000
+    assert all(exc is error for exc in errors)
+    assert source.calls == Counter(AssumeRole=1)
+    stats = cache.stats()
+    assert (stats["errors"], stats["size"]) == (1, 0)
+
+    credentials = await cache.aws_credentials(ROLE)  # the failure was not cached
+    assert isinstance(credentials, AwsCredentials)
+    assert source.calls == Counter(AssumeRole=2)
+
+
+async def test_fetch_that_never_finishes_fails_with_timeout_after_the_deadline(
+    new_cache: Callable[..., CredentialCache], source: FakeSource
+) -> None:
+    cache = new_cache(deadline=0.2)
+    source.hang = True
+    with pytest.raises(CredentialError) as caught:
+        await cache.aws_credentials(ROLE)
+    assert caught.value.code == "Timeout"
+    assert "Timed out after 0.2 s" in str(caught.value)
+    assert "arn:aws:iam::123456789012:role/app-db" in str(caught.value)
+    assert "ext-7f3a9c" not in str(caught.value)  # the key's external id stays out
+
+    source.hang = False
+    await cache.aws_credentials(ROLE)  # the timeout was not cached either
+    assert source.calls == Counter(AssumeRole=2)
+    assert cache.stats()["errors"] == 1
+
+
+# -- refresh ahead ---------------------------------------------------------------------------
+
+
+async def test_refresh_window_serves_the_cached_value_while_one_background_refresh_runs(
+    cache: CredentialCache, source: FakeSource, clock: FakeClock
+) -> None:
+    first = await cache.aws_credentials(ROLE)
+    clock.advance(550)  # ttl 600, refresh margin 60: inside the refresh window
+    served = []
+
+    async def connect() -> None:
+        served.append(await cache.aws_credentials(ROLE))
+
+    source.gate.close()
+    async with anyio.create_task_group() as tg:
+        for _ in range(100):
+            tg.start_soon(connect)
+        await anyio.wait_all_tasks_blocked()
+        assert len(served) == 100  # nobody waited for the refresh
+        source.gate.open()
+    assert all(credentials is first for credentials in served)
+
+    await wait_until(lambda: cache.stats()["refreshes"] == 1)
+    assert cache.stats()["misses"] == 1  # only the very first call waited
+    second = await cache.aws_credentials(ROLE)
+    assert second.access_key_id != first.access_key_id
+    await settle(cache)
+    assert source.calls == Counter(AssumeRole=2)
+
+
+async def test_failed_background_refresh_keeps_serving_and_retries_only_after_a_backoff(
+    cache: CredentialCache,
+    source: FakeSource,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="iampool")
+
+    def warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "iampool" and r.levelno == logging.WARNING]
+
+    first = await cache.aws_credentials(ROLE)
+    clock.advance(550)
+    for _ in range(2):
+        source.failures.append(
+            CredentialError("Unable to assume IAM role app-db: Throttling.", code="Throttling")
+        )
+
+    assert await cache.aws_credentials(ROLE) is first
+    await wait_until(lambda: len(warnings()) == 1)
+    assert "Throttling" in warnings()[0].getMessage()
+    assert cache.stats()["refresh_failures"] == 1
+    for _ in range(10):
+        assert await cache.aws_credentials(ROLE) is first
+    await settle(cache)
+    assert source.calls == Counter(AssumeRole=2)  # no retry before the 1 s backoff
+
+    clock.advance(1.0)
+    assert await cache.aws_credentials(ROLE) is first  # retries, fails again
+    await wait_until(lambda: len(warnings()) == 2)
+    clock.advance(1.0)
+    assert await cache.aws_credentials(ROLE) is first
+    await settle(cache)
+    assert source.calls == Counter(AssumeRole=3)  # the backoff doubled to 2 s
+
+    clock.advance(1.0)
+    assert await cache.aws_credentials(ROLE) is first  # this refresh succeeds
+    await wait_until(lambda: cache.stats()["refreshes"] == 1)
+    assert (await cache.aws_credentials(ROLE)).access_key_id != first.access_key_id
+    assert source.calls == Counter(AssumeRole=4)
+    assert cache.stats()["refresh_failures"] == 2
+    assert cache.stats()["errors"] == 0
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "usable_for"),
+    [
+        (3600.0, 600.0),  # long session: the ttl decides
+        (300.0, 240.0),  # expires before the ttl: expiry minus the 60 s margin
+        (120.0, 90.0),  # very short: the margin shrinks to a quarter of the life
+    ],
+)
+async def test_credentials_are_never_served_past_ttl_or_expiry_minus_the_margin(
+    cache: CredentialCache,
+    source: FakeSource,
+    clock: FakeClock,
+    lifetime: float,
+    usable_for: float,
+) -> None:
+    source.lifetime = lifetime
+    first = await cache.aws_credentials(ROLE)
+    source.gate.close()  # a background refresh started now cannot land
+
+    clock.advance(usable_for - 0.5)
+    assert await without_waiting(lambda: cache.aws_credentials(ROLE)) == [first]
+    clock.advance(1.0)
+    assert await without_waiting(lambda: cache.aws_credentials(ROLE)) == []  # must wait
+
+    source.gate.open()
+    renewed = await cache.aws_credentials(ROLE)
+    assert renewed.access_key_id != first.access_key_id
+    assert source.calls == Counter(AssumeRole=2)
+
+
+async def test_default_chain_credentials_without_expiry_are_reused_for_a_bounded_time(
+    cache: CredentialCache, source: FakeSource, clock: FakeClock
+) -> None:
+    same_account = AwsIamConfig.from_extra(
+        {"enabled": True, "region": "eu-west-1", "db_username": "app"}
+    )
+    first = await cache.aws_credentials(same_account)
+    assert first.source == "default chain"
+    source.gate.close()
+
+    clock.advance(539)  # treated as valid 600 s, minus the 60 s margin
+    assert await without_waiting(lambda: cache.aws_credentials(same_account)) == [first]
+    clock.advance(2)
+    assert await without_waiting(lambda: cache.aws_credentials(same_account)) == []
+    source.gate.open()
+    await cache.aws_credentials(same_account)
+    assert source.calls == Counter(DefaultChain=2)
+    assert cache.stats()["sts_calls"] == 0
+
+
+# -- keys and bounds -------------------------------------------------------------------------
+
+
+async def test_configurations_differing_in_a_key_field_never_share_credentials(
+    cache: CredentialCache, source: FakeSource
+) -> None:
+    variants = [
+        ROLE,
+        AwsIamConfig.from_extra({**ROLE.to_dict(), "external_id": "ext-other"}),
+        AwsIamConfig.from_extra({**ROLE.to_dict(), "region": "eu-west-1"}),
+        AwsIamConfig.from_extra(
+            {**ROLE.to_dict(), "role_arn": "arn:aws:iam::123456789012:role/other"}
+        ),
+    ]
+    seen = {(await cache.aws_credentials(config)).access_key_id for config in variants}
+    assert len(seen) == 4
+    assert source.calls == Counter(AssumeRole=4)
+    # A field outside the key (the database user) shares the role's credentials.
+    await cache.aws_credentials(AwsIamConfig.from_extra({**ROLE.to_dict(), "db_username": "x"}))
+    assert source.calls == Counter(AssumeRole=4)
+
+
+def minting(clock: FakeClock, minted: Counter[Any], key: Any) -> Callable[[], Awaitable[Any]]:
+    async def mint() -> Lease[str]:
+        minted[key] += 1
+        return Lease(f"value-{key}", clock() + 600)
+
+    return mint
+
+
+async def test_least_recently_used_entry_is_evicted_beyond_maxsize(
+    new_cache: Callable[..., CredentialCache], clock: FakeClock
+) -> None:
+    cache = new_cache(maxsize=3)
+    minted: Counter[str] = Counter()
+    for key in "abc":
+        await cache.get(key, minting(clock, minted, key))
+    await cache.get("a", minting(clock, minted, "a"))  # "a" is now the most recent
+    await cache.get("d", minting(clock, minted, "d"))  # evicts "b", the least recent
+
+    stats = cache.stats()
+    assert (stats["size"], stats["evictions"]) == (3, 1)
+    for key in "acd":
+        assert await cache.get(key, minting(clock, minted, key)) == f"value-{key}"
+    assert minted == Counter(a=1, b=1, c=1, d=1)
+    await cache.get("b", minting(clock, minted, "b"))
+    assert minted["b"] == 2
+
+
+async def test_ten_thousand_keys_stay_bounded_by_maxsize(
+    new_cache: Callable[..., CredentialCache], clock: FakeClock
+) -> None:
+    cache = new_cache(maxsize=1000)
+    minted: Counter[int] = Counter()
+    for key in range(10_000):
+        await cache.get(("key", key), minting(clock, minted, key))
+    stats = cache.stats()
+    assert (stats["size"], stats["evictions"], stats["misses"]) == (1000, 9000, 10_000)
+    assert len(minted) == 10_000
+
+
+async def test_invalidate_makes_the_next_call_fetch_anew(
+    cache: CredentialCache, source: FakeSource, clock: FakeClock
+) -> None:
+    minted: Counter[str] = Counter()
+    await cache.get("k", minting(clock, minted, "k"))
+    await cache.get("k", minting(clock, minted, "k"))
+    cache.invalidate("k")
+    await cache.get("k", minting(clock, minted, "k"))
+    assert minted == Counter(k=2)
+    cache.invalidate("never-cached")  # no error
+
+
+async def test_constructor_rejects_values_that_cannot_work() -> None:
+    for options in ({"ttl": 0}, {"token_reuse": -1}, {"deadline": 0}, {"maxsize": 0}):
+        with pytest.raises(ValueError, match=next(iter(options))):
+            CredentialCache(**options)
+
+
+# -- loops, threads, shutdown ----------------------------------------------------------------
+
+
+def test_eight_threads_each_running_asyncio_run_share_one_fetch(
+    cache: CredentialCache, source: FakeSource
+) -> None:
+    auth = auth_for(ROLE, host=HOST, port=5432, cache=cache)
+    all_waiting = threading.Barrier(9, timeout=30)  # 8 workers and this thread
+    results: dict[int, list[Any]] = {}
+    failures: list[BaseException] = []
+
+    async def herd() -> list[Any]:
+        values = []
+
+        async def connect() -> None:
+            values.append(await auth.credentials())
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(connect)
+            await anyio.wait_all_tasks_blocked()
+            await anyio.to_thread.run_sync(all_waiting.wait)
+        return values
+
+    def worker(index: int) -> None:
+        try:
+            results[index] = asyncio.run(herd())
+        except BaseException as exc:
+            failures.append(exc)
+
+    source.gate.close()
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    all_waiting.wait()
+    source.gate.open()
+    for thread in threads:
+        thread.join(30)
+
+    assert failures == []
+    values = [value for index in range(8) for value in results[index]]
+    assert len(values) == 400
+    assert all(value is values[0] for value in values)
+    assert source.calls == Counter(AssumeRole=1)
+    assert cache.stats()["tokens_signed"] == 1
+
+
+def test_default_cache_is_one_instance_shared_by_threads_and_their_loops(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock, source: FakeSource
+) -> None:
+    monkeypatch.setattr(_cache, "_default", None)
+    start = threading.Barrier(8, timeout=30)
+    seen: list[CredentialCache] = []
+
+    def first_use() -> None:
+        start.wait()
+        seen.append(default_cache())
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(seen) == 8
+    assert all(cache is seen[0] for cache in seen)
+    assert default_cache() is seen[0]
+    seen[0].close()
+
+    # auth_for(cache=None) uses the default cache from every thread's own event loop.
+    monkeypatch.setattr(_cache, "_default", CredentialCache(clock=clock, source=source))
+    try:
+        tokens: list[str] = []
+
+        def connect() -> None:
+            auth = auth_for(ROLE, host=HOST, port=5432)
+            tokens.append(asyncio.run(auth.credentials()).password)
+
+        threads = [threading.Thread(target=connect) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(tokens) == 8
+        assert len(set(tokens)) == 1
+        assert source.calls == Counter(AssumeRole=1)
+    finally:
+        default_cache().close()
+
+
+def test_callers_loops_close_cleanly_while_shared_fetches_outlive_them(
+    cache: CredentialCache,
+    source: FakeSource,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    auth = auth_for(ROLE, host=HOST, port=5432, cache=cache)
+
+    async def abandon_a_waiter() -> None:
+        task = asyncio.create_task(auth.credentials())
+        await anyio.wait_all_tasks_blocked()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    async def start_a_refresh() -> None:
+        await auth.credentials()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    source.gate.close()
+    asyncio.run(abandon_a_waiter())  # the loop closes while the fetch waits at the gate
+    source.gate.open()
+    first = asyncio.run(auth.credentials())
+
+    clock.advance(550)  # token and credentials both due for a refresh
+    source.gate.close()
+    asyncio.run(start_a_refresh())  # the loop closes while the refresh waits at the gate
+    source.gate.open()
+    second = asyncio.run(wait_for_refreshes(cache, 2, auth))
+    gc.collect()
+
+    assert second is not first
+    assert second.expires_at > first.expires_at  # signed after the clock moved
+    assert source.calls == Counter(AssumeRole=2)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def wait_for_refreshes(cache: CredentialCache, count: int, auth: Any) -> Any:
+    await wait_until(lambda: cache.stats()["refreshes"] == count)
+    return await auth.credentials()
+
+
+async def test_failed_fetches_leave_no_unretrieved_task_exception_on_the_service_loop(
+    cache: CredentialCache,
+    source: FakeSource,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    source.failures.append(CredentialError("Unable to assume IAM role: AccessDenied."))
+    with pytest.raises(CredentialError):
+        await cache.aws_credentials(ROLE)
+    await cache.aws_credentials(ROLE)
+    clock.advance(550)
+    source.failures.append(CredentialError("Unable to assume IAM role: Throttling."))
+    await cache.aws_credentials(ROLE)  # a background refresh that fails, awaited by nobody
+    await wait_until(lambda: cache.stats()["refresh_failures"] == 1)
+    await cache.aclose()
+    gc.collect()
+    assert [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.WARNING] == []
+
+
+async def test_close_stops_the_service_thread_and_a_reused_cache_keeps_its_source(
+    cache: CredentialCache, source: FakeSource
+) -> None:
+    before = {t for t in threading.enumerate() if t.name == SERVICE_THREAD}
+    await cache.aws_credentials(ROLE)
+    started = {t for t in threading.enumerate() if t.name == SERVICE_THREAD} - before
+    assert len(started) == 1
+
+    await cache.aclose()
+    assert not any(thread.is_alive() for thread in started)
+    assert source.closed == 1
+    assert cache.stats()["size"] == 0
+
+    await cache.aws_credentials(ROLE)  # starts afresh with the same (fake) source
+    assert source.calls == Counter(AssumeRole=2)
+
+
+async def test_closing_the_cache_fails_waiters_with_a_closed_error(
+    cache: CredentialCache, source: FakeSource
+) -> None:
+    source.hang = True
+    errors: list[CredentialError] = []
+
+    async def connect() -> None:
+        try:
+            await cache.aws_credentials(ROLE)
+        except CredentialError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(connect)
+        await anyio.wait_all_tasks_blocked()
+        await cache.aclose()
+    assert [exc.code for exc in errors] == ["Closed"] * 3
