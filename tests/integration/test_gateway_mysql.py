@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,8 @@ import botocore.session
 import pymysql
 import pytest
 
-from iampool.testing import IamGateway
+import iampool
+from iampool.testing import FakeAws, IamDatabase, IamGateway, SigningKey
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +37,7 @@ class Key:
 
 
 class Authority:
-    """The smallest stand-in for what AWS issued: a fixed set of keys."""
+    """The smallest stand-in for what AWS issued, where FakeAws cannot issue the key needed."""
 
     def __init__(self, *keys: Key) -> None:
         self.keys = {key.access_key_id: key for key in keys}
@@ -48,30 +49,55 @@ class Authority:
         return None
 
 
-KEY = Key("ASIAGATEWAYTESTKEY02", "gateway/test+secret", "IQoJb3JpZ2luX2VjE" * 80, None)
+NEVER_ISSUED = Key("ASIANEVERISSUED00002", "guessed/secret", "guessed-token", None)
 
 
-def token_for(
-    gateway: IamGateway,
-    user: str = "app",
-    *,
-    key: Key = KEY,
-    port: int | None = None,
-    region: str = REGION,
-) -> str:
-    client = BOTOCORE.create_client(
-        "rds",
-        region_name=region,
-        aws_access_key_id=key.access_key_id,
-        aws_secret_access_key=key.secret_access_key,
-        aws_session_token=key.session_token,
-    )
-    return str(client.generate_db_auth_token(gateway.host, port or gateway.port, user, region))
+@dataclass(frozen=True)
+class Tokens:
+    """Makes RDS tokens with botocore's own signer, by default with a key FakeAws issued."""
+
+    key: SigningKey
+
+    def __call__(
+        self,
+        gateway: IamGateway,
+        user: str = "app",
+        *,
+        key: SigningKey | None = None,
+        port: int | None = None,
+        region: str = REGION,
+    ) -> str:
+        key = key or self.key
+        client = BOTOCORE.create_client(
+            "rds",
+            region_name=region,
+            aws_access_key_id=key.access_key_id,
+            aws_secret_access_key=key.secret_access_key,
+            aws_session_token=key.session_token,
+        )
+        return str(client.generate_db_auth_token(gateway.host, port or gateway.port, user, region))
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[IamGateway]:
-    with IamGateway("mysql", upstream=UPSTREAM, authority=Authority(KEY)) as gateway:
+def token_for(fake_aws: FakeAws) -> Tokens:
+    """Tokens signed with temporary credentials from AssumeRole on the fake AWS."""
+    sts = BOTOCORE.create_client(
+        "sts",
+        region_name=REGION,
+        endpoint_url=fake_aws.endpoint_url,
+        aws_access_key_id=fake_aws.base_key.access_key_id,
+        aws_secret_access_key=fake_aws.base_key.secret_access_key,
+    )
+    role_arn = fake_aws.create_role("gateway-test-mysql")
+    issued = sts.assume_role(RoleArn=role_arn, RoleSessionName="gateway-test")["Credentials"]
+    key = fake_aws.signing_key(issued["AccessKeyId"])
+    assert key is not None
+    return Tokens(key)
+
+
+@pytest.fixture(scope="module")
+def gateway(fake_aws: FakeAws) -> Iterator[IamGateway]:
+    with IamGateway("mysql", upstream=UPSTREAM, authority=fake_aws) as gateway:
         gateway.ensure_user("app")
         yield gateway
 
@@ -111,7 +137,7 @@ async def wait_idle(gateway: IamGateway) -> None:
 
 
 async def test_a_valid_token_logs_in_to_the_real_server_as_the_iam_user(
-    gateway: IamGateway,
+    gateway: IamGateway, token_for: Tokens
 ) -> None:
     conn = await connect(gateway, token_for(gateway))
     try:
@@ -127,7 +153,9 @@ async def test_a_valid_token_logs_in_to_the_real_server_as_the_iam_user(
     await wait_idle(gateway)
 
 
-async def test_the_greeting_mirrors_the_upstream_server(gateway: IamGateway) -> None:
+async def test_the_greeting_mirrors_the_upstream_server(
+    gateway: IamGateway, token_for: Tokens
+) -> None:
     conn = await connect(gateway, token_for(gateway))
     try:
         assert "MariaDB" in conn.get_server_info()
@@ -139,7 +167,7 @@ async def test_the_greeting_mirrors_the_upstream_server(gateway: IamGateway) -> 
 
 
 async def test_a_client_already_using_mysql_clear_password_needs_no_auth_switch(
-    gateway: IamGateway,
+    gateway: IamGateway, token_for: Tokens
 ) -> None:
     conn = await connect(gateway, token_for(gateway), auth_plugin="mysql_clear_password")
     try:
@@ -148,7 +176,9 @@ async def test_a_client_already_using_mysql_clear_password_needs_no_auth_switch(
         await close(conn, gateway)
 
 
-def test_a_sync_pymysql_client_verifies_the_certificate_and_logs_in(gateway: IamGateway) -> None:
+def test_a_sync_pymysql_client_verifies_the_certificate_and_logs_in(
+    gateway: IamGateway, token_for: Tokens
+) -> None:
     conn = pymysql.connect(
         host=gateway.host,
         port=gateway.port,
@@ -177,16 +207,14 @@ def test_a_sync_pymysql_client_verifies_the_certificate_and_logs_in(gateway: Iam
     ],
 )
 async def test_an_invalid_token_is_refused_with_access_denied(
-    gateway: IamGateway, variant: str, reason: str
+    gateway: IamGateway, variant: str, reason: str, token_for: Tokens
 ) -> None:
     token = {
         "forged signature": lambda: token_for(gateway)[:-4] + "beef",
         "token for another user": lambda: token_for(gateway, "other"),
         "token for another port": lambda: token_for(gateway, port=gateway.port + 1),
         "token for another region": lambda: token_for(gateway, region="eu-west-1"),
-        "key the authority never issued": lambda: token_for(
-            gateway, key=replace(KEY, access_key_id="ASIANEVERISSUED00002")
-        ),
+        "key the authority never issued": lambda: token_for(gateway, key=NEVER_ISSUED),
     }[variant]()
 
     with pytest.raises(pymysql.err.OperationalError) as refused:
@@ -201,7 +229,9 @@ async def test_an_invalid_token_is_refused_with_access_denied(
     assert gateway.upstream_active == 0
 
 
-async def test_reject_next_refuses_a_valid_login_once(gateway: IamGateway) -> None:
+async def test_reject_next_refuses_a_valid_login_once(
+    gateway: IamGateway, token_for: Tokens
+) -> None:
     gateway.reject_next()
     token = token_for(gateway)
 
@@ -215,7 +245,7 @@ async def test_reject_next_refuses_a_valid_login_once(gateway: IamGateway) -> No
 
 
 async def test_a_client_without_tls_is_refused_and_its_leaked_token_recorded(
-    gateway: IamGateway,
+    gateway: IamGateway, token_for: Tokens
 ) -> None:
     token = token_for(gateway)
 
@@ -228,12 +258,12 @@ async def test_a_client_without_tls_is_refused_and_its_leaked_token_recorded(
     assert gateway.accepted == 0
 
 
-async def test_aiomysql_with_ssl_sends_its_token_in_clear_to_a_server_without_tls() -> None:
+async def test_aiomysql_with_ssl_sends_its_token_in_clear_to_a_server_without_tls(
+    token_for: Tokens, fake_aws: FakeAws
+) -> None:
     # The hazard DESIGN.md section 8 describes: aiomysql 0.3.2 given ssl=ctx stays on plain TCP
     # when the server does not advertise CLIENT_SSL. The pools must refuse such a server.
-    async with IamGateway(
-        "mysql", upstream=UPSTREAM, authority=Authority(KEY), offer_tls=False
-    ) as plain:
+    async with IamGateway("mysql", upstream=UPSTREAM, authority=fake_aws, offer_tls=False) as plain:
         token = token_for(plain)
 
         with pytest.raises(pymysql.err.OperationalError):
@@ -244,8 +274,10 @@ async def test_aiomysql_with_ssl_sends_its_token_in_clear_to_a_server_without_tl
         assert (seen.protocol, seen.user, seen.length) == ("mysql", "app", len(token))
 
 
-def test_pymysql_requiring_tls_refuses_a_server_without_tls_and_sends_nothing() -> None:
-    with IamGateway("mysql", upstream=UPSTREAM, authority=Authority(KEY), offer_tls=False) as plain:
+def test_pymysql_requiring_tls_refuses_a_server_without_tls_and_sends_nothing(
+    token_for: Tokens, fake_aws: FakeAws
+) -> None:
+    with IamGateway("mysql", upstream=UPSTREAM, authority=fake_aws, offer_tls=False) as plain:
         token = token_for(plain)
 
         with pytest.raises(pymysql.err.OperationalError, match="SSL"):
@@ -261,7 +293,7 @@ def test_pymysql_requiring_tls_refuses_a_server_without_tls_and_sends_nothing() 
 
 
 def test_a_client_that_does_not_trust_the_ca_aborts_before_sending_its_token(
-    gateway: IamGateway,
+    gateway: IamGateway, token_for: Tokens
 ) -> None:
     with pytest.raises(pymysql.err.OperationalError, match="CERTIFICATE_VERIFY_FAILED"):
         pymysql.connect(
@@ -277,8 +309,9 @@ def test_a_client_that_does_not_trust_the_ca_aborts_before_sending_its_token(
     assert gateway.rejected == {}
 
 
-async def test_a_two_kilobyte_token_arrives_whole() -> None:
-    long_key = replace(KEY, access_key_id="ASIALONGSESSIONKEY02", session_token="Zm9v" * 500)
+async def test_a_two_kilobyte_token_arrives_whole(token_for: Tokens) -> None:
+    # STS session tokens vary in length; this one makes the token longer than 2 KB.
+    long_key = Key("ASIALONGSESSIONKEY02", "long/secret", "Zm9v" * 500, None)
     async with IamGateway("mysql", upstream=UPSTREAM, authority=Authority(long_key)) as long_tokens:
         long_tokens.ensure_user("app")
         token = token_for(long_tokens, key=long_key)
@@ -314,7 +347,7 @@ async def test_a_client_dropping_mid_handshake_leaves_no_connection_open(
     ids=["oversized", "pre-4.1-flags", "truncated-response", "http"],
 )
 async def test_malformed_packets_close_that_connection_only(
-    gateway: IamGateway, garbage: bytes
+    gateway: IamGateway, garbage: bytes, token_for: Tokens
 ) -> None:
     async with await anyio.connect_tcp(gateway.host, gateway.port) as attacker:
         await attacker.receive()  # the greeting
@@ -339,7 +372,7 @@ async def read_until_hung_up(stream: anyio.abc.ByteStream) -> None:
 
 
 async def test_a_hundred_concurrent_logins_each_reach_the_real_server(
-    gateway: IamGateway,
+    gateway: IamGateway, token_for: Tokens
 ) -> None:
     token = token_for(gateway)
     users: list[str] = []
@@ -359,3 +392,19 @@ async def test_a_hundred_concurrent_logins_each_reach_the_real_server(
     assert users == ["app@%"] * 100
     assert gateway.accepted == 100
     await wait_idle(gateway)
+
+
+async def test_the_iam_mysql_fixture_lets_iampool_connect_as_the_iam_user(
+    iam_mysql: IamDatabase,
+) -> None:
+    gateway = iam_mysql.gateway
+    gateway.reset_counters()
+
+    conn = await iampool.connect(iam_mysql.dsn, aws_iam=iam_mysql.config)
+    try:
+        assert await current_user(conn) == f"{iam_mysql.user}@%"
+    finally:
+        await close(conn, gateway)
+
+    assert gateway.accepted == 1
+    assert gateway.rejected == {}

@@ -10,7 +10,7 @@ import socket
 import ssl
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import anyio
@@ -19,7 +19,8 @@ import botocore.session
 import pytest
 from anyio.streams.tls import TLSStream
 
-from iampool.testing import IamGateway
+import iampool
+from iampool.testing import FakeAws, IamDatabase, IamGateway, SigningKey
 
 pytestmark = pytest.mark.anyio
 
@@ -37,7 +38,7 @@ class Key:
 
 
 class Authority:
-    """The smallest stand-in for what AWS issued: a fixed set of keys."""
+    """The smallest stand-in for what AWS issued, where FakeAws cannot issue the key needed."""
 
     def __init__(self, *keys: Key) -> None:
         self.keys = {key.access_key_id: key for key in keys}
@@ -49,34 +50,59 @@ class Authority:
         return None
 
 
-KEY = Key("ASIAGATEWAYTESTKEY01", "gateway/test+secret", "IQoJb3JpZ2luX2VjE" * 80, None)
+NEVER_ISSUED = Key("ASIANEVERISSUED00001", "guessed/secret", "guessed-token", None)
 
 
-def token_for(
-    gateway: IamGateway,
-    user: str = "app",
-    *,
-    key: Key = KEY,
-    host: str | None = None,
-    port: int | None = None,
-    region: str = REGION,
-    without_session_token: bool = False,
-) -> str:
-    client = BOTOCORE.create_client(
-        "rds",
-        region_name=region,
-        aws_access_key_id=key.access_key_id,
-        aws_secret_access_key=key.secret_access_key,
-        aws_session_token=None if without_session_token else key.session_token,
-    )
-    return str(
-        client.generate_db_auth_token(host or gateway.host, port or gateway.port, user, region)
-    )
+@dataclass(frozen=True)
+class Tokens:
+    """Makes RDS tokens with botocore's own signer, by default with a key FakeAws issued."""
+
+    key: SigningKey
+
+    def __call__(
+        self,
+        gateway: IamGateway,
+        user: str = "app",
+        *,
+        key: SigningKey | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        region: str = REGION,
+        without_session_token: bool = False,
+    ) -> str:
+        key = key or self.key
+        client = BOTOCORE.create_client(
+            "rds",
+            region_name=region,
+            aws_access_key_id=key.access_key_id,
+            aws_secret_access_key=key.secret_access_key,
+            aws_session_token=None if without_session_token else key.session_token,
+        )
+        endpoint = (host or gateway.host, port or gateway.port)
+        return str(client.generate_db_auth_token(*endpoint, user, region))
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[IamGateway]:
-    with IamGateway("postgresql", upstream=UPSTREAM, authority=Authority(KEY)) as gateway:
+def token_for(fake_aws: FakeAws) -> Tokens:
+    """Tokens signed with temporary credentials from AssumeRole on the fake AWS."""
+    sts = BOTOCORE.create_client(
+        "sts",
+        region_name=REGION,
+        endpoint_url=fake_aws.endpoint_url,
+        aws_access_key_id=fake_aws.base_key.access_key_id,
+        aws_secret_access_key=fake_aws.base_key.secret_access_key,
+    )
+    role_arn = fake_aws.create_role("gateway-test-postgres")
+    issued = sts.assume_role(RoleArn=role_arn, RoleSessionName="gateway-test")["Credentials"]
+    key = fake_aws.signing_key(issued["AccessKeyId"])
+    assert key is not None
+    assert key.session_token == issued["SessionToken"]
+    return Tokens(key)
+
+
+@pytest.fixture(scope="module")
+def gateway(fake_aws: FakeAws) -> Iterator[IamGateway]:
+    with IamGateway("postgresql", upstream=UPSTREAM, authority=fake_aws) as gateway:
         gateway.ensure_user("app")
         gateway.ensure_user("other")
         yield gateway
@@ -112,7 +138,7 @@ async def wait_idle(gateway: IamGateway) -> None:
 
 
 async def test_a_valid_token_logs_in_to_the_real_server_as_the_iam_user(
-    gateway: IamGateway,
+    gateway: IamGateway, token_for: Tokens
 ) -> None:
     conn = await connect(gateway, token_for(gateway))
     try:
@@ -126,7 +152,7 @@ async def test_a_valid_token_logs_in_to_the_real_server_as_the_iam_user(
 
 
 async def test_the_gateway_dsn_verifies_the_certificate_by_name_against_ca_path(
-    gateway: IamGateway,
+    gateway: IamGateway, token_for: Tokens
 ) -> None:
     dsn = gateway.dsn("app")
     assert "sslmode=verify-full" in dsn
@@ -152,7 +178,7 @@ def test_the_certificate_names_localhost_and_the_loopback_address(
 
 
 async def test_a_client_that_does_not_trust_the_ca_aborts_before_sending_its_token(
-    gateway: IamGateway,
+    gateway: IamGateway, token_for: Tokens
 ) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
         await connect(gateway, token_for(gateway), ssl=ssl.create_default_context())
@@ -176,7 +202,7 @@ async def test_a_client_that_does_not_trust_the_ca_aborts_before_sending_its_tok
     ],
 )
 async def test_an_invalid_token_is_refused_like_rds_does(
-    gateway: IamGateway, variant: str, reason: str
+    gateway: IamGateway, variant: str, reason: str, token_for: Tokens
 ) -> None:
     token = {
         "forged signature": lambda: token_for(gateway)[:-4] + "beef",
@@ -187,9 +213,7 @@ async def test_an_invalid_token_is_refused_like_rds_does(
         "temporary key without its session token": lambda: token_for(
             gateway, without_session_token=True
         ),
-        "key the authority never issued": lambda: token_for(
-            gateway, key=replace(KEY, access_key_id="ASIANEVERISSUED00001")
-        ),
+        "key the authority never issued": lambda: token_for(gateway, key=NEVER_ISSUED),
         "not a token at all": lambda: "hunter2",
     }[variant]()
 
@@ -204,10 +228,10 @@ async def test_an_invalid_token_is_refused_like_rds_does(
     assert gateway.upstream_active == 0
 
 
-async def test_an_expired_token_is_refused() -> None:
+async def test_an_expired_token_is_refused(token_for: Tokens, fake_aws: FakeAws) -> None:
     later = lambda: datetime.now(timezone.utc) + timedelta(minutes=16)  # noqa: E731
     async with IamGateway(
-        "postgresql", upstream=UPSTREAM, authority=Authority(KEY), clock=later
+        "postgresql", upstream=UPSTREAM, authority=fake_aws, clock=later
     ) as shifted:
         with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
             await connect(shifted, token_for(shifted))
@@ -215,8 +239,9 @@ async def test_an_expired_token_is_refused() -> None:
         assert shifted.rejected == {"expired": 1}
 
 
-async def test_a_two_kilobyte_token_arrives_whole(gateway: IamGateway) -> None:
-    long_key = replace(KEY, access_key_id="ASIALONGSESSIONKEY01", session_token="Zm9v" * 500)
+async def test_a_two_kilobyte_token_arrives_whole(gateway: IamGateway, token_for: Tokens) -> None:
+    # STS session tokens vary in length; this one makes the token longer than 2 KB.
+    long_key = Key("ASIALONGSESSIONKEY01", "long/secret", "Zm9v" * 500, None)
     async with IamGateway(
         "postgresql", upstream=UPSTREAM, authority=Authority(long_key)
     ) as long_tokens:
@@ -230,7 +255,7 @@ async def test_a_two_kilobyte_token_arrives_whole(gateway: IamGateway) -> None:
 
 
 async def test_a_client_without_tls_is_refused_before_it_sends_a_password(
-    gateway: IamGateway,
+    gateway: IamGateway, token_for: Tokens
 ) -> None:
     token = token_for(gateway)
 
@@ -241,9 +266,11 @@ async def test_a_client_without_tls_is_refused_before_it_sends_a_password(
     assert gateway.secrets_seen_in_plaintext == ()
 
 
-async def test_a_server_without_tls_never_receives_a_token_from_a_client_requiring_tls() -> None:
+async def test_a_server_without_tls_never_receives_a_token_from_a_client_requiring_tls(
+    token_for: Tokens, fake_aws: FakeAws
+) -> None:
     async with IamGateway(
-        "postgresql", upstream=UPSTREAM, authority=Authority(KEY), offer_tls=False
+        "postgresql", upstream=UPSTREAM, authority=fake_aws, offer_tls=False
     ) as plain:
         token = token_for(plain)
         context = ssl.create_default_context()
@@ -257,9 +284,11 @@ async def test_a_server_without_tls_never_receives_a_token_from_a_client_requiri
         assert not plain.saw_in_plaintext(token)
 
 
-async def test_a_server_without_tls_captures_the_token_of_a_client_that_falls_back() -> None:
+async def test_a_server_without_tls_captures_the_token_of_a_client_that_falls_back(
+    token_for: Tokens, fake_aws: FakeAws
+) -> None:
     async with IamGateway(
-        "postgresql", upstream=UPSTREAM, authority=Authority(KEY), offer_tls=False
+        "postgresql", upstream=UPSTREAM, authority=fake_aws, offer_tls=False
     ) as plain:
         token = token_for(plain)
 
@@ -274,7 +303,7 @@ async def test_a_server_without_tls_captures_the_token_of_a_client_that_falls_ba
 
 
 async def test_reject_next_refuses_that_many_valid_logins_then_lets_them_in(
-    gateway: IamGateway,
+    gateway: IamGateway, token_for: Tokens
 ) -> None:
     gateway.reject_next(2)
     token = token_for(gateway)
@@ -325,7 +354,7 @@ async def test_a_client_dropping_mid_handshake_leaves_no_connection_open(
     ids=["http", "unknown-code", "bad-parameters", "oversized"],
 )
 async def test_malformed_packets_close_that_connection_only(
-    gateway: IamGateway, garbage: bytes
+    gateway: IamGateway, garbage: bytes, token_for: Tokens
 ) -> None:
     async with await anyio.connect_tcp(gateway.host, gateway.port) as attacker:
         await attacker.send(garbage)
@@ -339,7 +368,9 @@ async def test_malformed_packets_close_that_connection_only(
     assert gateway.accepted == 1
 
 
-async def test_five_hundred_concurrent_tls_logins_are_all_answered(gateway: IamGateway) -> None:
+async def test_five_hundred_concurrent_tls_logins_are_all_answered(
+    gateway: IamGateway, token_for: Tokens
+) -> None:
     token = token_for(gateway)
     gateway.reject_next(500)  # verified, then refused: the upstream's 100 slots stay free
     outcomes: list[str] = []
@@ -360,7 +391,9 @@ async def test_five_hundred_concurrent_tls_logins_are_all_answered(gateway: IamG
     await wait_idle(gateway)  # every client has finished its TLS shutdown
 
 
-async def test_sixty_concurrent_logins_each_reach_the_real_server(gateway: IamGateway) -> None:
+async def test_sixty_concurrent_logins_each_reach_the_real_server(
+    gateway: IamGateway, token_for: Tokens
+) -> None:
     token = token_for(gateway)
     users: list[str] = []
 
@@ -380,7 +413,9 @@ async def test_sixty_concurrent_logins_each_reach_the_real_server(gateway: IamGa
     await wait_idle(gateway)
 
 
-async def test_a_cancel_request_reaches_the_upstream(gateway: IamGateway) -> None:
+async def test_a_cancel_request_reaches_the_upstream(
+    gateway: IamGateway, token_for: Tokens
+) -> None:
     conn = await connect(gateway, token_for(gateway))
     try:
         with pytest.raises(TimeoutError):
@@ -391,7 +426,9 @@ async def test_a_cancel_request_reaches_the_upstream(gateway: IamGateway) -> Non
         await conn.close()
 
 
-async def test_ensure_user_quotes_names_and_is_idempotent(gateway: IamGateway) -> None:
+async def test_ensure_user_quotes_names_and_is_idempotent(
+    gateway: IamGateway, token_for: Tokens
+) -> None:
     name = 'IAM:we"ird user'
     gateway.ensure_user(name)
     gateway.ensure_user(name)
@@ -403,14 +440,16 @@ async def test_ensure_user_quotes_names_and_is_idempotent(gateway: IamGateway) -
         await conn.close()
 
 
-def test_a_gateway_whose_upstream_does_not_answer_fails_to_start_saying_where() -> None:
+def test_a_gateway_whose_upstream_does_not_answer_fails_to_start_saying_where(
+    fake_aws: FakeAws,
+) -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     gateway = IamGateway(
         "postgresql",
         upstream=f"postgresql://postgres:s3cret@127.0.0.1:{port}/postgres",
-        authority=Authority(KEY),
+        authority=fake_aws,
     )
 
     with pytest.raises(ConnectionError, match=f"127.0.0.1:{port} does not answer") as failed:
@@ -421,8 +460,8 @@ def test_a_gateway_whose_upstream_does_not_answer_fails_to_start_saying_where() 
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
-async def test_a_gateway_started_from_trio_serves_a_tls_handshake() -> None:
-    async with IamGateway("postgresql", upstream=UPSTREAM, authority=Authority(KEY)) as gateway:
+async def test_a_gateway_started_from_trio_serves_a_tls_handshake(fake_aws: FakeAws) -> None:
+    async with IamGateway("postgresql", upstream=UPSTREAM, authority=fake_aws) as gateway:
         stream = await anyio.connect_tcp(gateway.host, gateway.port)
         await stream.send(struct.pack("!ii", 8, 80877103))
         assert await stream.receive(1) == b"S"
@@ -436,3 +475,21 @@ async def test_a_gateway_started_from_trio_serves_a_tls_handshake() -> None:
         await anyio.to_thread.run_sync(gateway.wait_idle)
 
         assert gateway.active == 0
+
+
+async def test_the_iam_postgres_fixture_lets_iampool_connect_as_the_iam_user(
+    iam_postgres: IamDatabase,
+) -> None:
+    gateway = iam_postgres.gateway
+    gateway.reset_counters()
+
+    conn = await iampool.connect(iam_postgres.dsn, aws_iam=iam_postgres.config)
+    try:
+        assert await conn.fetchval("SELECT current_user") == iam_postgres.user == "app"
+    finally:
+        await conn.close()
+
+    assert gateway.accepted == 1
+    assert gateway.rejected == {}
+    assert iam_postgres.ca_path == gateway.ca_path
+    assert "sslrootcert=" in iam_postgres.dsn

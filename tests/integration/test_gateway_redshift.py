@@ -10,71 +10,76 @@ import gc
 import os
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import anyio
 import asyncpg
+import botocore.session
 import pytest
 import redshift_connector
 
-from iampool.testing import IamGateway
+import iampool
+from iampool.testing import FakeAws, IamDatabase, IamGateway
 
 pytestmark = pytest.mark.anyio
 
 UPSTREAM = os.environ.get("IAMPOOL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 LOGIN = "IAM:app"
-PASSWORD = "AskR3dsh1ft+Temp/Passw0rd=="
+CLUSTER = "gateway-test"
 
 
-@dataclass(frozen=True)
-class Issued:
-    user: str
-    password: str
-    expires_at: datetime
-    database: str | None
-
-
-class Authority:
-    """The smallest stand-in for GetClusterCredentials: passwords it handed out."""
-
-    def __init__(self, *issued: Issued) -> None:
-        self.issued = {(item.user, item.password): item for item in issued}
-
-    def signing_key(self, access_key_id: str) -> None:
-        return None
-
-    def redshift_password(self, user: str, password: str) -> Issued | None:
-        return self.issued.get((user, password))
-
-
-def issued_now(database: str | None = "postgres") -> Issued:
-    return Issued(LOGIN, PASSWORD, datetime.now(timezone.utc) + timedelta(minutes=15), database)
+Issue = Callable[..., tuple[str, str]]
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[IamGateway]:
-    authority = Authority(
-        issued_now(), Issued("IAM:other", "other-pw", issued_now().expires_at, None)
+def issue(fake_aws: FakeAws) -> Issue:
+    """GetClusterCredentials on the fake AWS: (DbUser, DbPassword) for a user and database."""
+    fake_aws.create_redshift_cluster(CLUSTER, db_name="postgres")
+    redshift = botocore.session.get_session().create_client(
+        "redshift",
+        region_name=fake_aws.region,
+        endpoint_url=fake_aws.endpoint_url,
+        aws_access_key_id=fake_aws.base_key.access_key_id,
+        aws_secret_access_key=fake_aws.base_key.secret_access_key,
     )
+
+    def issue(user: str = "app", database: str = "postgres") -> tuple[str, str]:
+        answer = redshift.get_cluster_credentials(
+            DbUser=user, ClusterIdentifier=CLUSTER, DbName=database, DurationSeconds=900
+        )
+        return answer["DbUser"], answer["DbPassword"]
+
+    return issue
+
+
+@pytest.fixture(scope="module")
+def password(issue: Issue) -> str:
+    user, password = issue()
+    assert user == LOGIN
+    return password
+
+
+@pytest.fixture(scope="module")
+def gateway(fake_aws: FakeAws) -> Iterator[IamGateway]:
     with IamGateway(
-        "postgresql", upstream=UPSTREAM, authority=authority, mode="redshift"
+        "postgresql", upstream=UPSTREAM, authority=fake_aws, mode="redshift"
     ) as gateway:
         gateway.ensure_user(LOGIN)
         yield gateway
 
 
 @pytest.fixture(autouse=True)
-def trust_the_gateway(gateway: IamGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    gateway.reset_counters()
-    monkeypatch.setenv("SSL_CERT_FILE", str(gateway.ca_path))
+def trust_the_gateway(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fresh counters, and redshift-connector trusting this module's gateway (its only CA input)."""
+    if "gateway" in request.fixturenames:
+        gateway: IamGateway = request.getfixturevalue("gateway")
+        gateway.reset_counters()
+        monkeypatch.setenv("SSL_CERT_FILE", str(gateway.ca_path))
 
 
-def connect(
-    gateway: IamGateway, password: str = PASSWORD, **kwargs: object
-) -> redshift_connector.Connection:
+def connect(gateway: IamGateway, password: str, **kwargs: object) -> redshift_connector.Connection:
     options: dict[str, object] = {
         "host": gateway.host,
         "port": gateway.port,
@@ -98,7 +103,7 @@ def collecting_leaked_sockets() -> Iterator[None]:
             gc.collect()
 
 
-def refused(gateway: IamGateway, password: str = PASSWORD, **kwargs: object) -> dict[str, str]:
+def refused(gateway: IamGateway, password: str, **kwargs: object) -> dict[str, str]:
     """Attempt a login that must fail; the server's error fields."""
     with collecting_leaked_sockets():
         return login_error(gateway, password, **kwargs)
@@ -112,9 +117,9 @@ def login_error(gateway: IamGateway, password: str, **kwargs: object) -> dict[st
 
 
 def test_an_issued_password_logs_in_to_the_real_server_as_the_iam_user(
-    gateway: IamGateway,
+    gateway: IamGateway, password: str
 ) -> None:
-    with connect(gateway) as conn, conn.cursor() as cursor:
+    with connect(gateway, password) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT current_user, 1")
         assert cursor.fetchall() == (["IAM:app", 1],)
         cursor.execute("SELECT %s::int + 1", (41,))
@@ -124,101 +129,104 @@ def test_an_issued_password_logs_in_to_the_real_server_as_the_iam_user(
     assert gateway.rejected == {}
 
 
-def test_the_gateway_reports_redshifts_server_version(gateway: IamGateway) -> None:
-    with connect(gateway) as conn:
+def test_the_gateway_reports_redshifts_server_version(gateway: IamGateway, password: str) -> None:
+    with connect(gateway, password) as conn:
         statuses = dict(conn.parameter_statuses)
 
     assert statuses[b"server_version"] == b"8.0.2"
 
 
 def test_startup_parameters_only_redshift_knows_are_dropped_and_the_rest_kept(
-    gateway: IamGateway,
+    gateway: IamGateway, password: str
 ) -> None:
-    with connect(gateway, application_name="billing-report") as conn, conn.cursor() as cursor:
+    with (
+        connect(gateway, password, application_name="billing-report") as conn,
+        conn.cursor() as cursor,
+    ):
         cursor.execute("SELECT current_setting('application_name')")
         assert cursor.fetchall() == (["billing-report"],)
 
 
-@pytest.mark.parametrize(
-    ("user", "password", "reason"),
-    [
-        (LOGIN, "not-the-issued-password", "bad_password"),
-        ("IAM:other", PASSWORD, "bad_password"),
-        (LOGIN, "other-pw", "bad_password"),
-    ],
-    ids=["wrong-password", "another-users-login", "another-users-password"],
-)
-def test_a_password_not_issued_to_this_user_is_refused(
-    gateway: IamGateway, user: str, password: str, reason: str
-) -> None:
-    error = refused(gateway, password, user=user)
+def test_a_password_that_was_never_issued_is_refused(gateway: IamGateway) -> None:
+    error = refused(gateway, "AskR3dsh1ftGuessed")
 
     assert error["C"] == "28000"
-    assert error["M"] == f'PAM authentication failed for user "{user}"'
-    assert gateway.rejected == {reason: 1}
+    assert error["M"] == 'PAM authentication failed for user "IAM:app"'
+    assert gateway.rejected == {"bad_password": 1}
 
 
-def test_a_password_for_another_database_is_refused(gateway: IamGateway) -> None:
-    refused(gateway, database="analytics")
+def test_a_password_issued_to_another_user_is_refused(gateway: IamGateway, issue: Issue) -> None:
+    other, others_password = issue("other")
+    gateway.ensure_user(other)
+
+    error = refused(gateway, others_password)  # presented by IAM:app
+
+    assert error["M"] == 'PAM authentication failed for user "IAM:app"'
+    assert gateway.rejected == {"wrong_user": 1}
+    with connect(gateway, others_password, user=other) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        assert cursor.fetchall() == (["IAM:other"],)
+
+
+def test_a_password_issued_for_another_database_is_refused(
+    gateway: IamGateway, password: str
+) -> None:
+    refused(gateway, password, database="analytics")
 
     assert gateway.rejected == {"wrong_database": 1}
 
 
-def test_an_expired_password_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_expired_password_is_refused(
+    fake_aws: FakeAws, password: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     later = lambda: datetime.now(timezone.utc) + timedelta(minutes=16)  # noqa: E731
     with IamGateway(
-        "postgresql",
-        upstream=UPSTREAM,
-        authority=Authority(issued_now()),
-        mode="redshift",
-        clock=later,
+        "postgresql", upstream=UPSTREAM, authority=fake_aws, mode="redshift", clock=later
     ) as shifted:
         monkeypatch.setenv("SSL_CERT_FILE", str(shifted.ca_path))
 
-        refused(shifted)
+        refused(shifted, password)
 
         assert shifted.rejected == {"expired": 1}
 
 
 def test_a_client_that_does_not_trust_the_ca_sends_no_password(
-    gateway: IamGateway, monkeypatch: pytest.MonkeyPatch
+    gateway: IamGateway, password: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SSL_CERT_FILE")
 
     with pytest.raises(redshift_connector.InterfaceError):
-        connect(gateway)
+        connect(gateway, password)
 
     gateway.wait_idle()
     assert gateway.accepted == 0
     assert gateway.rejected == {}
 
 
-def test_redshift_connector_refuses_a_server_without_tls_and_sends_nothing() -> None:
+def test_redshift_connector_refuses_a_server_without_tls_and_sends_nothing(
+    fake_aws: FakeAws, password: str
+) -> None:
     with IamGateway(
-        "postgresql",
-        upstream=UPSTREAM,
-        authority=Authority(issued_now()),
-        mode="redshift",
-        offer_tls=False,
+        "postgresql", upstream=UPSTREAM, authority=fake_aws, mode="redshift", offer_tls=False
     ) as plain:
         with (
             collecting_leaked_sockets(),
             pytest.raises(redshift_connector.InterfaceError, match="Server refuses SSL"),
         ):
-            connect(plain)
+            connect(plain, password)
 
         assert plain.secrets_seen_in_plaintext == ()
 
 
 @pytest.mark.anyio
 async def test_asyncpg_server_settings_unknown_to_postgresql_are_dropped(
-    gateway: IamGateway,
+    gateway: IamGateway, password: str
 ) -> None:
     conn = await asyncpg.connect(
         host=gateway.host,
         port=gateway.port,
         user=LOGIN,
-        password=PASSWORD,
+        password=password,
         database="postgres",
         ssl=gateway.client_ssl_context(),
         server_settings={"client_protocol_version": "2", "driver_version": "test"},
@@ -242,3 +250,49 @@ async def test_a_client_dropping_after_startup_leaves_no_connection_open(
     await anyio.to_thread.run_sync(gateway.wait_idle)
     assert gateway.active == 0
     assert gateway.upstream_active == 0
+
+
+def test_the_iam_redshift_fixture_is_ready_for_redshift_connector(
+    iam_redshift: IamDatabase,
+) -> None:
+    config = iam_redshift.config
+    assert config.backend == "redshift"
+    assert iam_redshift.dsn.startswith("redshift://")
+    redshift = botocore.session.get_session().create_client("redshift")  # env from fake_aws
+    answer = redshift.get_cluster_credentials(
+        DbUser=config.db_username,
+        ClusterIdentifier=config.cluster_identifier,
+        DbName=config.db_name,
+    )
+    cluster = redshift.describe_clusters(ClusterIdentifier=config.cluster_identifier)
+    endpoint = cluster["Clusters"][0]["Endpoint"]
+
+    with (
+        redshift_connector.connect(
+            host=endpoint["Address"],
+            port=endpoint["Port"],
+            user=answer["DbUser"],
+            password=answer["DbPassword"],
+            database=config.db_name,
+            sslmode="verify-full",
+        ) as conn,
+        conn.cursor() as cursor,
+    ):
+        cursor.execute("SELECT current_user")
+        assert cursor.fetchall() == ([iam_redshift.user],)
+
+
+@pytest.mark.anyio
+async def test_the_iam_redshift_fixture_lets_iampool_connect_as_the_iam_user(
+    iam_redshift: IamDatabase,
+) -> None:
+    gateway = iam_redshift.gateway
+    gateway.reset_counters()
+
+    conn = await iampool.connect(iam_redshift.dsn, aws_iam=iam_redshift.config)
+    try:
+        assert await conn.fetchval("SELECT current_user") == iam_redshift.user == "IAM:app"
+    finally:
+        conn.close()
+
+    assert gateway.accepted == 1

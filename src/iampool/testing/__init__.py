@@ -1,10 +1,13 @@
 """iampool.testing: test your app against local stand-ins for AWS IAM database authentication.
 
+``FakeAws`` is a local AWS (STS, IAM, RDS, Redshift, Redshift Serverless) with fault injection.
 ``IamGateway`` is a TLS front for a real PostgreSQL or MySQL server that checks logins the way
 RDS (IAM tokens) or Redshift (temporary passwords) does. The pytest plugin
-(``iampool.testing.plugin``) wires it to the AWS stand-in as ready fixtures; see docs/testing.md.
+(``iampool.testing.plugin``) wires them together as ready fixtures; see docs/testing.md.
 """
 
+from ._aws import FakeAws, Faults, IssuedKey, IssuedRedshiftPassword
+from ._database import IamDatabase
 from ._gateway import IamGateway, PlaintextSecret
 from ._verify import (
     CredentialAuthority,
@@ -17,7 +20,12 @@ from ._verify import (
 
 __all__ = [
     "CredentialAuthority",
+    "FakeAws",
+    "Faults",
+    "IamDatabase",
     "IamGateway",
+    "IssuedKey",
+    "IssuedRedshiftPassword",
     "PlaintextSecret",
     "RedshiftPassword",
     "RejectReason",
