@@ -20,7 +20,7 @@ import pytest
 from anyio.streams.tls import TLSStream
 
 import iampool
-from iampool.testing import FakeAws, IamDatabase, IamGateway, SigningKey
+from iampool.testing import FakeAws, IamDatabase, IamGateway, SigningKey, plugin
 
 pytestmark = pytest.mark.anyio
 
@@ -493,3 +493,22 @@ async def test_the_iam_postgres_fixture_lets_iampool_connect_as_the_iam_user(
     assert gateway.rejected == {}
     assert iam_postgres.ca_path == gateway.ca_path
     assert "sslrootcert=" in iam_postgres.dsn
+
+
+def test_the_plugin_fails_with_how_to_start_a_server_that_does_not_answer(
+    fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    monkeypatch.setenv("IAMPOOL_TEST_PG_DSN", f"postgresql://postgres@127.0.0.1:{port}/postgres")
+    starting = plugin._gateway(
+        "postgresql", "IAMPOOL_TEST_PG_DSN", plugin.DEFAULT_PG_DSN, fake_aws, "rds"
+    )
+
+    with pytest.raises(pytest.fail.Exception) as failed, starting:
+        pass
+
+    assert f"127.0.0.1:{port} does not answer" in str(failed.value)
+    assert "pg_ctlcluster" in str(failed.value)
+    assert "IAMPOOL_TEST_PG_DSN" in str(failed.value)
