@@ -5,74 +5,42 @@
 3. refresh under 1 s of STS latency: the longest caller wait with refresh-ahead vs a blocking
    refresh (the same cache with ``refresh_margin=0``, so callers wait when credentials expire).
 
-The AWS stand-in is moto's server, started in this process on 127.0.0.1; nothing reaches AWS.
-Run: ``.venv/bin/python benchmarks/bench_credentials.py`` (about 30 s). Prints numbers, never
+The AWS stand-in is ``iampool.testing.FakeAws`` (moto's server with fault injection), started in
+this process on 127.0.0.1; its ``export_env()`` points every SDK at it and removes every other
+``AWS_*`` variable, so nothing reaches AWS. STS latency is injected by the stand-in
+(``faults.latency``), so the service thread really waits on the socket.
+
+Run: ``.venv/bin/python benchmarks/bench_credentials.py`` (about 12 s). Prints numbers, never
 secrets.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import statistics
 import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-# Never reach real AWS: dummy base credentials, no instance metadata, no shared config.
-os.environ.update(
-    {
-        "AWS_ACCESS_KEY_ID": "AKIAIAMPOOLBENCHBASE",
-        "AWS_SECRET_ACCESS_KEY": "bench-secret-not-real",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
-)
-for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
-    os.environ.pop(_name, None)
+import botocore.session
+from aiobotocore.session import AioSession
 
-import botocore.session  # noqa: E402
-from aiobotocore.session import AioSession  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
-from moto.sts.models import sts_backends  # noqa: E402
-
-from iampool import AwsIamConfig, CredentialCache, auth_for  # noqa: E402
-from iampool._aws import AwsApi, AwsCredentials, sign_rds_token  # noqa: E402
+from iampool import AwsIamConfig, CredentialCache, auth_for
+from iampool._aws import AwsCredentials, sign_rds_token
+from iampool.testing._aws import FakeAws
 
 REGION = "us-east-1"
 HOST = "app.cluster-abc.us-east-1.rds.amazonaws.com"
 PORT = 5432
-ROLE_ARN = "arn:aws:iam::123456789012:role/app-db"
-CONFIG = AwsIamConfig.from_extra(
-    {"enabled": True, "region": REGION, "role_arn": ROLE_ARN, "db_username": "app"}
-)
 HERD = 1000
 NAIVE_HERD = 1000  # naive connects actually run; counts and time are scaled to HERD
 
 
-def start_moto() -> tuple[ThreadedMotoServer, str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    return server, endpoint
-
-
-def reset_moto(endpoint: str) -> None:
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - a local http URL
-        pass
-
-
-def assume_role_calls_seen_by_moto() -> int:
-    return len(sts_backends["123456789012"]["aws"].assumed_roles)
+def rds_config(role_arn: str) -> AwsIamConfig:
+    return AwsIamConfig.from_extra(
+        {"enabled": True, "region": REGION, "role_arn": role_arn, "db_username": "app"}
+    )
 
 
 def per_call_us(batches: int, size: int, run_batch: Callable[[int], float]) -> float:
@@ -83,10 +51,10 @@ def per_call_us(batches: int, size: int, run_batch: Callable[[int], float]) -> f
 # -- 1. warm credentials() ---------------------------------------------------------------------
 
 
-async def bench_warm() -> dict[str, float]:
+async def bench_warm(config: AwsIamConfig) -> dict[str, float]:
     cache = CredentialCache()
     try:
-        auth = auth_for(CONFIG, host=HOST, port=PORT, cache=cache)
+        auth = auth_for(config, host=HOST, port=PORT, cache=cache)
         await auth.credentials()  # warm: one AssumeRole, one signature
 
         async def batch(size: int) -> float:
@@ -131,38 +99,40 @@ async def bench_warm() -> dict[str, float]:
 # -- 2. cold herd ------------------------------------------------------------------------------
 
 
-async def bench_herd(endpoint: str) -> dict[str, float]:
-    reset_moto(endpoint)
+async def bench_herd(aws: FakeAws) -> dict[str, float]:
+    config = rds_config(aws.create_role("bench-herd"))
     cache = CredentialCache()
+    before = aws.calls["AssumeRole"]
     try:
-        auth = auth_for(CONFIG, host=HOST, port=PORT, cache=cache)
+        auth = auth_for(config, host=HOST, port=PORT, cache=cache)
         started = time.perf_counter()
         tokens = await asyncio.gather(*(auth.credentials() for _ in range(HERD)))
         herd_s = time.perf_counter() - started
         assert len({id(token) for token in tokens}) == 1
-        herd_calls = assume_role_calls_seen_by_moto()
+        herd_calls = aws.calls["AssumeRole"] - before
         signed = cache.stats()["tokens_signed"]
     finally:
         await cache.aclose()
 
     # Naive: every connect assumes the role itself (one shared STS client) and signs a token.
-    reset_moto(endpoint)
+    role_arn = aws.create_role("bench-naive")
+    before = aws.calls["AssumeRole"]
     async with AioSession().create_client("sts", region_name=REGION) as sts:
 
         async def naive_connect(index: int) -> str:
             response = await sts.assume_role(
-                RoleArn=ROLE_ARN, RoleSessionName=f"naive-{index}", DurationSeconds=3600
+                RoleArn=role_arn, RoleSessionName=f"naive-{index}", DurationSeconds=3600
             )
             creds = response["Credentials"]
-            aws = AwsCredentials(
+            aws_creds = AwsCredentials(
                 creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"], None, ""
             )
-            return sign_rds_token(aws, HOST, PORT, "app", REGION)
+            return sign_rds_token(aws_creds, HOST, PORT, "app", REGION)
 
         started = time.perf_counter()
         await asyncio.gather(*(naive_connect(index) for index in range(NAIVE_HERD)))
         naive_s = time.perf_counter() - started
-    naive_calls = assume_role_calls_seen_by_moto()
+    naive_calls = aws.calls["AssumeRole"] - before
     scale = HERD / NAIVE_HERD
     return {
         "herd_calls": herd_calls,
@@ -177,30 +147,10 @@ async def bench_herd(endpoint: str) -> dict[str, float]:
 # -- 3. refresh under STS latency --------------------------------------------------------------
 
 
-class SlowSts:
-    """The real (moto-backed) credential source, with latency added to AssumeRole on demand."""
-
-    def __init__(self) -> None:
-        self.api = AwsApi()
-        self.latency = 0.0
-        self.assume_role_calls = 0
-
-    async def assume_role(self, **params: Any) -> AwsCredentials:
-        self.assume_role_calls += 1
-        await asyncio.sleep(self.latency)
-        return await self.api.assume_role(**params)
-
-    async def default_credentials(self, region: str) -> AwsCredentials:
-        return await self.api.default_credentials(region)
-
-    async def aclose(self) -> None:
-        await self.api.aclose()
-
-
-async def longest_wait(
+async def caller_waits(
     call: Callable[[], Awaitable[Any]], seconds: float, callers: int = 20
-) -> tuple[float, int]:
-    """Callers loop on ``call()`` for ``seconds``; the longest single call and how many ran."""
+) -> list[float]:
+    """Callers loop on ``call()`` for ``seconds``; how long each single call took, in seconds."""
     waits: list[float] = []
     deadline = time.perf_counter() + seconds
 
@@ -212,36 +162,37 @@ async def longest_wait(
             await asyncio.sleep(0.0005)  # a connect-shaped pause between calls
 
     await asyncio.gather(*(caller() for _ in range(callers)))
-    return max(waits), len(waits)
+    return waits
 
 
-async def bench_refresh(*, refresh_ahead: bool) -> dict[str, float]:
+async def bench_refresh(aws: FakeAws, *, refresh_ahead: bool) -> dict[str, float]:
+    config = rds_config(aws.create_role("bench-refresh"))
     shift = [0.0]
-    source = SlowSts()
     # Small lifetimes so the refresh window comes quickly; the clock is shifted to enter it.
     cache = CredentialCache(
         ttl=3.0,
         token_reuse=3.0,
         refresh_margin=2.0 if refresh_ahead else 0.0,
         clock=lambda: time.time() + shift[0],
-        source=source,
     )
     try:
-        auth = auth_for(CONFIG, host=HOST, port=PORT, cache=cache)
+        auth = auth_for(config, host=HOST, port=PORT, cache=cache)
         await auth.credentials()  # warm-up
-        source.latency = 1.0
-        before = source.assume_role_calls
+        aws.faults.latency("AssumeRole", 1.0)
+        before = aws.calls["AssumeRole"]
         # Refresh-ahead: 1.6 s into a 3 s life is inside the refresh window (it opens at 1.5 s).
         # Blocking: 3.1 s is past the end of usable life, where callers must wait.
         shift[0] = 1.6 if refresh_ahead else 3.1
-        worst, calls = await longest_wait(auth.credentials, 2.0)
+        waits = await caller_waits(auth.credentials, 2.0)
         stats = cache.stats()
     finally:
+        aws.faults.latency("AssumeRole", None)
         await cache.aclose()
     return {
-        "max_wait_ms": worst * 1e3,
-        "calls": calls,
-        "assume_role": source.assume_role_calls - before,
+        "max_wait_ms": max(waits) * 1e3,
+        "p999_wait_ms": statistics.quantiles(waits, n=1000)[-1] * 1e3,
+        "calls": len(waits),
+        "assume_role": aws.calls["AssumeRole"] - before,
         "refreshes": stats["refreshes"],
     }
 
@@ -251,16 +202,11 @@ async def bench_refresh(*, refresh_ahead: bool) -> dict[str, float]:
 
 def main() -> int:
     scale = HERD / NAIVE_HERD
-    server, endpoint = start_moto()
-    try:
-        reset_moto(endpoint)
-        warm = asyncio.run(bench_warm())
-        herd = asyncio.run(bench_herd(endpoint))
-        reset_moto(endpoint)
-        ahead = asyncio.run(bench_refresh(refresh_ahead=True))
-        blocking = asyncio.run(bench_refresh(refresh_ahead=False))
-    finally:
-        server.stop()
+    with FakeAws(region=REGION) as aws, aws.export_env():
+        warm = asyncio.run(bench_warm(rds_config(aws.create_role("bench-warm"))))
+        herd = asyncio.run(bench_herd(aws))
+        ahead = asyncio.run(bench_refresh(aws, refresh_ahead=True))
+        blocking = asyncio.run(bench_refresh(aws, refresh_ahead=False))
 
     rows = [
         ("what", "iampool", "baseline", "ratio", "target"),
@@ -305,6 +251,13 @@ def main() -> int:
             f"{blocking['max_wait_ms']:.0f} ms blocking",
             f"{blocking['max_wait_ms'] / ahead['max_wait_ms']:.0f}x shorter",
             "<= 1 ms vs >= 1 s",
+        ),
+        (
+            "1 s STS latency: p99.9 caller wait",
+            f"{ahead['p999_wait_ms']:.3f} ms",
+            f"{blocking['p999_wait_ms']:.3f} ms blocking",
+            "",
+            "",
         ),
         (
             "  (calls, AssumeRole, refreshes in 2 s)",

@@ -1,24 +1,23 @@
-"""The credential core against a real AWS stand-in: moto's server on 127.0.0.1.
+"""The credential core against the AWS stand-in: ``iampool.testing.FakeAws`` (moto's server on
+127.0.0.1 with fault injection), through the plugin's session-wide ``fake_aws`` fixture.
 
-Nothing here reaches real AWS: every test points ``AWS_ENDPOINT_URL`` at a local server and uses
-dummy base credentials, with instance metadata and shared config files switched off. Faults moto
-cannot produce (throttling, AccessDenied) come from a tiny local server that answers STS requests
-with the error documents STS sends.
+Nothing here reaches real AWS: ``fake_aws`` exports ``AWS_ENDPOINT_URL`` and test credentials
+and removes every other ``AWS_*`` variable. Its state is shared by the session, so tests use
+roles of their own and never reset it; they read what STS received from ``fake_aws.requests``.
 
 RDS tokens are checked with an independent SigV4 verifier written here from the specification,
-against the secret moto issued; it shares no code with iampool's or botocore's signer.
+against the secret the stand-in issued; it shares no code with iampool's or botocore's signer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import os
 import re
 import socket
 import threading
-import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,56 +25,24 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import anyio
-import botocore.session
 import pytest
-from moto.server import ThreadedMotoServer
-from moto.sts.models import sts_backends
 
 from iampool import AwsIamConfig, CredentialCache, CredentialError, auth_for
+from iampool.testing._aws import FakeAws
 
 pytestmark = pytest.mark.anyio
 
-ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
 DB_HOST = "app.cluster-abc.us-east-1.rds.amazonaws.com"
-BASE_KEY_ID = "AKIAIAMPOOLTESTBASE1"
-BASE_SECRET = "base-secret-for-tests-only/0123456789abcdef"
-
-
-# -- the AWS stand-in ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def isolate_from_real_aws(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", BASE_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", BASE_SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 
 
 @pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """moto's endpoint, reset, with the environment pointing at it."""
-    reset = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")  # noqa: S310
-    with urllib.request.urlopen(reset, timeout=10):  # noqa: S310 - a local http URL
-        pass
-    isolate_from_real_aws(monkeypatch, moto_endpoint)
-    return moto_endpoint
+def aws(fake_aws: FakeAws) -> Iterator[FakeAws]:
+    """The session's fake AWS; faults a test injects do not outlive it."""
+    assert os.environ["AWS_ENDPOINT_URL"] == fake_aws.endpoint_url
+    assert os.environ["AWS_EC2_METADATA_DISABLED"] == "true"
+    yield fake_aws
+    fake_aws.faults.clear()
 
 
 @pytest.fixture
@@ -91,19 +58,13 @@ def new_cache() -> Iterator[Callable[..., CredentialCache]]:
         cache.close()
 
 
-def create_role(endpoint: str, name: str) -> str:
-    iam = botocore.session.get_session().create_client(
-        "iam", region_name=REGION, endpoint_url=endpoint
-    )
-    trust = '{"Version":"2012-10-17","Statement":[]}'
-    arn: str = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
-    iam.close()
-    return arn
+def new_role(aws: FakeAws, *, external_id: str | None = None) -> str:
+    """A role no other test uses, so its AssumeRole requests are this test's alone."""
+    return aws.create_role(f"iampool-cred-{uuid.uuid4().hex[:12]}", external_id=external_id)
 
 
-def assumed_roles() -> list[Any]:
-    """What moto's STS recorded for every AssumeRole it answered (key, secret, parameters)."""
-    return list(sts_backends[ACCOUNT]["aws"].assumed_roles)
+def assume_role_requests(aws: FakeAws, role_arn: str) -> list[dict[str, Any]]:
+    return [params for params in aws.requests["AssumeRole"] if params.get("RoleArn") == role_arn]
 
 
 def rds_config(role_arn: str | None = None, **fields: Any) -> AwsIamConfig:
@@ -183,43 +144,45 @@ def assert_token_verifies(token: str, *, secret: str, session_token: str | None)
 
 
 async def test_assume_role_sends_external_id_duration_and_a_traceable_session_name(
-    aws: str, new_cache: Callable[..., CredentialCache]
+    aws: FakeAws, new_cache: Callable[..., CredentialCache]
 ) -> None:
-    role_arn = create_role(aws, "app-db")
+    role_arn = new_role(aws, external_id="ext-7f3a9c")
     cache = new_cache()
     config = rds_config(role_arn, external_id="ext-7f3a9c", session_duration=1800)
     credentials = await cache.aws_credentials(config)
 
-    [assumed] = assumed_roles()
-    assert assumed.role_arn == role_arn
-    assert assumed.external_id == "ext-7f3a9c"
-    assert re.fullmatch(rf"iampool-[\w+=,.@-]+-{os.getpid()}", assumed.session_name)
-    assert len(assumed.session_name) <= 64
-    assert assumed.access_key_id == credentials.access_key_id
-    # DurationSeconds reached STS: the session it issued lasts 1800 s.
-    issued_for = assumed.expiration.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc)
-    assert timedelta(seconds=1700) < issued_for <= timedelta(seconds=1800)
-    assert credentials.expires_at == pytest.approx(
-        assumed.expiration.replace(tzinfo=timezone.utc).timestamp(), abs=1
-    )
+    [request] = assume_role_requests(aws, role_arn)
+    assert request["ExternalId"] == "ext-7f3a9c"
+    assert request["DurationSeconds"] == "1800"
+    session_name = request["RoleSessionName"]
+    assert re.fullmatch(rf"iampool-[\w+=,.@-]+-{os.getpid()}", session_name)
+    assert len(session_name) <= 64
+    # The session STS issued lasts the 1800 s asked for, and the cache knows when it ends.
+    issued = aws.signing_key(credentials.access_key_id)
+    assert issued is not None
+    assert issued.expires_at is not None
+    assert credentials.expires_at == pytest.approx(issued.expires_at.timestamp(), abs=1)
+    lasts = issued.expires_at - datetime.now(timezone.utc)
+    assert timedelta(seconds=1700) < lasts <= timedelta(seconds=1800)
     assert cache.stats()["sts_calls"] == 1
 
 
-async def test_configured_role_session_name_reaches_sts(
-    aws: str, new_cache: Callable[..., CredentialCache]
+async def test_configured_role_session_name_reaches_sts_and_no_external_id_is_sent(
+    aws: FakeAws, new_cache: Callable[..., CredentialCache]
 ) -> None:
-    role_arn = create_role(aws, "app-db")
+    role_arn = new_role(aws)
     cache = new_cache()
     await cache.aws_credentials(rds_config(role_arn, role_session_name="superset-iam-session"))
-    [assumed] = assumed_roles()
-    assert assumed.session_name == "superset-iam-session"
-    assert assumed.external_id is None
+    [request] = assume_role_requests(aws, role_arn)
+    assert request["RoleSessionName"] == "superset-iam-session"
+    assert request["DurationSeconds"] == "3600"
+    assert "ExternalId" not in request
 
 
-async def test_herd_of_200_first_connects_makes_one_assume_role_call(
-    aws: str, new_cache: Callable[..., CredentialCache]
+async def test_herd_of_1000_first_connects_makes_one_assume_role_call(
+    aws: FakeAws, new_cache: Callable[..., CredentialCache]
 ) -> None:
-    role_arn = create_role(aws, "app-db")
+    role_arn = new_role(aws)
     cache = new_cache()
     auth = auth_for(rds_config(role_arn), host=DB_HOST, port=5432, cache=cache)
     tokens: list[str] = []
@@ -228,9 +191,10 @@ async def test_herd_of_200_first_connects_makes_one_assume_role_call(
         tokens.append((await auth.credentials()).password)
 
     async with anyio.create_task_group() as tg:
-        for _ in range(200):
+        for _ in range(1000):
             tg.start_soon(connect)
-    assert len(assumed_roles()) == 1
+    assert len(assume_role_requests(aws, role_arn)) == 1
+    assert len(tokens) == 1000
     assert len(set(tokens)) == 1
     assert (cache.stats()["sts_calls"], cache.stats()["tokens_signed"]) == (1, 1)
 
@@ -238,52 +202,107 @@ async def test_herd_of_200_first_connects_makes_one_assume_role_call(
 # -- RDS tokens ------------------------------------------------------------------------------
 
 
-async def test_rds_token_verifies_against_the_secret_moto_issued(
-    aws: str, new_cache: Callable[..., CredentialCache]
+async def test_rds_token_verifies_against_the_secret_the_stand_in_issued(
+    aws: FakeAws, new_cache: Callable[..., CredentialCache]
 ) -> None:
-    role_arn = create_role(aws, "app-db")
+    role_arn = new_role(aws)
     cache = new_cache()
     auth = auth_for(rds_config(role_arn), host=DB_HOST, port=5432, cache=cache)
     token = (await auth.credentials()).password
 
-    [assumed] = assumed_roles()
-    assert token_fields(token)["X-Amz-Credential"].startswith(f"{assumed.access_key_id}/")
+    access_key_id = token_fields(token)["X-Amz-Credential"].split("/")[0]
+    issued = aws.signing_key(access_key_id)
+    assert issued is not None
+    assert issued.session_token is not None  # an AssumeRole session, not the base key
+    assert access_key_id != aws.base_key.access_key_id
     assert_token_verifies(
-        token, secret=assumed.secret_access_key, session_token=assumed.session_token
+        token, secret=issued.secret_access_key, session_token=issued.session_token
     )
     assert urlsplit(f"https://{token}").netloc == f"{DB_HOST}:5432"
 
     # The verifier is not a rubber stamp: another user, endpoint or secret does not verify.
+    signature = token_fields(token)["X-Amz-Signature"]
     tampered = token.replace("DBUser=app", "DBUser=admin")
-    assert (
-        sigv4_signature(tampered, assumed.secret_access_key)
-        != token_fields(token)["X-Amz-Signature"]
-    )
+    assert sigv4_signature(tampered, issued.secret_access_key) != signature
     moved = token.replace(f"{DB_HOST}:5432", f"{DB_HOST}:5433")
-    assert (
-        sigv4_signature(moved, assumed.secret_access_key) != token_fields(token)["X-Amz-Signature"]
-    )
-    assert sigv4_signature(token, BASE_SECRET) != token_fields(token)["X-Amz-Signature"]
+    assert sigv4_signature(moved, issued.secret_access_key) != signature
+    assert sigv4_signature(token, aws.base_key.secret_access_key) != signature
 
 
 async def test_same_account_config_signs_with_the_default_chain_and_never_calls_sts(
-    aws: str, new_cache: Callable[..., CredentialCache]
+    aws: FakeAws, new_cache: Callable[..., CredentialCache]
 ) -> None:
     cache = new_cache()
+    before = aws.calls["AssumeRole"]
     auth = auth_for(rds_config(), host=DB_HOST, port=3306, cache=cache)
     token = (await auth.credentials()).password
 
-    assert token_fields(token)["X-Amz-Credential"].startswith(f"{BASE_KEY_ID}/")
-    assert_token_verifies(token, secret=BASE_SECRET, session_token=None)
-    assert assumed_roles() == []
+    base = aws.base_key
+    assert token_fields(token)["X-Amz-Credential"].startswith(f"{base.access_key_id}/")
+    assert_token_verifies(token, secret=base.secret_access_key, session_token=None)
+    assert aws.calls["AssumeRole"] == before
     assert (cache.stats()["sts_calls"], cache.stats()["tokens_signed"]) == (0, 1)
 
 
 # -- failures --------------------------------------------------------------------------------
 
 
+async def test_throttled_assume_role_fails_with_throttling_after_the_configured_attempts(
+    aws: FakeAws, new_cache: Callable[..., CredentialCache]
+) -> None:
+    role_arn = new_role(aws)
+    aws.faults.throttle("AssumeRole", times=3)
+    cache = new_cache(max_attempts=3)
+    with pytest.raises(CredentialError) as caught:
+        await cache.aws_credentials(rds_config(role_arn))
+
+    assert caught.value.code == "Throttling"
+    message = str(caught.value)
+    assert message.startswith(f"Unable to assume IAM role {role_arn} in {REGION}: Throttling")
+    assert len(assume_role_requests(aws, role_arn)) == 3
+    assert aws.faults.pending("AssumeRole") == 0
+    assert cache.stats()["errors"] == 1
+
+
+async def test_throttling_that_clears_within_the_attempts_is_retried_transparently(
+    aws: FakeAws, new_cache: Callable[..., CredentialCache]
+) -> None:
+    role_arn = new_role(aws)
+    aws.faults.throttle("AssumeRole", times=2)
+    cache = new_cache(max_attempts=3)
+    await cache.aws_credentials(rds_config(role_arn))
+    assert len(assume_role_requests(aws, role_arn)) == 3
+    assert cache.stats()["errors"] == 0
+
+
+async def test_wrong_external_id_is_access_denied_saying_unable_to_assume_iam_role(
+    aws: FakeAws, new_cache: Callable[..., CredentialCache]
+) -> None:
+    role_arn = new_role(aws, external_id="ext-right")
+    cache = new_cache()
+    auth = auth_for(
+        rds_config(role_arn, external_id="ext-wrong"), host=DB_HOST, port=5432, cache=cache
+    )
+    with pytest.raises(CredentialError) as caught:
+        await auth.credentials()
+
+    assert caught.value.code == "AccessDenied"
+    message = str(caught.value)
+    assert message.startswith(f"Unable to assume IAM role {role_arn} in {REGION}: AccessDenied")
+    assert "trust policy" in message
+    assert "sts:ExternalId" in message
+    assert "ext-wrong" not in message
+    assert len(assume_role_requests(aws, role_arn)) == 1  # AccessDenied is not retried
+
+    # The right external id is another cache key, and it works.
+    right = rds_config(role_arn, external_id="ext-right")
+    await auth_for(right, host=DB_HOST, port=5432, cache=cache).credentials()
+    assert len(assume_role_requests(aws, role_arn)) == 2
+
+
 class StsErrorServer:
-    """Answers every request with one STS error document, as STS does, and counts requests."""
+    """Answers every request with one STS error document, as STS does (for messages the stand-in
+    does not produce)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         body = (
@@ -291,14 +310,10 @@ class StsErrorServer:
             f"<Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
             "<RequestId>8d5a2ed6-6d4a-4b4b-9d4e-1b6f1c0f0a11</RequestId></ErrorResponse>"
         ).encode()
-        self.requests: list[dict[str, str]] = []
-        server_state = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                form = dict(parse_qsl(self.rfile.read(length).decode()))
-                server_state.requests.append(form)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self.send_response(status)
                 self.send_header("Content-Type", "text/xml")
                 self.send_header("Content-Length", str(len(body)))
@@ -322,59 +337,21 @@ class StsErrorServer:
         self._thread.join()
 
 
-ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/app-db"
+ROLE_ARN = "arn:aws:iam::123456789012:role/app-db"
 
 
-async def test_throttled_assume_role_fails_with_throttling_after_the_configured_attempts(
-    monkeypatch: pytest.MonkeyPatch, new_cache: Callable[..., CredentialCache]
-) -> None:
-    with StsErrorServer(400, "Throttling", "Rate exceeded") as sts:
-        isolate_from_real_aws(monkeypatch, sts.endpoint)
-        cache = new_cache(max_attempts=3)
-        with pytest.raises(CredentialError) as caught:
-            await cache.aws_credentials(rds_config(ROLE_ARN))
-
-    assert caught.value.code == "Throttling"
-    message = str(caught.value)
-    assert message.startswith(f"Unable to assume IAM role {ROLE_ARN} in {REGION}: Throttling")
-    assert [request["Action"] for request in sts.requests] == ["AssumeRole"] * 3
-    assert cache.stats()["errors"] == 1
-
-
-async def test_access_denied_says_unable_to_assume_iam_role_and_what_to_check(
-    monkeypatch: pytest.MonkeyPatch, new_cache: Callable[..., CredentialCache]
-) -> None:
-    denial = (
-        f"User: arn:aws:iam::{ACCOUNT}:user/app is not authorized to perform: sts:AssumeRole "
-        f"on resource: {ROLE_ARN}"
-    )
-    with StsErrorServer(403, "AccessDenied", denial) as sts:
-        isolate_from_real_aws(monkeypatch, sts.endpoint)
-        cache = new_cache()
-        config = rds_config(ROLE_ARN, external_id="ext-7f3a9c")
-        auth = auth_for(config, host=DB_HOST, port=5432, cache=cache)
-        with pytest.raises(CredentialError) as caught:
-            await auth.credentials()
-
-    assert caught.value.code == "AccessDenied"
-    message = str(caught.value)
-    assert message.startswith(f"Unable to assume IAM role {ROLE_ARN} in {REGION}: AccessDenied")
-    assert "trust policy" in message
-    assert "ext-7f3a9c" not in message
-    assert len(sts.requests) == 1  # AccessDenied is not retried
-    assert sts.requests[0]["ExternalId"] == "ext-7f3a9c"
-
-
-async def test_external_id_mismatch_is_named_as_such(
-    monkeypatch: pytest.MonkeyPatch, new_cache: Callable[..., CredentialCache]
+async def test_access_denied_that_mentions_the_external_id_is_named_a_mismatch(
+    aws: FakeAws, monkeypatch: pytest.MonkeyPatch, new_cache: Callable[..., CredentialCache]
 ) -> None:
     with StsErrorServer(403, "AccessDenied", "Invalid ExternalId in the request") as sts:
-        isolate_from_real_aws(monkeypatch, sts.endpoint)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", sts.endpoint)
         cache = new_cache()
         with pytest.raises(CredentialError) as caught:
             await cache.aws_credentials(rds_config(ROLE_ARN, external_id="wrong-id"))
-    assert "External ID mismatch" in str(caught.value)
-    assert "sts:ExternalId" in str(caught.value)
+    message = str(caught.value)
+    assert message.startswith(f"Unable to assume IAM role {ROLE_ARN} in {REGION}: AccessDenied")
+    assert "External ID mismatch" in message
+    assert "sts:ExternalId" in message
 
 
 def closed_port() -> int:
@@ -385,12 +362,24 @@ def closed_port() -> int:
 
 
 async def test_unreachable_endpoint_fails_with_endpoint_connection_error_in_bounded_time(
-    monkeypatch: pytest.MonkeyPatch, new_cache: Callable[..., CredentialCache]
+    aws: FakeAws, monkeypatch: pytest.MonkeyPatch, new_cache: Callable[..., CredentialCache]
 ) -> None:
-    isolate_from_real_aws(monkeypatch, f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
     cache = new_cache(connect_timeout=0.5, max_attempts=1)
     with anyio.fail_after(10), pytest.raises(CredentialError) as caught:
         await cache.aws_credentials(rds_config(ROLE_ARN))
     assert caught.value.code == "EndpointConnectionError"
     assert str(caught.value).startswith(f"Unable to assume IAM role {ROLE_ARN} in {REGION}")
     assert cache.stats()["size"] == 0  # nothing cached; the next call tries again
+
+
+async def test_stand_in_outage_fails_the_call_and_the_failure_is_not_cached(
+    aws: FakeAws, new_cache: Callable[..., CredentialCache]
+) -> None:
+    role_arn = new_role(aws)
+    cache = new_cache(connect_timeout=0.5, max_attempts=1)
+    with aws.outage(), pytest.raises(CredentialError) as caught:
+        await cache.aws_credentials(rds_config(role_arn))
+    assert caught.value.code == "EndpointConnectionError"
+    await cache.aws_credentials(rds_config(role_arn))
+    assert len(assume_role_requests(aws, role_arn)) == 1
