@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute
@@ -76,9 +76,11 @@ class Upstream:
         default_user = "postgres" if scheme == "postgresql" else "root"
         user = unquote(parts.username) if parts.username else default_user
         database = unquote(parts.path.lstrip("/")) or None
+        # libpq style "?host=/run/postgresql" names a Unix-socket directory (pgserver uses it).
+        socket_dir = dict(parse_qsl(parts.query)).get("host")
         return cls(
             scheme=scheme,
-            host=parts.hostname or "127.0.0.1",
+            host=socket_dir or parts.hostname or "127.0.0.1",
             port=parts.port or (5432 if scheme == "postgresql" else 3306),
             user=user,
             password=unquote(parts.password) if parts.password is not None else None,
@@ -89,6 +91,12 @@ class Upstream:
     def endpoint(self) -> str:
         """``host:port``."""
         return f"{self.host}:{self.port}"
+
+    async def connect(self) -> ByteStream:
+        """A byte stream to the server: TCP, or PostgreSQL's socket when ``host`` is a directory."""
+        if self.host.startswith("/"):
+            return await anyio.connect_unix(f"{self.host}/.s.PGSQL.{self.port}")
+        return await anyio.connect_tcp(self.host, self.port)
 
 
 class FrontDesk(Protocol):

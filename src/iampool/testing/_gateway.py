@@ -226,7 +226,7 @@ class IamGateway:
     async def _probe_upstream(self) -> None:
         try:
             with anyio.fail_after(5):
-                stream = await anyio.connect_tcp(self._upstream.host, self._upstream.port)
+                stream = await self._upstream.connect()
         except (OSError, TimeoutError) as exc:
             raise ConnectionError(
                 f"the upstream {self._protocol} server at {self._upstream.endpoint} does not answer"
@@ -489,7 +489,7 @@ class IamGateway:
     @asynccontextmanager
     async def connect_upstream(self) -> AsyncIterator[Peer]:
         """A counted TCP connection to the upstream server."""
-        stream = await anyio.connect_tcp(self._upstream.host, self._upstream.port)
+        stream = await self._upstream.connect()
         with self._lock:
             self._upstream_active += 1
         peer = Peer(stream)

@@ -322,7 +322,7 @@ async def run_admin_statements(upstream: Upstream, statements: list[str]) -> lis
         OSError: the upstream does not answer.
         ConnectionError: the admin login was refused.
     """
-    stream = await anyio.connect_tcp(upstream.host, upstream.port)
+    stream = await upstream.connect()
     peer = Peer(stream)
     states: list[str] = []
     try:
