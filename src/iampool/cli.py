@@ -27,6 +27,7 @@ from ._errors import (
 )
 from .auth import auth_for
 from .pools import resolve
+from .pools._dsn import Target
 
 __all__ = ["main"]
 
@@ -147,7 +148,7 @@ async def _check(args: argparse.Namespace) -> int:
         report.append(("database login", f"user {credentials.user} ({_ms(started)})"))
         report.append(("credential expiry", credentials.expires_at.isoformat(timespec="seconds")))
         started = time.perf_counter()
-        facts = await _probe(target.engine, dsn, config, cache)
+        facts = await _probe(target, dsn, config, cache)
         report.append(("connect + query", _ms(started)))
         report.extend(facts)
     finally:
@@ -159,21 +160,23 @@ async def _check(args: argparse.Namespace) -> int:
 
 
 async def _probe(
-    engine: str, dsn: str, config: AwsIamConfig, cache: CredentialCache
+    target: Target, dsn: str, config: AwsIamConfig, cache: CredentialCache
 ) -> list[tuple[str, str]]:
     from .pools import connect
 
+    engine = target.engine
     connection: Any = await connect(dsn, aws_iam=config, cache=cache)
     try:
         if engine == "postgresql":
             row = await connection.fetchrow(
-                "SELECT current_user, version(), ssl, version AS tls, cipher "
-                "FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                "SELECT current_user, version(), "
+                "(SELECT version || ' ' || cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid() "
+                "AND ssl)"
             )
             return [
                 ("identity", str(row[0])),
                 ("server", str(row[1]).split(",")[0]),
-                ("TLS", f"{row[3]} {row[4]}" if row[2] else "NOT ENCRYPTED"),
+                ("TLS", _tls_line(target, row[2])),
             ]
         if engine == "mysql":
             async with connection.cursor() as cursor:
@@ -184,14 +187,25 @@ async def _probe(
             return [
                 ("identity", str(user)),
                 ("server", f"MySQL {version}"),
-                ("TLS", str(cipher[1]) if cipher and cipher[1] else "NOT ENCRYPTED"),
+                ("TLS", _tls_line(target, cipher[1] if cipher and cipher[1] else None)),
             ]
         row = await connection.fetchrow("SELECT current_user, version()")
-        return [("identity", str(row[0])), ("server", str(row[1])[:80]), ("TLS", "required")]
+        return [
+            ("identity", str(row[0])),
+            ("server", str(row[1])[:80]),
+            ("TLS", _tls_line(target, None)),
+        ]
     finally:
         close = connection.close()
         if hasattr(close, "__await__"):
             await close
+
+
+def _tls_line(target: Target, server_view: str | None) -> str:
+    """The client side is always TLS (iampool refuses anything else); the server may see it
+    terminated by a proxy in between (RDS Proxy, a load balancer, iampool's test gateway)."""
+    seen = server_view or "not encrypted on its side (TLS ends at a proxy in between)"
+    return f"sslmode={target.sslmode} (client); server: {seen}"
 
 
 def _ms(started: float) -> str:
