@@ -8,91 +8,33 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import aiomysql
 import anyio
-import botocore.session
 import pymysql
 import pytest
 
 import iampool
-from iampool.testing import FakeAws, IamDatabase, IamGateway, SigningKey
+from iampool.testing import FakeAws, IamDatabase, IamGateway
+
+from .rds_tokens import (
+    NEVER_ISSUED,
+    Authority,
+    Key,
+    Tokens,
+    assumed_role_tokens,
+)
 
 pytestmark = pytest.mark.anyio
 
 UPSTREAM = os.environ.get("IAMPOOL_TEST_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
-REGION = "us-east-1"
-BOTOCORE = botocore.session.get_session()
-
-
-@dataclass(frozen=True)
-class Key:
-    access_key_id: str
-    secret_access_key: str
-    session_token: str | None
-    expires_at: datetime | None
-
-
-class Authority:
-    """The smallest stand-in for what AWS issued, where FakeAws cannot issue the key needed."""
-
-    def __init__(self, *keys: Key) -> None:
-        self.keys = {key.access_key_id: key for key in keys}
-
-    def signing_key(self, access_key_id: str) -> Key | None:
-        return self.keys.get(access_key_id)
-
-    def redshift_password(self, user: str, password: str) -> None:
-        return None
-
-
-NEVER_ISSUED = Key("ASIANEVERISSUED00002", "guessed/secret", "guessed-token", None)
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """Makes RDS tokens with botocore's own signer, by default with a key FakeAws issued."""
-
-    key: SigningKey
-
-    def __call__(
-        self,
-        gateway: IamGateway,
-        user: str = "app",
-        *,
-        key: SigningKey | None = None,
-        port: int | None = None,
-        region: str = REGION,
-    ) -> str:
-        key = key or self.key
-        client = BOTOCORE.create_client(
-            "rds",
-            region_name=region,
-            aws_access_key_id=key.access_key_id,
-            aws_secret_access_key=key.secret_access_key,
-            aws_session_token=key.session_token,
-        )
-        return str(client.generate_db_auth_token(gateway.host, port or gateway.port, user, region))
 
 
 @pytest.fixture(scope="module")
 def token_for(fake_aws: FakeAws) -> Tokens:
     """Tokens signed with temporary credentials from AssumeRole on the fake AWS."""
-    sts = BOTOCORE.create_client(
-        "sts",
-        region_name=REGION,
-        endpoint_url=fake_aws.endpoint_url,
-        aws_access_key_id=fake_aws.base_key.access_key_id,
-        aws_secret_access_key=fake_aws.base_key.secret_access_key,
-    )
-    role_arn = fake_aws.create_role("gateway-test-mysql")
-    issued = sts.assume_role(RoleArn=role_arn, RoleSessionName="gateway-test")["Credentials"]
-    key = fake_aws.signing_key(issued["AccessKeyId"])
-    assert key is not None
-    return Tokens(key)
+    return assumed_role_tokens(fake_aws, "gateway-test-mysql")
 
 
 @pytest.fixture(scope="module")
