@@ -13,7 +13,7 @@ __all__ = ["FEATURE_FLAG", "iam_config"]
 
 FEATURE_FLAG = "AWS_DATABASE_IAM_AUTH"
 
-DISABLED_MESSAGE = (
+_DISABLED_MESSAGE = (
     "AWS IAM database authentication is not enabled. "
     f'Set the {FEATURE_FLAG} feature flag to True (FEATURE_FLAGS = {{"{FEATURE_FLAG}": True}} '
     "in superset_config.py) to enable it."
@@ -53,5 +53,5 @@ def iam_config(
     if not config.enabled:
         return None
     if feature_flags.get(FEATURE_FLAG) is not True:
-        raise IamAuthDisabledError(DISABLED_MESSAGE)
+        raise IamAuthDisabledError(_DISABLED_MESSAGE)
     return config
