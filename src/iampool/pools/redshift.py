@@ -8,7 +8,10 @@ is given the temporary user and password and ``iam=False``: it makes no AWS call
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -36,6 +39,8 @@ _AUTH_SQLSTATES = frozenset({"28000", "28P01"})
 # verification entirely, so "require" becomes verify-ca (what Superset uses for Redshift).
 _SSLMODES = {"require": "verify-ca", "verify-ca": "verify-ca", "verify-full": "verify-full"}
 _OWNED_KWARGS = ("host", "port", "user", "password", "database", "iam", "ssl", "sslmode")
+_CONNECTION_ERRORS = frozenset({"InterfaceError", "OperationalError"})
+_FATAL_SEVERITIES = frozenset({"FATAL", "PANIC"})
 
 
 def _rejection(exc: BaseException) -> str | None:
@@ -44,6 +49,17 @@ def _rejection(exc: BaseException) -> str | None:
     if isinstance(detail, dict) and detail.get("C") in _AUTH_SQLSTATES:
         return str(detail.get("M", "authentication failed"))
     return None
+
+
+def _breaks_connection(exc: BaseException) -> bool:
+    """Whether a driver error leaves its connection unusable (socket lost, fatal server error).
+
+    SQL errors leave an autocommit connection usable; the server's message arrives as a dict.
+    """
+    detail = exc.args[0] if exc.args else None
+    if isinstance(detail, dict):
+        return detail.get("V", detail.get("S")) in _FATAL_SEVERITIES
+    return type(exc).__name__ in _CONNECTION_ERRORS
 
 
 class RedshiftConnection:
@@ -56,6 +72,8 @@ class RedshiftConnection:
     def __init__(self, raw: Any, limiter: anyio.CapacityLimiter) -> None:
         self.raw = raw
         self._limiter = limiter
+        self._closed = False
+        self._broken = False
 
     async def execute(self, query: str, *args: Any) -> None:
         """Run a statement."""
@@ -77,9 +95,14 @@ class RedshiftConnection:
         return None if row is None else row[column]
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(
-            functools.partial(function, *args), limiter=self._limiter
-        )
+        try:
+            return await anyio.to_thread.run_sync(
+                functools.partial(function, *args), limiter=self._limiter
+            )
+        except Exception as exc:
+            # Remembered even when the caller swallows the error, so a pool discards it.
+            self._broken = self._broken or _breaks_connection(exc)
+            raise
 
     def _query(self, query: str, args: tuple[Any, ...], fetch: str | None) -> Any:
         cursor = self.raw.cursor()
@@ -94,9 +117,59 @@ class RedshiftConnection:
         finally:
             cursor.close()
 
+    def is_closed(self) -> bool:
+        """Whether it was closed or its connection was lost (a pool then discards it)."""
+        return self._closed or self._broken
+
     def close(self) -> None:
-        """Close the driver connection (blocking, quick)."""
-        self.raw.close()
+        """Close the driver connection (blocking, quick). Safe to call twice.
+
+        Never raises: redshift-connector raises ``InterfaceError`` when closing a connection
+        that is already closed or broken, which would otherwise escape from a pool's release
+        and cost the pool that connection's slot.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self.raw.close()
+
+
+def _connect_closing_on_failure(connect: Callable[..., Any], **options: Any) -> Any:
+    """``redshift_connector.connect`` that never leaves a socket open when it fails.
+
+    The driver closes its socket on socket errors only: when the server refuses TLS or the
+    login, the half-built connection keeps it open until garbage collection (a
+    ``ResourceWarning``, and a server-side connection held meanwhile). Runs in a worker thread.
+    """
+    try:
+        return connect(**options)
+    except BaseException as exc:
+        _close_half_built(exc)
+        raise
+
+
+def _close_half_built(exc: BaseException) -> None:
+    """Close the sockets of the driver ``Connection`` whose ``__init__`` raised ``exc``.
+
+    The only reference to it is the ``self`` of its ``__init__`` frame in the traceback. Its
+    socket attributes are found by type, not by (private) name.
+    """
+    from redshift_connector.core import Connection
+
+    traceback = exc.__traceback__
+    while traceback is not None:
+        half_built = traceback.tb_frame.f_locals.get("self")
+        if isinstance(half_built, Connection):
+            held = list(vars(half_built).values())
+            # the buffered file over the socket first, then the socket itself
+            for resource in [item for item in held if isinstance(item, io.IOBase)] + [
+                item for item in held if isinstance(item, socket.socket)
+            ]:
+                with contextlib.suppress(OSError, ValueError):
+                    resource.close()
+            return
+        traceback = traceback.tb_next
 
 
 def _opener(
@@ -124,6 +197,7 @@ def _opener(
         try:
             raw = await anyio.to_thread.run_sync(
                 functools.partial(
+                    _connect_closing_on_failure,
                     redshift_connector.connect,
                     host=login.host or target.host,
                     port=login.port or target.port,
@@ -202,17 +276,16 @@ class RedshiftPool:
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[RedshiftConnection]:
         """``async with pool.acquire() as conn``: a connection for the block's duration."""
-        connection = await self._slots.acquire(lambda _: True)
+        connection = await self._slots.acquire(lambda idle: not idle.is_closed())
         reuse = False
         try:
             yield connection
             reuse = True
         except Exception as exc:
-            # SQL errors leave an autocommit connection usable; broken sockets do not.
-            reuse = type(exc).__name__ not in {"InterfaceError", "OperationalError"}
+            reuse = not _breaks_connection(exc)
             raise
         finally:
-            self._slots.release(connection, reuse=reuse)
+            self._slots.release(connection, reuse=reuse and not connection.is_closed())
 
     async def execute(self, query: str, *args: Any) -> None:
         """Run a statement on a pooled connection."""
