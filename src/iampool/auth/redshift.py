@@ -132,12 +132,14 @@ class RedshiftAuth:
     async def _mint(self) -> Lease[DbCredentials]:
         cache = self._cache
         aws = await cache.aws_credentials(self._config)
+        # The credentials call first: a wrong cluster or workgroup then fails with the message
+        # users know from Superset ("Failed to get Redshift ... credentials"), host or not.
+        login = await self._api.login(cache.api, aws, self._config)
+        cache.count("api_calls")
         if self._host is None:
             host, port = await cache.get(self._endpoint_key, lambda: self._discover(aws))
         else:
             host, port = self._host, self._port or self._config.port or DEFAULT_PORT
-        login = await self._api.login(cache.api, aws, self._config)
-        cache.count("api_calls")
         now = cache.clock()
         credentials = DbCredentials(
             user=login.user,
