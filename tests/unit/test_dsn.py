@@ -464,3 +464,14 @@ def test_ssl_option_that_turns_tls_off_is_a_config_error(option: object) -> None
 
     assert caught.value.fields == ["ssl"]
     assert "TLS" in str(caught.value)
+
+
+def test_redshift_dsn_may_name_the_auto_created_user() -> None:
+    assert parse_target(f"redshift://IAMA%3Aetl@{HOST}/dev", PROVISIONED).user is None
+
+
+def test_serverless_dsn_naming_a_user_is_a_config_error() -> None:
+    # GetCredentials decides the user (IAMR:<role>); a DSN user would be silently ignored.
+    error = dsn_error(f"redshift://someone@{HOST}/dev", SERVERLESS)
+    assert "'someone'" in str(error)
+    assert "GetCredentials" in str(error)

@@ -91,9 +91,17 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
     named = [name for name in (unquote(parts.username or ""), options.pop("user", "")) if name]
     user = named[0] if named else None
     expected = config.db_username
-    accepted = {expected, f"IAM:{expected}"} if engine == "redshift" else {expected}
+    # Redshift answers IAM:<user>, or IAMA:<user> when it auto-creates the user.
+    accepted = (
+        {expected, f"IAM:{expected}", f"IAMA:{expected}"} if engine == "redshift" else {expected}
+    )
     for name in dict.fromkeys(named):
-        if expected is not None and name not in accepted:
+        if expected is None:
+            problems.append(
+                ConfigProblem("dsn", f"names user {name!r}, but Redshift Serverless logs in as "
+                                     "the user GetCredentials returns; drop it from the DSN")
+            )  # fmt: skip
+        elif name not in accepted:
             problems.append(
                 ConfigProblem("dsn", f"names user {name!r} but aws_iam.db_username is "
                                      f"{expected!r}; drop the user from the DSN or make them match")
