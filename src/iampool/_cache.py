@@ -8,7 +8,11 @@ and :meth:`CredentialCache._fly`::
                         |                                        |  ok: fresh again
                         +--error: every waiter fails, entry      |  error: stale-but-valid,
                           dropped (failures are not cached)      |  retried after a backoff
-                                                    expired <----+--expires: callers wait
+                                                    expired <----+--usable_until: callers wait
+
+A stale-but-valid entry (its last refresh failed) is served past ``usable_until`` (the ttl) up to
+``valid_until`` (the credentials' own expiry minus the margin): while AWS fails, callers keep
+what still works instead of an error. A caller that waited on a refresh that failed gets it too.
 
 Fetches run on the cache's service loop (``_service``), so a cancelled caller never cancels a
 fetch that others wait for, and a refresh never waits on the caller's loop.
@@ -63,10 +67,15 @@ class CacheStats(TypedDict):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Lease(Generic[V]):
-    """A minted value and the wall-clock time (epoch seconds) it may be served until."""
+    """A minted value and the wall-clock times (epoch seconds) it may be served until.
+
+    ``usable_until`` ends normal reuse (a ttl); ``valid_until``, when later, is how long the value
+    still works and may be served while minting its successor fails (default: ``usable_until``).
+    """
 
     value: V
     usable_until: float
+    valid_until: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,6 +83,7 @@ class _Snapshot(Generic[V]):
     value: V
     refresh_at: float
     usable_until: float
+    valid_until: float
 
 
 class _Entry:
@@ -109,7 +119,8 @@ class CredentialCache:
 
     Args:
         ttl: seconds STS credentials are reused (never past their own expiration minus
-            ``expiry_margin``).
+            ``expiry_margin``); while refreshing them fails, the cached ones are served up to
+            that expiry instead.
         refresh_margin: how long before an entry stops being usable a background refresh starts;
             capped at half the entry's life so short TTLs still get a fresh period.
         maxsize: entries kept; the least recently used are evicted beyond it.
@@ -203,9 +214,12 @@ class CredentialCache:
             else:
                 self._entries.move_to_end(key)
             snapshot = entry.snapshot
-            if snapshot is not None and now < snapshot.usable_until:
-                # Stale but valid: serve it and let one background refresh run. Fresh means a
-                # fetch landed after the lock-free check above: no refresh is due.
+            if snapshot is not None and (
+                now < snapshot.usable_until or (entry.failures and now < snapshot.valid_until)
+            ):
+                # Stale but valid: serve it and let one background refresh run (after the
+                # backoff once refreshes fail). Fresh means a fetch landed after the lock-free
+                # check above: no refresh is due.
                 self._counts["hits"] += 1
                 due = now >= snapshot.refresh_at and now >= entry.retry_at
                 if due and entry.flight is None:
@@ -214,12 +228,22 @@ class CredentialCache:
                 return value
             self._counts["misses"] += 1
             flight = entry.flight or self._fly(key, entry, mint, background=False)
+            # Past the ttl but still valid: if this refresh fails, the old value still works.
+            fallback = snapshot if snapshot is not None and now < snapshot.valid_until else None
         try:
             return await wait(flight)
         except concurrent.futures.CancelledError:
             raise CredentialError(
                 f"The credential cache was closed while minting {_describe(key)}.", code="Closed"
             ) from None
+        except CredentialError:
+            # Not if it was invalidated meanwhile (a database refused it) or has expired since.
+            if fallback is None or entry.snapshot is not fallback:
+                raise
+            if self.clock() >= fallback.valid_until:
+                raise
+            stale: V = fallback.value
+            return stale
 
     def invalidate(self, key: Hashable) -> None:
         """Forget the value for ``key``; the next ``get`` mints anew."""
@@ -257,8 +281,9 @@ class CredentialCache:
             now = self.clock()
             life = max(lease.usable_until - now, 0.0)
             refresh_at = now + max(life - self.refresh_margin, life / 2)
+            valid_until = max(lease.valid_until or lease.usable_until, lease.usable_until)
             with self._lock:
-                entry.snapshot = _Snapshot(lease.value, refresh_at, lease.usable_until)
+                entry.snapshot = _Snapshot(lease.value, refresh_at, lease.usable_until, valid_until)
                 entry.flight = None
                 entry.failures = 0
                 entry.retry_at = 0.0
@@ -272,24 +297,29 @@ class CredentialCache:
     def _landed_failure(
         self, key: Hashable, entry: _Entry, exc: BaseException, *, background: bool
     ) -> None:
+        now = self.clock()
         with self._lock:
             entry.flight = None
-            if background and entry.snapshot is not None:
+            snapshot = entry.snapshot
+            # A refresh, background or one that callers past the ttl waited for, keeps the value
+            # that is still valid: counted apart from the errors callers see.
+            refreshing = snapshot is not None and (background or now < snapshot.valid_until)
+            if refreshing:
                 entry.failures += 1
                 backoff = min(2.0 ** (entry.failures - 1), _MAX_BACKOFF)
-                entry.retry_at = self.clock() + backoff
+                entry.retry_at = now + backoff
                 self._counts["refresh_failures"] += 1
             else:
                 self._counts["errors"] += 1
-                if entry.snapshot is None and self._entries.get(key) is entry:
+                if snapshot is None and self._entries.get(key) is entry:
                     del self._entries[key]
-        if background and not isinstance(exc, asyncio.CancelledError):
+        if refreshing and not isinstance(exc, asyncio.CancelledError):
             log.warning(
-                "background refresh of %s failed (%s); serving the cached value until "
+                "refresh of %s failed (%s); serving the cached value until "
                 "it expires and retrying in %.0f s",
                 _describe(key),
                 exc,
-                entry.retry_at - self.clock(),
+                entry.retry_at - now,
             )
 
     def _evict_locked(self) -> None:
@@ -323,14 +353,14 @@ class CredentialCache:
         if credentials.expires_at is None:
             credentials = dataclasses.replace(credentials, expires_at=now + _DEFAULT_CHAIN_VALIDITY)
         assert credentials.expires_at is not None
-        usable_until = min(now + self.ttl, self.expire_before(credentials.expires_at, now))
+        valid_until = self.expire_before(credentials.expires_at, now)
         log.info(
             "obtained AWS credentials from %s in %s, expiring %s",
             credentials.source,
             config.region,
             _iso(credentials.expires_at),
         )
-        return Lease(credentials, usable_until)
+        return Lease(credentials, min(now + self.ttl, valid_until), valid_until)
 
     def expire_before(self, expires_at: float, now: float) -> float:
         """The last moment a credential expiring at ``expires_at`` may be served.
