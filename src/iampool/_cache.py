@@ -15,7 +15,8 @@ A stale-but-valid entry (its last refresh failed) is served past ``usable_until`
 what still works instead of an error. A caller that waited on a refresh that failed gets it too.
 
 Fetches run on the cache's service loop (``_service``), so a cancelled caller never cancels a
-fetch that others wait for, and a refresh never waits on the caller's loop.
+fetch that others wait for, and a refresh never waits on the caller's loop. A process that forks
+drops, in the child, the fetches in flight at that moment (their thread stayed in the parent).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import atexit
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import threading
 import time
 import weakref
@@ -179,6 +181,7 @@ class CredentialCache:
              "evictions", "tokens_signed", "api_calls"),
             0,
         )  # fmt: skip
+        _caches.add(self)  # last: a fork right after this finds a complete cache
 
     def __repr__(self) -> str:
         return f"CredentialCache(ttl={self.ttl}, size={len(self._entries)}/{self.maxsize})"
@@ -244,6 +247,18 @@ class CredentialCache:
                 raise
             stale: V = fallback.value
             return stale
+
+    def _forget_inherited_flights(self) -> None:
+        """In a forked child: drop the fetches that were in flight at the fork (they ran on the
+        parent's service thread and never complete here) and a lock another thread may have
+        held; values already minted stay cached."""
+        self._lock = threading.Lock()
+        for key, entry in list(self._entries.items()):
+            if entry.flight is not None:
+                entry.flight = None
+                if entry.snapshot is None:
+                    del self._entries[key]
+        self._service.forget_parent()
 
     def invalidate(self, key: Hashable) -> None:
         """Forget the value for ``key``; the next ``get`` mints anew."""
@@ -446,6 +461,19 @@ def _describe(key: Hashable) -> str:
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
+
+# Every live cache, so that a forked child can drop what the fork cut short.
+_caches: weakref.WeakSet[CredentialCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Runs in the child right after os.fork(), before any other thread exists there: no race.
+    for cache in list(_caches):
+        cache._forget_inherited_flights()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _default: CredentialCache | None = None
 _default_lock = threading.Lock()

@@ -57,6 +57,12 @@ class ServiceLoop:
         """Whether the caller runs on the service loop itself."""
         return self._thread is threading.current_thread()
 
+    def forget_parent(self) -> None:
+        """In a forked child: drop the parent's loop (its thread did not survive the fork) and a
+        lock that another parent thread may have held at the fork; the next use starts anew."""
+        self._lock = threading.Lock()
+        self._loop = self._thread = None
+
     def close(self, timeout: float = 10.0) -> None:
         """Cancel outstanding work, run the shutdown hooks, stop the loop and join its thread."""
         with self._lock:
