@@ -830,6 +830,16 @@ class FakeAws:
             return None
         return issued
 
+    def issued_secrets(self) -> list[str]:
+        """Every secret handed out so far: secret keys (the base key's too), session tokens and
+        Redshift temporary passwords; for asserting that none of them leaks into logs or errors."""
+        with self._lock:
+            keys = [self._base_key, *self._keys.values()]
+            passwords = list(self._passwords)
+        issued = [key.secret_access_key for key in keys]
+        issued += [key.session_token for key in keys if key.session_token]
+        return issued + passwords
+
     # -- the front (runs on the server's request threads)
 
     def _front(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
