@@ -54,6 +54,20 @@ def _connection_class() -> type[Connection]:
                 raise tls_not_offered(f"MySQL server {self._host}:{self._port}")
             await super()._request_authentication()
 
+        @property
+        def closed(self) -> bool:
+            """True once closed, also by the server (a restart, ``wait_timeout``).
+
+            aiomysql's own pool checks its reader for EOF before handing out an idle
+            connection; without that, the first query after a server restart fails with
+            "Lost connection" once per idle connection.
+            """
+            reader = self._reader
+            hung_up = reader is not None and (
+                reader.at_eof() or reader.exception() is not None or reader.eof_received
+            )
+            return bool(super().closed or hung_up)
+
     return IamConnection
 
 

@@ -13,6 +13,7 @@ import shutil
 import ssl
 import tempfile
 import threading
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
@@ -93,7 +94,8 @@ class IamGateway:
             to send it a secret (any secret they do send is recorded, see
             :attr:`secrets_seen_in_plaintext`).
         host: the address to listen on, also the host tokens must be signed for.
-        port: the port to listen on; 0 picks a free one.
+        port: the port to listen on; 0 picks a free one at each start, a fixed port keeps
+            the endpoint across a restart (``stop()`` then ``start()``).
         handshake_timeout: seconds a client and the upstream get to complete a login.
         clock: returns the current aware UTC time (tests shift it to expire tokens).
     """
@@ -139,7 +141,6 @@ class IamGateway:
         self._upstream_active = 0
         self._plaintext: list[PlaintextSecret] = []
         self._forced_rejections = 0
-        self._directory: Path | None = None
         self._tls: TlsMaterial | None = None
         self._server_context: ssl.SSLContext | None = None
         self._portal_manager: AbstractContextManager[BlockingPortal] | None = None
@@ -157,7 +158,13 @@ class IamGateway:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> IamGateway:
-        """Create the TLS material, check the upstream answers, and start listening.
+        """Check the upstream answers and start listening; the first start creates the TLS
+        material.
+
+        A stopped gateway can start again: it keeps its certificate and CA (a rebooted RDS
+        instance keeps its certificate too), its counters and, when constructed with a fixed
+        ``port``, its endpoint, so clients configured for it reconnect as they would to a
+        restarted database.
 
         Raises:
             ConnectionError: the upstream server does not answer (the message says where).
@@ -165,11 +172,9 @@ class IamGateway:
         """
         if self._portal is not None:
             raise RuntimeError("the gateway is already running")
-        self._directory = Path(tempfile.mkdtemp(prefix="iampool-gateway-"))
         try:
-            self._tls = TlsMaterial.create(
-                self._directory, names=[self._host, "localhost", "127.0.0.1"]
-            )
+            if self._tls is None:
+                self._tls = self._create_tls_material()
             self._server_context = self._tls.server_context()
             self._portal_manager = start_blocking_portal(name="iampool-gateway")
             self._portal = self._portal_manager.__enter__()
@@ -183,7 +188,11 @@ class IamGateway:
         return self
 
     def stop(self) -> None:
-        """Close every connection and the listener, stop the loop and delete the TLS files."""
+        """Close every connection and the listener and stop the loop (``start()`` may follow).
+
+        The TLS files stay for a restart; they are deleted with the gateway object (when it is
+        garbage collected, at the latest when the interpreter exits).
+        """
         portal, manager = self._portal, self._portal_manager
         self._portal = self._portal_manager = None
         try:
@@ -195,11 +204,13 @@ class IamGateway:
             self._serving = self._stop_serving = None
             if manager is not None:
                 manager.__exit__(None, None, None)
-            if self._directory is not None:
-                shutil.rmtree(self._directory, ignore_errors=True)
-                self._directory = None
-            self._tls = None
             self._server_context = None
+
+    def _create_tls_material(self) -> TlsMaterial:
+        directory = Path(tempfile.mkdtemp(prefix="iampool-gateway-"))
+        # The files outlive stop() so that a restart presents the same certificate.
+        weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
+        return TlsMaterial.create(directory, names=[self._host, "localhost", "127.0.0.1"])
 
     def __enter__(self) -> IamGateway:
         return self.start()
@@ -263,10 +274,14 @@ class IamGateway:
         except Exception:
             _log.exception("unexpected error in a gateway connection")
         finally:
-            await client.aclose()
-            with self._lock:
-                self._active -= 1
-                self._idle.notify_all()
+            # Count the connection closed even when aclose() re-raises the cancellation that
+            # stop() delivers: otherwise ``active`` stays above 0 after every restart.
+            try:
+                await client.aclose()
+            finally:
+                with self._lock:
+                    self._active -= 1
+                    self._idle.notify_all()
 
     # -- endpoint ----------------------------------------------------------------------------
 
@@ -307,10 +322,10 @@ class IamGateway:
 
     @property
     def ca_path(self) -> Path:
-        """PEM file of the CA that signed the gateway's certificate (exists while running).
+        """PEM file of the CA that signed the gateway's certificate (from the first start on).
 
         Raises:
-            RuntimeError: the gateway is not running.
+            RuntimeError: the gateway was never started.
         """
         return self._material().ca_path
 
@@ -337,7 +352,7 @@ class IamGateway:
 
     def _material(self) -> TlsMaterial:
         if self._tls is None:
-            raise RuntimeError("the gateway is not running: call start() first")
+            raise RuntimeError("the gateway was never started: call start() first")
         return self._tls
 
     # -- counters ----------------------------------------------------------------------------
@@ -496,10 +511,12 @@ class IamGateway:
         try:
             yield peer
         finally:
-            await peer.aclose()
-            with self._lock:
-                self._upstream_active -= 1
-                self._idle.notify_all()
+            try:
+                await peer.aclose()  # re-raises a cancellation (stop()) once it has closed
+            finally:
+                with self._lock:
+                    self._upstream_active -= 1
+                    self._idle.notify_all()
 
 
 def _user_statements(upstream: Upstream, name: str) -> tuple[list[str], set[str]]:
