@@ -10,6 +10,8 @@ import pytest
 
 from iampool.pools._slots import ConnectionSlots
 
+from .fake_servers import FakeServer
+
 pytestmark = pytest.mark.anyio
 
 
@@ -35,41 +37,9 @@ class Connection:
         return f"Connection({self.number})"
 
 
-class Server:
-    """Opens fake connections and counts them: live ones, opening ones, and the peak of both.
-
-    ``gate``: opens wait for it; ``failures``: how many of the next opens fail.
-    """
-
+class Server(FakeServer[Connection]):
     def __init__(self, *, gate: anyio.Event | None = None, failures: int = 0) -> None:
-        self.gate = gate
-        self.failures = failures
-        self.opening = 0
-        self.opened = 0
-        self.live: set[Connection] = set()
-        self.peak = 0
-
-    @property
-    def alive(self) -> int:
-        return self.opening + len(self.live)
-
-    async def open(self) -> Connection:
-        self.opening += 1
-        self.peak = max(self.peak, self.alive)
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-            else:
-                await anyio.lowlevel.checkpoint()
-            if self.failures:
-                self.failures -= 1
-                raise ConnectionRefusedError("refused")
-        finally:
-            self.opening -= 1
-        self.opened += 1
-        connection = Connection(self, self.opened)
-        self.live.add(connection)
-        return connection
+        super().__init__(Connection, gate=gate, failures=failures)
 
 
 def slots_for(server: Server, max_size: int) -> ConnectionSlots[Connection]:

@@ -14,13 +14,15 @@ from iampool import AwsIamConfig, ConfigError
 from iampool.pools._dsn import parse_target
 from iampool.pools.mysql import MySQLPool, _settings
 
+from .fake_servers import FakeServer
+
 pytestmark = pytest.mark.anyio
 
 
 class FakeConnection:
     """The part of aiomysql's Connection the pool looks at."""
 
-    def __init__(self, server: FakeServer, number: int) -> None:
+    def __init__(self, server: MySQLServer, number: int) -> None:
         self.server = server
         self.number = number
         self.last_usage = asyncio.get_running_loop().time()
@@ -42,48 +44,19 @@ class FakeConnection:
         return f"FakeConnection({self.number})"
 
 
-class FakeServer:
-    """``open_connection`` for the pool; counts live and opening connections and their peak."""
-
+class MySQLServer(FakeServer[FakeConnection]):
     def __init__(self, *, gate: anyio.Event | None = None, failures: int = 0) -> None:
-        self.gate = gate
-        self.failures = failures
-        self.opening = 0
-        self.opened = 0
-        self.peak = 0
-        self.live: set[FakeConnection] = set()
-
-    @property
-    def alive(self) -> int:
-        return self.opening + len(self.live)
-
-    async def open_connection(self) -> FakeConnection:
-        self.opening += 1
-        self.peak = max(self.peak, self.alive)
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-            else:
-                await anyio.lowlevel.checkpoint()
-            if self.failures:
-                self.failures -= 1
-                raise ConnectionRefusedError("refused")
-        finally:
-            self.opening -= 1
-        self.opened += 1
-        connection = FakeConnection(self, self.opened)
-        self.live.add(connection)
-        return connection
+        super().__init__(FakeConnection, gate=gate, failures=failures)
 
 
 def pool_for(
-    server: FakeServer, *, minsize: int = 0, maxsize: int = 10, pool_recycle: float = -1
+    server: MySQLServer, *, minsize: int = 0, maxsize: int = 10, pool_recycle: float = -1
 ) -> MySQLPool:
-    return MySQLPool(server.open_connection, minsize, maxsize, pool_recycle)
+    return MySQLPool(server.open, minsize, maxsize, pool_recycle)
 
 
 async def test_await_acquire_and_release_reuse_the_connection() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server)
 
     connection = await pool.acquire()
@@ -96,7 +69,7 @@ async def test_await_acquire_and_release_reuse_the_connection() -> None:
 
 
 async def test_async_with_acquire_releases_on_exit() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server)
 
     async with pool.acquire() as connection:
@@ -108,7 +81,7 @@ async def test_async_with_acquire_releases_on_exit() -> None:
 
 
 async def test_async_with_acquire_releases_when_the_body_raises_or_is_cancelled() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server)
 
     with pytest.raises(ZeroDivisionError):
@@ -123,7 +96,7 @@ async def test_async_with_acquire_releases_when_the_body_raises_or_is_cancelled(
 
 
 async def test_release_returns_an_awaitable_future_that_is_already_done() -> None:
-    pool = pool_for(FakeServer())
+    pool = pool_for(MySQLServer())
     connection = await pool.acquire()
 
     done = pool.release(connection)
@@ -136,7 +109,7 @@ async def test_release_returns_an_awaitable_future_that_is_already_done() -> Non
 
 async def test_200_acquirers_never_have_more_than_maxsize_open_or_opening() -> None:
     gate = anyio.Event()
-    server = FakeServer(gate=gate)
+    server = MySQLServer(gate=gate)
     pool = pool_for(server, maxsize=10)
     served = 0
 
@@ -164,7 +137,7 @@ async def test_200_acquirers_never_have_more_than_maxsize_open_or_opening() -> N
 
 
 async def test_cancelled_acquire_waiting_for_a_slot_leaks_nothing() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server, maxsize=1)
     held = await pool.acquire()
 
@@ -181,7 +154,7 @@ async def test_cancelled_acquire_waiting_for_a_slot_leaks_nothing() -> None:
 
 async def test_cancelled_acquire_while_opening_leaks_no_slot_and_no_connection() -> None:
     gate = anyio.Event()
-    server = FakeServer(gate=gate)
+    server = MySQLServer(gate=gate)
     pool = pool_for(server, maxsize=1)
 
     async with anyio.create_task_group() as group:
@@ -199,7 +172,7 @@ async def test_cancelled_acquire_while_opening_leaks_no_slot_and_no_connection()
 
 async def test_failed_open_frees_its_slot_for_a_waiter() -> None:
     gate = anyio.Event()
-    server = FakeServer(gate=gate, failures=1)
+    server = MySQLServer(gate=gate, failures=1)
     pool = pool_for(server, maxsize=1)
     outcomes: list[str] = []
 
@@ -224,7 +197,7 @@ async def test_failed_open_frees_its_slot_for_a_waiter() -> None:
 
 
 async def test_closed_connection_is_not_reused() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server)
     connection = await pool.acquire()
     pool.release(connection)
@@ -237,7 +210,7 @@ async def test_closed_connection_is_not_reused() -> None:
 
 
 async def test_connection_closed_while_in_use_is_dropped_on_release() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server)
     connection = await pool.acquire()
     connection.close()
@@ -248,7 +221,7 @@ async def test_connection_closed_while_in_use_is_dropped_on_release() -> None:
 
 
 async def test_connection_older_than_pool_recycle_is_closed_not_reused() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server, pool_recycle=10)
     connection = await pool.acquire()
     pool.release(connection)
@@ -262,7 +235,7 @@ async def test_connection_older_than_pool_recycle_is_closed_not_reused() -> None
 
 
 async def test_connection_younger_than_pool_recycle_is_reused() -> None:
-    pool = pool_for(FakeServer(), pool_recycle=10)
+    pool = pool_for(MySQLServer(), pool_recycle=10)
     connection = await pool.acquire()
     pool.release(connection)
 
@@ -272,7 +245,7 @@ async def test_connection_younger_than_pool_recycle_is_reused() -> None:
 
 
 async def test_without_pool_recycle_old_connections_are_reused() -> None:
-    pool = pool_for(FakeServer())
+    pool = pool_for(MySQLServer())
     connection = await pool.acquire()
     pool.release(connection)
 
@@ -284,7 +257,7 @@ async def test_without_pool_recycle_old_connections_are_reused() -> None:
 async def test_connection_released_inside_a_transaction_is_closed_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server)
     connection = await pool.acquire()
     connection.in_transaction = True
@@ -300,7 +273,7 @@ async def test_connection_released_inside_a_transaction_is_closed_and_logged(
 
 
 async def test_release_into_a_closing_pool_closes_the_connection() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server)
     connection = await pool.acquire()
     pool.close()
@@ -314,7 +287,7 @@ async def test_release_into_a_closing_pool_closes_the_connection() -> None:
 
 
 async def test_wait_closed_waits_for_connections_in_use() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server, maxsize=3)
     first = await pool.acquire()
     second = await pool.acquire()
@@ -342,7 +315,7 @@ async def test_wait_closed_waits_for_connections_in_use() -> None:
 
 
 async def test_acquire_after_close_raises_runtime_error() -> None:
-    pool = pool_for(FakeServer())
+    pool = pool_for(MySQLServer())
     pool.close()
 
     with pytest.raises(RuntimeError, match="closing"):
@@ -353,7 +326,7 @@ async def test_acquire_after_close_raises_runtime_error() -> None:
 
 
 async def test_acquire_waiting_when_the_pool_closes_raises_runtime_error() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server, maxsize=1)
     held = await pool.acquire()
     refused: list[RuntimeError] = []
@@ -377,11 +350,11 @@ async def test_acquire_waiting_when_the_pool_closes_raises_runtime_error() -> No
 
 async def test_wait_closed_before_close_raises_runtime_error() -> None:
     with pytest.raises(RuntimeError, match="before close"):
-        await pool_for(FakeServer()).wait_closed()
+        await pool_for(MySQLServer()).wait_closed()
 
 
 async def test_terminate_closes_every_connection_in_use_or_idle() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server, maxsize=3)
     used = await pool.acquire()
     idle = await pool.acquire()
@@ -398,7 +371,7 @@ async def test_terminate_closes_every_connection_in_use_or_idle() -> None:
 
 
 async def test_async_with_pool_closes_it_on_exit() -> None:
-    server = FakeServer()
+    server = MySQLServer()
 
     async with pool_for(server) as pool, pool.acquire():
         pass
@@ -408,7 +381,7 @@ async def test_async_with_pool_closes_it_on_exit() -> None:
 
 
 async def test_fill_opens_minsize_connections() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server, minsize=3, maxsize=5)
 
     with anyio.fail_after(5):
@@ -419,7 +392,7 @@ async def test_fill_opens_minsize_connections() -> None:
 
 
 async def test_clear_closes_idle_connections_without_opening_any() -> None:
-    server = FakeServer()
+    server = MySQLServer()
     pool = pool_for(server, minsize=3, maxsize=3)
     await pool.fill()
     used = await pool.acquire()
@@ -434,7 +407,7 @@ async def test_clear_closes_idle_connections_without_opening_any() -> None:
 @pytest.mark.parametrize(("minsize", "maxsize"), [(-1, 5), (0, 0), (6, 5)])
 def test_invalid_sizes_are_a_value_error(minsize: int, maxsize: int) -> None:
     with pytest.raises(ValueError, match="min_size"):
-        MySQLPool(FakeServer().open_connection, minsize, maxsize)
+        MySQLPool(MySQLServer().open, minsize, maxsize)
 
 
 # --- the keyword arguments each aiomysql connection gets --------------------------------------
