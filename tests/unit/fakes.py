@@ -12,14 +12,16 @@ import asyncio
 import itertools
 import threading
 from collections import Counter, deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 
 from iampool import CredentialCache
 from iampool._aws import AwsCredentials
 from iampool._cache import Lease
+
+T = TypeVar("T")
 
 START = 1_800_000_000.0  # 2027-01-15, any fixed epoch will do
 
@@ -151,3 +153,17 @@ async def settle(cache: CredentialCache) -> None:
     key = ("settle", object())
     await cache.get(key, nothing)
     cache.invalidate(key)
+
+
+async def without_waiting(call: Callable[[], Awaitable[T]]) -> list[T]:
+    """``[result]`` if ``call()`` completes without waiting on the service thread, else ``[]``."""
+    results: list[T] = []
+
+    async def run() -> None:
+        results.append(await call())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    return results

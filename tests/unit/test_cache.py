@@ -11,7 +11,7 @@ import gc
 import logging
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -22,7 +22,7 @@ from iampool import AwsIamConfig, CredentialCache, CredentialError, _cache, auth
 from iampool._aws import AwsCredentials
 from iampool._cache import Lease
 
-from .fakes import FakeClock, FakeSource, settle, wait_until
+from .fakes import FakeClock, FakeSource, settle, wait_until, without_waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -39,52 +39,6 @@ ROLE = AwsIamConfig.from_extra(
 )
 HOST = "app.cluster-abc.us-east-1.rds.amazonaws.com"
 SERVICE_THREAD = "iampool-credentials"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def source(clock: FakeClock) -> Iterator[FakeSource]:
-    source = FakeSource(clock)
-    yield source
-    source.gate.open()  # release a worker thread still parked at the gate
-
-
-@pytest.fixture
-def new_cache(clock: FakeClock, source: FakeSource) -> Iterator[Callable[..., CredentialCache]]:
-    caches: list[CredentialCache] = []
-
-    def new(**options: Any) -> CredentialCache:
-        options.setdefault("clock", clock)
-        options.setdefault("source", source)
-        caches.append(CredentialCache(**options))
-        return caches[-1]
-
-    yield new
-    for cache in caches:
-        cache.close()
-
-
-@pytest.fixture
-def cache(new_cache: Callable[..., CredentialCache]) -> CredentialCache:
-    return new_cache()
-
-
-async def without_waiting(call: Callable[[], Awaitable[T]]) -> list[T]:
-    """``[result]`` if ``call()`` completes without waiting on the service thread, else ``[]``."""
-    results: list[T] = []
-
-    async def run() -> None:
-        results.append(await call())
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        await anyio.wait_all_tasks_blocked()
-        tg.cancel_scope.cancel()
-    return results
 
 
 # -- single flight ---------------------------------------------------------------------------

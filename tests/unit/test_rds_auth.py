@@ -7,9 +7,8 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -39,36 +38,6 @@ BLOCK = {
 }
 ROLE = AwsIamConfig.from_extra(BLOCK)
 HOST = "app.cluster-abc.us-east-1.rds.amazonaws.com"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def source(clock: FakeClock) -> Iterator[FakeSource]:
-    source = FakeSource(clock)
-    yield source
-    source.gate.open()
-
-
-@pytest.fixture
-def new_cache(clock: FakeClock, source: FakeSource) -> Iterator[Callable[..., CredentialCache]]:
-    caches: list[CredentialCache] = []
-
-    def new(**options: Any) -> CredentialCache:
-        caches.append(CredentialCache(clock=clock, source=source, **options))
-        return caches[-1]
-
-    yield new
-    for cache in caches:
-        cache.close()
-
-
-@pytest.fixture
-def cache(new_cache: Callable[..., CredentialCache]) -> CredentialCache:
-    return new_cache()
 
 
 async def test_token_is_a_presigned_connect_url_for_the_endpoint_user_and_region(

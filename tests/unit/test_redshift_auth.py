@@ -115,18 +115,6 @@ class FakeRedshift:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def source(clock: FakeClock) -> Iterator[FakeSource]:
-    source = FakeSource(clock)
-    yield source
-    source.gate.open()
-
-
-@pytest.fixture
 def redshift(clock: FakeClock) -> Iterator[FakeRedshift]:
     fake = FakeRedshift(clock)
     yield fake

@@ -15,7 +15,7 @@ import signal
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -25,7 +25,7 @@ from iampool import AwsIamConfig, CredentialCache, CredentialError, auth_for
 from iampool._aws import AwsCredentials
 from iampool._cache import Lease, sts_key
 
-from .fakes import START, FakeClock, FakeSource, settle, wait_until
+from .fakes import START, FakeClock, FakeSource, settle, wait_until, without_waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -57,11 +57,6 @@ class ArrivalSource(FakeSource):
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def source(clock: FakeClock) -> Iterator[ArrivalSource]:
     source = ArrivalSource(clock)
     yield source
@@ -80,20 +75,6 @@ def throttled() -> CredentialError:
         f"Unable to assume IAM role {ROLE.role_arn} in us-east-1: Throttling: Rate exceeded.",
         code="Throttling",
     )
-
-
-async def without_waiting(call: Callable[[], Awaitable[T]]) -> list[T]:
-    """``[result]`` if ``call()`` completes without waiting on the service thread, else ``[]``."""
-    results: list[T] = []
-
-    async def run() -> None:
-        results.append(await call())
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
-        await anyio.wait_all_tasks_blocked()
-        tg.cancel_scope.cancel()
-    return results
 
 
 def asyncio_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
