@@ -28,6 +28,8 @@ class FakeConnection:
         self.last_usage = asyncio.get_running_loop().time()
         self.in_transaction = False
         self._closed = False
+        self.fully_closed = asyncio.Event()  # the TLS goodbye ended; set by a test or at once
+        self.fully_closed.set()
 
     @property
     def closed(self) -> bool:
@@ -36,6 +38,9 @@ class FakeConnection:
     def close(self) -> None:
         self._closed = True
         self.server.live.discard(self)
+
+    async def wait_closed(self) -> None:
+        await self.fully_closed.wait()
 
     def get_transaction_status(self) -> bool:
         return self.in_transaction
@@ -451,3 +456,18 @@ def test_settings_refuse_keywords_iampool_owns_naming_each() -> None:
 
     assert caught.value.fields == ["auth_plugin", "password", "user"]
     assert "secret" not in str(caught.value)
+
+
+async def test_wait_closed_waits_until_discarded_connections_finished_closing() -> None:
+    server = MySQLServer()
+    pool = pool_for(server)
+    connection = await pool.acquire()
+    connection.fully_closed.clear()  # its close_notify exchange is still under way
+    pool.release(connection)
+    pool.close()
+    waiting = asyncio.ensure_future(pool.wait_closed())
+    await anyio.wait_all_tasks_blocked()
+    assert (connection.closed, waiting.done(), pool.closed) == (True, False, False)
+    connection.fully_closed.set()
+    await waiting
+    assert pool.closed

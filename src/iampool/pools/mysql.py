@@ -10,6 +10,7 @@ before any credential leaves the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Generator
@@ -36,6 +37,7 @@ __all__ = ["MySQLPool", "connect", "create_pool"]
 log = logging.getLogger("iampool")
 
 _ACCESS_DENIED = 1045
+_CLOSE_GRACE = 2.0  # seconds wait_closed() gives discarded connections to finish closing
 _OWNED_KWARGS = ("host", "port", "user", "password", "db", "auth_plugin", "unix_socket")
 
 
@@ -49,6 +51,21 @@ def _connection_class() -> type[Connection]:
     from pymysql.constants import CLIENT
 
     class IamConnection(Connection):  # type: ignore[misc]
+        _closing_writer: Any = None
+
+        def close(self) -> None:
+            """Close at once, as aiomysql does; ``wait_closed()`` waits for the TLS goodbye."""
+            self._closing_writer = self._writer or self._closing_writer
+            super().close()
+
+        async def wait_closed(self) -> None:
+            """Wait until the socket is really closed: over TLS, ``close()`` only starts the
+            close_notify exchange, which needs the event loop to finish."""
+            writer = self._closing_writer
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
         async def _request_authentication(self) -> None:
             if not self.server_capabilities & CLIENT.SSL:
                 raise tls_not_offered(f"MySQL server {self._host}:{self._port}")
@@ -181,10 +198,6 @@ async def create_pool(
     return pool
 
 
-def _close(connection: Connection) -> None:
-    connection.close()
-
-
 class MySQLPool:
     """A pool of aiomysql connections with aiomysql's interface, each opened with IAM credentials.
 
@@ -207,9 +220,19 @@ class MySQLPool:
         self._maxsize = maxsize
         self._recycle = pool_recycle
         self._slots: ConnectionSlots[Connection] = ConnectionSlots(
-            open_connection, _close, max_size=maxsize
+            open_connection, self._discard, max_size=maxsize
         )
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
+
+    def _discard(self, connection: Connection) -> None:
+        connection.close()
+        try:
+            task = asyncio.get_running_loop().create_task(connection.wait_closed())
+        except RuntimeError:  # terminate() outside a loop: nothing left to wait on
+            return
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     @property
     def minsize(self) -> int:
@@ -281,6 +304,8 @@ class MySQLPool:
         if not self._slots.closing:
             raise RuntimeError("wait_closed() called before close()")
         await self._slots.wait_released()
+        if self._closing:  # discarded connections finishing their TLS close_notify exchange
+            await asyncio.wait(set(self._closing), timeout=_CLOSE_GRACE)
         self._closed = True
 
     async def __aenter__(self) -> MySQLPool:
