@@ -1,6 +1,8 @@
 """The only module that talks to AWS: STS, the RDS token signer and the Redshift APIs.
 
-Everything here runs on the cache's service loop (see ``_service``). Foreign errors become
+:class:`AwsSource` is everything the backends need from AWS, as one typed protocol;
+:class:`AioAwsSource` implements it with aiobotocore, and unit tests inject a fake. A source runs
+on a cache's service loop (see ``_service``), which builds one per process. Foreign errors become
 ``CredentialError`` at one boundary, :func:`aws_errors`, whose messages name the role, cluster or
 workgroup and the AWS error code, never a secret.
 """
@@ -17,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
@@ -37,16 +39,13 @@ from ._errors import CredentialError
 
 __all__ = [
     "RDS_TOKEN_LIFETIME",
-    "AwsApi",
+    "AioAwsSource",
     "AwsCredentials",
+    "AwsSource",
     "RedshiftLogin",
     "RetryMode",
     "aws_errors",
     "default_session_name",
-    "describe_cluster_endpoint",
-    "get_cluster_credentials",
-    "get_serverless_credentials",
-    "get_workgroup_endpoint",
     "sign_rds_token",
 ]
 
@@ -65,9 +64,20 @@ class AwsCredentials:
     session_token: str | None = field(repr=False)
     expires_at: float | None  # epoch seconds; None when the source does not say
     source: str  # "assume-role <arn>" or "default chain"
+    # The last moment iampool signs with them (expiry minus the safety margin); set by the cache.
+    valid_until: float | None = None
 
     def read_only(self) -> ReadOnlyCredentials:
         return ReadOnlyCredentials(self.access_key_id, self.secret_access_key, self.session_token)
+
+
+@dataclass(frozen=True, slots=True)
+class RedshiftLogin:
+    """A Redshift temporary login as the API returned it."""
+
+    user: str
+    password: str = field(repr=False)
+    expires_at: float  # epoch seconds
 
 
 def default_session_name() -> str:
@@ -182,12 +192,85 @@ _ASSUME_ROLE_HINTS = {
 }
 
 
-class AwsApi:
-    """aiobotocore clients built once and reused, plus the few calls iampool makes.
+class AwsSource(Protocol):
+    """Everything the backends ask of AWS; one instance per process, used on one event loop.
+
+    :class:`AioAwsSource` in production; unit tests inject a fake through
+    ``CredentialCache(source=...)``. Methods raise ``CredentialError`` for AWS failures.
+    """
+
+    async def assume_role(
+        self,
+        *,
+        role_arn: str,
+        region: str,
+        session_name: str,
+        duration: int,
+        external_id: str | None,
+    ) -> AwsCredentials:
+        """STS AssumeRole."""
+        ...
+
+    async def default_credentials(self, region: str) -> AwsCredentials:
+        """A snapshot of the default credential chain (``expires_at`` None when unknown)."""
+        ...
+
+    def sign_rds_token(
+        self, credentials: AwsCredentials, *, host: str, port: int, user: str, region: str
+    ) -> str:
+        """An RDS IAM auth token for ``user`` at ``host:port``, signed locally."""
+        ...
+
+    async def cluster_credentials(
+        self,
+        credentials: AwsCredentials,
+        *,
+        region: str,
+        cluster_identifier: str,
+        db_user: str,
+        db_name: str | None,
+        duration: int,
+        auto_create: bool,
+        db_groups: tuple[str, ...],
+    ) -> RedshiftLogin:
+        """Redshift provisioned GetClusterCredentials."""
+        ...
+
+    async def cluster_endpoint(
+        self, credentials: AwsCredentials, *, region: str, cluster_identifier: str
+    ) -> tuple[str, int]:
+        """A provisioned cluster's endpoint (DescribeClusters)."""
+        ...
+
+    async def serverless_credentials(
+        self,
+        credentials: AwsCredentials,
+        *,
+        region: str,
+        workgroup_name: str,
+        db_name: str | None,
+        duration: int,
+    ) -> RedshiftLogin:
+        """Redshift Serverless GetCredentials."""
+        ...
+
+    async def workgroup_endpoint(
+        self, credentials: AwsCredentials, *, region: str, workgroup_name: str
+    ) -> tuple[str, int]:
+        """A Serverless workgroup's endpoint (GetWorkgroup)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close what the source opened (HTTP sessions)."""
+        ...
+
+
+class AioAwsSource:
+    """:class:`AwsSource` on aiobotocore: clients built once and reused.
 
     One session per instance; STS clients per region; clients that act with assumed
     credentials per (service, region, access key), kept in a small LRU and closed on eviction.
-    Must be used from a single event loop (the service loop).
+    Must be used from a single event loop (the service loop of one process).
     """
 
     def __init__(
@@ -211,7 +294,7 @@ class AwsApi:
         )
         self._max_clients = max_clients
 
-    async def client(
+    async def _client(
         self, service: str, region: str, credentials: AwsCredentials | None = None
     ) -> Any:
         """A cached client for ``service`` in ``region``, acting as ``credentials`` when given."""
@@ -256,7 +339,7 @@ class AwsApi:
         with aws_errors(
             "Unable to assume IAM role", f"{role_arn} in {region}", hint=_ASSUME_ROLE_HINTS
         ):
-            sts = await self.client("sts", region)
+            sts = await self._client("sts", region)
             response = await sts.assume_role(**params)
         creds = response["Credentials"]
         expiration: datetime = creds["Expiration"]
@@ -289,110 +372,107 @@ class AwsApi:
             source="default chain",
         )
 
+    def sign_rds_token(
+        self, credentials: AwsCredentials, *, host: str, port: int, user: str, region: str
+    ) -> str:
+        """An RDS IAM auth token, signed locally (see :func:`sign_rds_token`)."""
+        return sign_rds_token(credentials, host, port, user, region)
+
+    async def cluster_credentials(
+        self,
+        credentials: AwsCredentials,
+        *,
+        region: str,
+        cluster_identifier: str,
+        db_user: str,
+        db_name: str | None,
+        duration: int,
+        auto_create: bool,
+        db_groups: tuple[str, ...],
+    ) -> RedshiftLogin:
+        """Redshift provisioned ``GetClusterCredentials`` (DurationSeconds always sent)."""
+        params: dict[str, Any] = {
+            "ClusterIdentifier": cluster_identifier,
+            "DbUser": db_user,
+            "DurationSeconds": duration,
+            "AutoCreate": auto_create,
+        }
+        if db_name is not None:
+            params["DbName"] = db_name
+        if db_groups:
+            params["DbGroups"] = list(db_groups)
+        target = f"for cluster {cluster_identifier} in {region}"
+        with aws_errors("Failed to get Redshift cluster credentials", target, hint=_REDSHIFT_HINTS):
+            client = await self._client("redshift", region, credentials)
+            response = await client.get_cluster_credentials(**params)
+        expiration: datetime = response["Expiration"]
+        return RedshiftLogin(response["DbUser"], response["DbPassword"], expiration.timestamp())
+
+    async def cluster_endpoint(
+        self, credentials: AwsCredentials, *, region: str, cluster_identifier: str
+    ) -> tuple[str, int]:
+        """The cluster's endpoint from ``DescribeClusters`` (never guessed from a host name)."""
+        target = f"{cluster_identifier} in {region}"
+        with aws_errors("Failed to describe Redshift cluster", target, hint=_REDSHIFT_HINTS):
+            client = await self._client("redshift", region, credentials)
+            response = await client.describe_clusters(ClusterIdentifier=cluster_identifier)
+        clusters = response.get("Clusters") or []
+        endpoint = clusters[0].get("Endpoint") if clusters else None
+        if not endpoint or not endpoint.get("Address"):
+            raise CredentialError(
+                f"Failed to describe Redshift cluster {target}: it has no endpoint yet (is it "
+                "available?).",
+                code="NoEndpoint",
+                target=target,
+            )
+        return str(endpoint["Address"]), int(endpoint.get("Port") or 5439)
+
+    async def serverless_credentials(
+        self,
+        credentials: AwsCredentials,
+        *,
+        region: str,
+        workgroup_name: str,
+        db_name: str | None,
+        duration: int,
+    ) -> RedshiftLogin:
+        """Redshift Serverless ``GetCredentials`` for a workgroup."""
+        params: dict[str, Any] = {"workgroupName": workgroup_name, "durationSeconds": duration}
+        if db_name is not None:
+            params["dbName"] = db_name
+        target = f"for workgroup {workgroup_name} in {region}"
+        with aws_errors(
+            "Failed to get Redshift Serverless credentials", target, hint=_REDSHIFT_HINTS
+        ):
+            client = await self._client("redshift-serverless", region, credentials)
+            response = await client.get_credentials(**params)
+        expiration: datetime = response["expiration"]
+        return RedshiftLogin(response["dbUser"], response["dbPassword"], expiration.timestamp())
+
+    async def workgroup_endpoint(
+        self, credentials: AwsCredentials, *, region: str, workgroup_name: str
+    ) -> tuple[str, int]:
+        """The workgroup's endpoint from ``GetWorkgroup``."""
+        target = f"{workgroup_name} in {region}"
+        with aws_errors(
+            "Failed to get Redshift Serverless workgroup", target, hint=_REDSHIFT_HINTS
+        ):
+            client = await self._client("redshift-serverless", region, credentials)
+            response = await client.get_workgroup(workgroupName=workgroup_name)
+        endpoint = response.get("workgroup", {}).get("endpoint") or {}
+        if not endpoint.get("address"):
+            raise CredentialError(
+                f"Failed to get Redshift Serverless workgroup {target}: it has no endpoint yet.",
+                code="NoEndpoint",
+                target=target,
+            )
+        return str(endpoint["address"]), int(endpoint.get("port") or 5439)
+
     async def aclose(self) -> None:
         """Close every client."""
         while self._clients:
             _, (_, stack) = self._clients.popitem()
             await stack.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class RedshiftLogin:
-    """A Redshift temporary login as the API returned it."""
-
-    user: str
-    password: str = field(repr=False)
-    expires_at: float  # epoch seconds
-
-
-async def get_cluster_credentials(
-    api: AwsApi,
-    credentials: AwsCredentials,
-    *,
-    region: str,
-    cluster_identifier: str,
-    db_user: str,
-    db_name: str | None,
-    duration: int,
-    auto_create: bool,
-    db_groups: tuple[str, ...],
-) -> RedshiftLogin:
-    """Redshift provisioned ``GetClusterCredentials`` (DurationSeconds always sent)."""
-    params: dict[str, Any] = {
-        "ClusterIdentifier": cluster_identifier,
-        "DbUser": db_user,
-        "DurationSeconds": duration,
-        "AutoCreate": auto_create,
-    }
-    if db_name is not None:
-        params["DbName"] = db_name
-    if db_groups:
-        params["DbGroups"] = list(db_groups)
-    target = f"for cluster {cluster_identifier} in {region}"
-    with aws_errors("Failed to get Redshift cluster credentials", target, hint=_REDSHIFT_HINTS):
-        client = await api.client("redshift", region, credentials)
-        response = await client.get_cluster_credentials(**params)
-    expiration: datetime = response["Expiration"]
-    return RedshiftLogin(response["DbUser"], response["DbPassword"], expiration.timestamp())
-
-
-async def describe_cluster_endpoint(
-    api: AwsApi, credentials: AwsCredentials, *, region: str, cluster_identifier: str
-) -> tuple[str, int]:
-    """The cluster's endpoint from ``DescribeClusters`` (never guessed from a host name)."""
-    target = f"{cluster_identifier} in {region}"
-    with aws_errors("Failed to describe Redshift cluster", target, hint=_REDSHIFT_HINTS):
-        client = await api.client("redshift", region, credentials)
-        response = await client.describe_clusters(ClusterIdentifier=cluster_identifier)
-    clusters = response.get("Clusters") or []
-    endpoint = clusters[0].get("Endpoint") if clusters else None
-    if not endpoint or not endpoint.get("Address"):
-        raise CredentialError(
-            f"Failed to describe Redshift cluster {target}: it has no endpoint yet (is it "
-            "available?).",
-            code="NoEndpoint",
-            target=target,
-        )
-    return str(endpoint["Address"]), int(endpoint.get("Port") or 5439)
-
-
-async def get_serverless_credentials(
-    api: AwsApi,
-    credentials: AwsCredentials,
-    *,
-    region: str,
-    workgroup_name: str,
-    db_name: str | None,
-    duration: int,
-) -> RedshiftLogin:
-    """Redshift Serverless ``GetCredentials`` for a workgroup."""
-    params: dict[str, Any] = {"workgroupName": workgroup_name, "durationSeconds": duration}
-    if db_name is not None:
-        params["dbName"] = db_name
-    target = f"for workgroup {workgroup_name} in {region}"
-    with aws_errors("Failed to get Redshift Serverless credentials", target, hint=_REDSHIFT_HINTS):
-        client = await api.client("redshift-serverless", region, credentials)
-        response = await client.get_credentials(**params)
-    expiration: datetime = response["expiration"]
-    return RedshiftLogin(response["dbUser"], response["dbPassword"], expiration.timestamp())
-
-
-async def get_workgroup_endpoint(
-    api: AwsApi, credentials: AwsCredentials, *, region: str, workgroup_name: str
-) -> tuple[str, int]:
-    """The workgroup's endpoint from ``GetWorkgroup``."""
-    target = f"{workgroup_name} in {region}"
-    with aws_errors("Failed to get Redshift Serverless workgroup", target, hint=_REDSHIFT_HINTS):
-        client = await api.client("redshift-serverless", region, credentials)
-        response = await client.get_workgroup(workgroupName=workgroup_name)
-    endpoint = response.get("workgroup", {}).get("endpoint") or {}
-    if not endpoint.get("address"):
-        raise CredentialError(
-            f"Failed to get Redshift Serverless workgroup {target}: it has no endpoint yet.",
-            code="NoEndpoint",
-            target=target,
-        )
-    return str(endpoint["address"]), int(endpoint.get("port") or 5439)
 
 
 _REDSHIFT_HINTS = {

@@ -1,4 +1,4 @@
-"""The service loop: one asyncio loop on a daemon thread that runs every AWS call of a cache.
+"""The service loop: one asyncio loop on a daemon thread per cache, running every AWS call.
 
 aiobotocore clients belong to the event loop that created them, while iampool's callers live on
 many loops (``asyncio.run`` per task, several threads, trio). Running all AWS work on one private
@@ -6,6 +6,16 @@ loop gives one set of reusable clients, fetches that no caller's cancellation ca
 background refreshes that never sit on a caller's loop when it closes. Callers wait for results
 with :func:`wait`, which only parks the calling task; nothing on the caller's loop is bound to
 this one.
+
+The service loop owns what lives and dies with a process, each transition in one place:
+
+- **start**: on the first :meth:`ServiceLoop.submit`, again after ``close()`` or a fork. A
+  *worker* is the loop, its thread and the AWS source (sessions, clients) built on that loop.
+- **fork**: one at-fork hook. In the child the parent's worker is abandoned (its thread did not
+  survive, its clients belong to the parent's loop) and the ``on_fork`` hooks run; the next
+  submit starts a new worker with a new AWS source.
+- **shutdown**: one function, ``_stop``, reached through the worker's ``weakref.finalize``:
+  from ``close()``, when the ``ServiceLoop`` is garbage collected, or at interpreter exit.
 """
 
 from __future__ import annotations
@@ -15,112 +25,198 @@ import concurrent.futures
 import contextlib
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+import weakref
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["ServiceLoop", "wait"]
+from ._aws import AwsSource
+
+__all__ = ["ServiceLoop", "current_source", "wait"]
 
 T = TypeVar("T")
+_STOP_TIMEOUT = 10.0
+
+
+@dataclass(eq=False)
+class _Worker:
+    """One process's service loop: the loop, its thread, and the AWS source built on it."""
+
+    loop: asyncio.AbstractEventLoop
+    make_source: Callable[[], AwsSource]
+    thread: threading.Thread = field(init=False)
+    source: AwsSource | None = None
+    outstanding: set[concurrent.futures.Future[Any]] = field(default_factory=set)
+
+
+_local = threading.local()  # .worker: the worker whose thread this is
+
+
+def current_source() -> AwsSource:
+    """The AWS source of the service loop the caller runs on, built on first use.
+
+    Raises:
+        RuntimeError: called outside a service loop (AWS work runs only there).
+    """
+    worker: _Worker | None = getattr(_local, "worker", None)
+    if worker is None:
+        raise RuntimeError("AWS calls run on a cache's service loop only")
+    if worker.source is None:
+        worker.source = worker.make_source()
+    return worker.source
 
 
 class ServiceLoop:
-    """A lazily started background event loop; restarted after ``fork`` or ``close``."""
+    """A lazily started background event loop for one cache; restarted after fork or close."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, make_source: Callable[[], AwsSource]) -> None:
         self._name = name
+        self._make_source = make_source
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._worker: _Worker | None = None
+        self._finalizer: weakref.finalize[Any, ServiceLoop] | None = None
+        self._fork_hooks: list[Callable[[], None]] = []
+        _loops.add(self)
 
     def submit(self, work: Callable[[], Coroutine[Any, Any, T]]) -> concurrent.futures.Future[T]:
-        """Run ``work()`` as a task on the service loop; the future settles with its outcome."""
-        loop = self._running_loop()
-        coro = work()
-        try:
-            return asyncio.run_coroutine_threadsafe(coro, loop)
-        except RuntimeError:  # closed between the check and the call
-            coro.close()
-            raise
+        """Run ``work()`` as a task on the service loop; the future settles with its outcome.
 
-    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Await ``hook()`` on the service loop when it closes (closing AWS clients, say)."""
-        self._shutdown_hooks.append(hook)
+        Called on the service loop itself (a mint that needs another cached value), the task
+        is created right away, with no hop through the loop's thread-safe queue.
+        """
+        worker = self._running_worker()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        worker.outstanding.add(future)
+        future.add_done_callback(worker.outstanding.discard)
+        if worker.thread is threading.current_thread():
+            _start(worker, work, future)
+        else:
+            try:
+                worker.loop.call_soon_threadsafe(_start, worker, work, future)
+            except RuntimeError:  # the loop closed between the check and the call
+                future.cancel()
+        return future
 
-    @property
-    def is_running(self) -> bool:
-        """Whether the loop thread is alive in this process."""
-        return self._loop is not None and self._pid == os.getpid()
+    def on_fork(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` in a forked child, before anything else runs there."""
+        self._fork_hooks.append(hook)
 
-    def in_service_thread(self) -> bool:
-        """Whether the caller runs on the service loop itself."""
-        return self._thread is threading.current_thread()
+    def close(self) -> None:
+        """Cancel outstanding work, close the AWS source, stop the loop and join its thread.
 
-    def forget_parent(self) -> None:
-        """In a forked child: drop the parent's loop (its thread did not survive the fork) and a
-        lock that another parent thread may have held at the fork; the next use starts anew."""
-        self._lock = threading.Lock()
-        self._loop = self._thread = None
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Cancel outstanding work, run the shutdown hooks, stop the loop and join its thread."""
+        Safe to call twice; the next ``submit`` starts a new worker.
+        """
         with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-            if loop is None or thread is None or self._pid != os.getpid():
-                return
-        if thread is threading.current_thread():
+            worker, finalizer = self._worker, self._finalizer
+            self._worker = self._finalizer = None
+        if worker is not None and worker.thread is threading.current_thread():
             raise RuntimeError("ServiceLoop.close() cannot be called from the service loop")
-        done = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
-        try:
-            done.result(timeout)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
+        if finalizer is not None:
+            finalizer()
 
-    async def _shutdown(self) -> None:
-        current = asyncio.current_task()
-        tasks = [task for task in asyncio.all_tasks() if task is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for hook in reversed(self._shutdown_hooks):
-            await hook()
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is not None and self._pid == os.getpid():
-            return loop
+    def _running_worker(self) -> _Worker:
+        worker = self._worker
+        if worker is not None:
+            return worker
         with self._lock:
-            if self._loop is None or self._pid != os.getpid():
-                # A forked child inherits the parent's loop object but not its thread.
-                self._loop = asyncio.new_event_loop()
-                self._pid = os.getpid()
+            if self._worker is None:
+                worker = _Worker(asyncio.new_event_loop(), self._make_source)
                 ready = threading.Event()
-                self._thread = threading.Thread(
-                    target=self._run, args=(self._loop, ready), name=self._name, daemon=True
+                worker.thread = threading.Thread(
+                    target=_run, args=(worker, ready), name=self._name, daemon=True
                 )
-                self._thread.start()
+                worker.thread.start()
                 ready.wait()
-            return self._loop
+                self._worker = worker
+                # Shutdown in one place: close(), garbage collection and interpreter exit.
+                self._finalizer = weakref.finalize(self, _stop, worker)
+            return self._worker
 
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
-        asyncio.set_event_loop(loop)
-        loop.call_soon(ready.set)
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+    def _after_fork_in_child(self) -> None:
+        # The parent's worker thread does not exist here and its clients belong to the parent's
+        # loop: keep them unreachable but alive (collecting them would close sockets the parent
+        # still uses), and start afresh on the next submit.
+        self._lock = threading.Lock()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if self._worker is not None:
+            _abandoned.append(self._worker)
+        self._worker = self._finalizer = None
+        for hook in self._fork_hooks:
+            hook()
+
+
+def _run(worker: _Worker, ready: threading.Event) -> None:
+    loop = worker.loop
+    asyncio.set_event_loop(loop)
+    _local.worker = worker
+    loop.call_soon(ready.set)
+    try:
+        loop.run_forever()
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _start(
+    worker: _Worker,
+    work: Callable[[], Coroutine[Any, Any, T]],
+    future: concurrent.futures.Future[T],
+) -> None:
+    """On the service loop: run ``work()`` as a task that settles ``future``."""
+    if future.done():  # cancelled by a shutdown before it started
+        return
+    task = worker.loop.create_task(work())
+
+    def settle(task: asyncio.Task[T]) -> None:
+        if future.done():
+            return
+        if task.cancelled():
+            future.cancel()
+        elif (error := task.exception()) is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(task.result())
+
+    task.add_done_callback(settle)
+
+
+def _stop(worker: _Worker) -> None:
+    """Cancel the worker's tasks, close its AWS source, stop its loop and join its thread."""
+    loop, thread = worker.loop, worker.thread
+    if thread is threading.current_thread():  # collected on its own thread: stop from within
+        loop.create_task(_shutdown(worker)).add_done_callback(lambda _: loop.stop())
+        return
+    try:
+        done = asyncio.run_coroutine_threadsafe(_shutdown(worker), loop)
+        done.result(_STOP_TIMEOUT)
+    except (RuntimeError, concurrent.futures.TimeoutError):  # loop already gone, or stuck
+        pass
+    finally:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(_STOP_TIMEOUT)
+        for future in list(worker.outstanding):  # waiters learn the cache closed
+            future.cancel()
+
+
+async def _shutdown(worker: _Worker) -> None:
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    source, worker.source = worker.source, None
+    if source is not None:
+        await source.aclose()
 
 
 async def wait(future: concurrent.futures.Future[T]) -> T:
     """Wait for ``future`` from any asyncio or trio task without blocking its loop.
 
     Cancelling the waiting task only stops the wait: the work behind ``future`` goes on for the
-    other waiters.
+    other waiters. A future settled on the waiter's own thread (the service loop waiting on
+    itself) wakes it directly.
     """
     if future.done():
         return future.result()
@@ -129,11 +225,15 @@ async def wait(future: concurrent.futures.Future[T]) -> T:
     except RuntimeError:
         return await _wait_trio(future)
     woken: asyncio.Future[None] = loop.create_future()
+    waiter_thread = threading.get_ident()
 
     def wake(_: object) -> None:
-        # A closed loop raises RuntimeError: its waiter is gone, nobody is left to wake.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, woken)
+        if threading.get_ident() == waiter_thread:
+            _settle(woken)
+        else:
+            # A closed loop raises RuntimeError: its waiter is gone, nobody is left to wake.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, woken)
 
     future.add_done_callback(wake)
     await woken
@@ -158,3 +258,17 @@ async def _wait_trio(future: concurrent.futures.Future[T]) -> T:
     future.add_done_callback(wake)
     await event.wait()
     return future.result()
+
+
+_loops: weakref.WeakSet[ServiceLoop] = weakref.WeakSet()
+_abandoned: list[_Worker] = []  # a forked child's inherited workers, never touched again
+
+
+def _after_fork_in_child() -> None:
+    # Runs in the child right after os.fork(), before any other thread exists there: no race.
+    for service in list(_loops):
+        service._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

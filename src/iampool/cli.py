@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from . import __version__
-from ._cache import CredentialCache
+from ._cache import CredentialCache, mint_context
 from ._config import AwsIamConfig
 from ._errors import (
     AuthTokenRejected,
@@ -141,7 +141,7 @@ async def _check(args: argparse.Namespace) -> int:
     try:
         target, auth = resolve(dsn, config, cache)
         started = time.perf_counter()
-        aws = await cache.aws_credentials(config)
+        aws = await mint_context(cache).aws_credentials(config)
         report.append(("AWS credentials", f"{aws.source} ({_ms(started)})"))
         started = time.perf_counter()
         credentials = await auth.credentials()

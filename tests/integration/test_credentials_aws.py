@@ -28,6 +28,7 @@ import anyio
 import pytest
 
 from iampool import AwsIamConfig, CredentialCache, CredentialError, auth_for
+from iampool._cache import mint_context
 from iampool.testing._aws import FakeAws
 
 pytestmark = pytest.mark.anyio
@@ -149,7 +150,7 @@ async def test_assume_role_sends_external_id_duration_and_a_traceable_session_na
     role_arn = new_role(aws, external_id="ext-7f3a9c")
     cache = new_cache()
     config = rds_config(role_arn, external_id="ext-7f3a9c", session_duration=1800)
-    credentials = await cache.aws_credentials(config)
+    credentials = await mint_context(cache).aws_credentials(config)
 
     [request] = assume_role_requests(aws, role_arn)
     assert request["ExternalId"] == "ext-7f3a9c"
@@ -172,7 +173,9 @@ async def test_configured_role_session_name_reaches_sts_and_no_external_id_is_se
 ) -> None:
     role_arn = new_role(aws)
     cache = new_cache()
-    await cache.aws_credentials(rds_config(role_arn, role_session_name="superset-iam-session"))
+    await mint_context(cache).aws_credentials(
+        rds_config(role_arn, role_session_name="superset-iam-session")
+    )
     [request] = assume_role_requests(aws, role_arn)
     assert request["RoleSessionName"] == "superset-iam-session"
     assert request["DurationSeconds"] == "3600"
@@ -254,7 +257,7 @@ async def test_throttled_assume_role_fails_with_throttling_after_the_configured_
     aws.faults.throttle("AssumeRole", times=3)
     cache = new_cache(max_attempts=3)
     with pytest.raises(CredentialError) as caught:
-        await cache.aws_credentials(rds_config(role_arn))
+        await mint_context(cache).aws_credentials(rds_config(role_arn))
 
     assert caught.value.code == "Throttling"
     message = str(caught.value)
@@ -270,7 +273,7 @@ async def test_throttling_that_clears_within_the_attempts_is_retried_transparent
     role_arn = new_role(aws)
     aws.faults.throttle("AssumeRole", times=2)
     cache = new_cache(max_attempts=3)
-    await cache.aws_credentials(rds_config(role_arn))
+    await mint_context(cache).aws_credentials(rds_config(role_arn))
     assert len(assume_role_requests(aws, role_arn)) == 3
     assert cache.stats()["errors"] == 0
 
@@ -347,7 +350,7 @@ async def test_access_denied_that_mentions_the_external_id_is_named_a_mismatch(
         monkeypatch.setenv("AWS_ENDPOINT_URL", sts.endpoint)
         cache = new_cache()
         with pytest.raises(CredentialError) as caught:
-            await cache.aws_credentials(rds_config(ROLE_ARN, external_id="wrong-id"))
+            await mint_context(cache).aws_credentials(rds_config(ROLE_ARN, external_id="wrong-id"))
     message = str(caught.value)
     assert message.startswith(f"Unable to assume IAM role {ROLE_ARN} in {REGION}: AccessDenied")
     assert "External ID mismatch" in message
@@ -367,7 +370,7 @@ async def test_unreachable_endpoint_fails_with_endpoint_connection_error_in_boun
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
     cache = new_cache(connect_timeout=0.5, max_attempts=1)
     with anyio.fail_after(10), pytest.raises(CredentialError) as caught:
-        await cache.aws_credentials(rds_config(ROLE_ARN))
+        await mint_context(cache).aws_credentials(rds_config(ROLE_ARN))
     assert caught.value.code == "EndpointConnectionError"
     assert str(caught.value).startswith(f"Unable to assume IAM role {ROLE_ARN} in {REGION}")
     assert cache.stats()["size"] == 0  # nothing cached; the next call tries again
@@ -379,7 +382,7 @@ async def test_stand_in_outage_fails_the_call_and_the_failure_is_not_cached(
     role_arn = new_role(aws)
     cache = new_cache(connect_timeout=0.5, max_attempts=1)
     with aws.outage(), pytest.raises(CredentialError) as caught:
-        await cache.aws_credentials(rds_config(role_arn))
+        await mint_context(cache).aws_credentials(rds_config(role_arn))
     assert caught.value.code == "EndpointConnectionError"
-    await cache.aws_credentials(rds_config(role_arn))
+    await mint_context(cache).aws_credentials(rds_config(role_arn))
     assert len(assume_role_requests(aws, role_arn)) == 1

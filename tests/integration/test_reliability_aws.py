@@ -29,6 +29,7 @@ import pytest
 
 import iampool
 from iampool import AwsIamConfig, CredentialCache, CredentialError, auth_for
+from iampool._cache import mint_context
 from iampool.testing import FakeAws, IamDatabase
 
 from ..conftest import leaked_secrets
@@ -172,13 +173,15 @@ async def test_sts_throttled_in_steady_state_fails_no_query_and_recovers_after(
             aws.faults.throttle("AssumeRole", times=1_000_000)
             await anyio.sleep(THROTTLE_SECONDS)
             throttled = snapshot()
-            stale = await cache.aws_credentials(config)  # what the throttle left in use
+            stale = await mint_context(cache).aws_credentials(
+                config
+            )  # what the throttle left in use
             aws.faults.clear()
             with anyio.fail_after(40):  # the retry backoff doubles per failure, up to 30 s
                 current = stale
                 while current.access_key_id == stale.access_key_id:
                     await anyio.sleep(0.05)
-                    current = await cache.aws_credentials(config)
+                    current = await mint_context(cache).aws_credentials(config)
             recovered = snapshot()
             # Back to normal: the next scheduled refresh (ttl/2 later) succeeds as well.
             await wait_until(
@@ -325,7 +328,7 @@ async def test_slow_sts_fails_with_a_timeout_error_when_the_configured_time_is_u
     aws.faults.latency("AssumeRole", SLOW_STS)
     started = time.monotonic()
     with anyio.fail_after(3), pytest.raises(CredentialError) as caught:
-        await cache.aws_credentials(with_role(db, role_arn))
+        await mint_context(cache).aws_credentials(with_role(db, role_arn))
     elapsed = time.monotonic() - started
     log.info("scenario 3 (%s): %s after %.2f s", settings, caught.value, elapsed)
     assert caught.value.code == "Timeout"
@@ -590,7 +593,7 @@ async def test_no_secret_in_reprs_error_messages_or_stats(
     role_arn = new_role(aws, external_id=external_id)
     config = with_role(db, role_arn, external_id=external_id)
     cache = new_cache()
-    aws_credentials = await cache.aws_credentials(config)
+    aws_credentials = await mint_context(cache).aws_credentials(config)
     rds = auth_for(config, host=db.gateway.host, port=db.gateway.port, cache=cache)
     token = await rds.credentials()
     cluster = f"iampool-rel-{uuid.uuid4().hex[:8]}"

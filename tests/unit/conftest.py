@@ -24,7 +24,8 @@ def clock() -> FakeClock:
 def source(clock: FakeClock) -> Iterator[FakeSource]:
     source = FakeSource(clock)
     yield source
-    source.gate.open()  # release a worker thread still parked at the gate
+    source.gate.open()  # release worker threads still parked at the gates
+    source.api_gate.open()
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
-"""A fake clock and a fake ``CredentialSource`` for unit tests of the credential core.
+"""A fake clock and a fake ``AwsSource`` for unit tests of the credential core.
 
 A cache runs every fetch on its service loop THREAD, not on the test's event loop, so the fake
-source is gated with thread-safe primitives: a test closes ``source.gate``, lets its callers pile
-up, then opens it. Secrets the fake hands out are recorded in ``source.secrets`` so tests can
-check that none of them leaks into a repr, a message or a log line.
+source is gated with thread-safe primitives: a test closes ``source.gate`` (STS) or
+``source.api_gate`` (Redshift APIs), lets its callers pile up, then opens it. Secrets the fake
+hands out are recorded in ``source.secrets`` so tests can check that none of them leaks into a
+repr, a message or a log line.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any, TypeVar
 
 import anyio
 
-from iampool import CredentialCache
-from iampool._aws import AwsCredentials
-from iampool._cache import Lease
+from iampool import AwsIamConfig, CredentialCache
+from iampool._aws import AwsCredentials, RedshiftLogin, sign_rds_token
+from iampool._cache import mint_context
+from iampool._leases import Lease, Leases
 
 T = TypeVar("T")
 
@@ -59,11 +61,15 @@ class Gate:
 
 
 class FakeSource:
-    """A ``CredentialSource`` handing out numbered credentials that expire ``lifetime`` s later.
+    """An ``AwsSource`` handing out numbered credentials that expire ``lifetime`` s later.
 
-    ``calls`` counts calls by API name ("AssumeRole", "DefaultChain") as they start; ``finished``
-    counts those that returned or raised. Exceptions queued in ``failures`` are raised by the
-    next calls, one each. ``hang`` makes calls wait forever (until cancelled).
+    ``calls`` counts calls by API name ("AssumeRole", "DefaultChain", "GetClusterCredentials",
+    "GetCredentials", "DescribeClusters", "GetWorkgroup") as they start; ``finished`` counts the
+    credential calls that returned or raised. Exceptions queued in ``failures`` are raised by the
+    next credential calls, those in ``api_failures`` by the next Redshift logins, one each.
+    ``hang`` makes credential calls wait forever (until cancelled). RDS tokens are signed for
+    real (``signed`` counts them); Redshift logins are numbered passwords (``passwords``), valid
+    for the requested duration, for the user the API would name; ``logins`` records who asked.
     """
 
     def __init__(self, clock: Callable[[], float], *, lifetime: float = 3600.0) -> None:
@@ -78,6 +84,12 @@ class FakeSource:
         self.closed = 0
         self.secrets: list[str] = []
         self._serial = itertools.count(1)
+        self.signed = 0
+        self.api_gate = Gate()
+        self.api_failures: deque[BaseException] = deque()
+        self.logins: list[tuple[str, dict[str, Any]]] = []
+        self.passwords: list[str] = []
+        self.endpoint = ("analytics.abc123.us-east-1.redshift.amazonaws.com", 5439)
 
     async def assume_role(
         self,
@@ -103,6 +115,81 @@ class FakeSource:
     async def default_credentials(self, region: str) -> AwsCredentials:
         self.calls["DefaultChain"] += 1
         return await self._issue("default chain", expires=False)
+
+    def sign_rds_token(
+        self, credentials: AwsCredentials, *, host: str, port: int, user: str, region: str
+    ) -> str:
+        self.signed += 1
+        return sign_rds_token(credentials, host, port, user, region)
+
+    async def cluster_credentials(
+        self,
+        credentials: AwsCredentials,
+        *,
+        region: str,
+        cluster_identifier: str,
+        db_user: str,
+        db_name: str | None,
+        duration: int,
+        auto_create: bool,
+        db_groups: tuple[str, ...],
+    ) -> RedshiftLogin:
+        request = {
+            "region": region,
+            "cluster_identifier": cluster_identifier,
+            "db_user": db_user,
+            "db_name": db_name,
+            "duration": duration,
+            "auto_create": auto_create,
+            "db_groups": db_groups,
+        }
+        prefix = "IAMA" if auto_create else "IAM"
+        return await self._login(
+            "GetClusterCredentials", credentials, request, f"{prefix}:{db_user}"
+        )
+
+    async def serverless_credentials(
+        self,
+        credentials: AwsCredentials,
+        *,
+        region: str,
+        workgroup_name: str,
+        db_name: str | None,
+        duration: int,
+    ) -> RedshiftLogin:
+        request = {
+            "region": region,
+            "workgroup_name": workgroup_name,
+            "db_name": db_name,
+            "duration": duration,
+        }
+        role = credentials.source.rpartition("/")[2]  # Serverless names the role's user IAMR:<role>
+        return await self._login("GetCredentials", credentials, request, f"IAMR:{role}")
+
+    async def cluster_endpoint(
+        self, credentials: AwsCredentials, *, region: str, cluster_identifier: str
+    ) -> tuple[str, int]:
+        self.calls["DescribeClusters"] += 1
+        return self.endpoint
+
+    async def workgroup_endpoint(
+        self, credentials: AwsCredentials, *, region: str, workgroup_name: str
+    ) -> tuple[str, int]:
+        self.calls["GetWorkgroup"] += 1
+        return self.endpoint
+
+    async def _login(
+        self, api: str, credentials: AwsCredentials, request: dict[str, Any], user: str
+    ) -> RedshiftLogin:
+        self.calls[api] += 1
+        self.logins.append((credentials.access_key_id, request))
+        await self.api_gate.passage()
+        if self.api_failures:
+            raise self.api_failures.popleft()
+        password = f"FakeRedshiftPassword{len(self.passwords) + 1:04d}Zq8"
+        self.passwords.append(password)
+        self.secrets.append(password)
+        return RedshiftLogin(user, password, self.clock() + request["duration"])
 
     async def aclose(self) -> None:
         self.closed += 1
@@ -147,12 +234,15 @@ async def settle(cache: CredentialCache) -> None:
     test assert that NO extra AWS call was started, without sleeping.
     """
 
+    context = mint_context(cache)
+
     async def nothing() -> Lease[None]:
-        return Lease(None, cache.clock() + 1.0)
+        return Lease(None, context.clock() + 1.0)
 
     key = ("settle", object())
-    await cache.get(key, nothing)
-    cache.invalidate(key)
+    leases = context.leases
+    await leases.get(key, nothing)
+    leases.invalidate(key)
 
 
 async def without_waiting(call: Callable[[], Awaitable[T]]) -> list[T]:
@@ -167,3 +257,13 @@ async def without_waiting(call: Callable[[], Awaitable[T]]) -> list[T]:
         await anyio.wait_all_tasks_blocked()
         tg.cancel_scope.cancel()
     return results
+
+
+def aws_credentials(cache: CredentialCache, config: AwsIamConfig) -> Awaitable[AwsCredentials]:
+    """The cache's STS (or default-chain) credentials for ``config``, as a backend gets them."""
+    return mint_context(cache).aws_credentials(config)
+
+
+def leases(cache: CredentialCache) -> Leases:
+    """The cache's lease table, for tests of the mechanism itself."""
+    return mint_context(cache).leases

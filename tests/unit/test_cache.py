@@ -18,11 +18,28 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from iampool import AwsIamConfig, CredentialCache, CredentialError, _cache, auth_for, default_cache
+from iampool import (
+    AwsIamConfig,
+    ConfigError,
+    CredentialCache,
+    CredentialError,
+    _cache,
+    auth_for,
+    default_cache,
+)
 from iampool._aws import AwsCredentials
-from iampool._cache import Lease
+from iampool._cache import mint_context
+from iampool._leases import Lease
 
-from .fakes import FakeClock, FakeSource, settle, wait_until, without_waiting
+from .fakes import (
+    FakeClock,
+    FakeSource,
+    aws_credentials,
+    leases,
+    settle,
+    wait_until,
+    without_waiting,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -127,20 +144,20 @@ async def test_caller_arriving_as_the_first_fetch_lands_does_not_start_another(
     def land_the_fetch() -> None:
         # Runs inside the caller's get(), after it saw no value and before it takes the lock.
         source.gate.open()
-        joiner = threading.Thread(target=lambda: asyncio.run(cache.aws_credentials(ROLE)))
+        joiner = threading.Thread(target=lambda: asyncio.run(aws_credentials(cache, ROLE)))
         joiner.start()
         joiner.join(30)
 
     source.gate.close()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(cache.aws_credentials, ROLE)  # the first fetch, parked at the gate
+        tg.start_soon(aws_credentials, cache, ROLE)  # the first fetch, parked at the gate
         await anyio.wait_all_tasks_blocked()
         clock.on_next_read(land_the_fetch)
-        first = await cache.aws_credentials(ROLE)
+        first = await aws_credentials(cache, ROLE)
 
     await settle(cache)  # a fetch started by that call would have reached the source
     assert source.calls == Counter(AssumeRole=1)
-    assert await cache.aws_credentials(ROLE) is first
+    assert await aws_credentials(cache, ROLE) is first
     assert cache.stats()["refreshes"] == 0
 
 
@@ -150,14 +167,14 @@ async def test_fetch_whose_waiters_were_all_cancelled_still_completes_and_is_cac
     source.gate.close()
     async with anyio.create_task_group() as tg:
         for _ in range(10):
-            tg.start_soon(cache.aws_credentials, ROLE)
+            tg.start_soon(aws_credentials, cache, ROLE)
         await anyio.wait_all_tasks_blocked()
         tg.cancel_scope.cancel()
     source.gate.open()
     await wait_until(lambda: source.finished == 1)
 
-    first = await cache.aws_credentials(ROLE)
-    assert await cache.aws_credentials(ROLE) is first
+    first = await aws_credentials(cache, ROLE)
+    assert await aws_credentials(cache, ROLE) is first
     assert source.calls == Counter(AssumeRole=1)
 
 
@@ -174,7 +191,7 @@ async def test_failed_fetch_fails_every_waiter_with_the_same_error_and_is_not_ca
 
     async def connect() -> None:
         try:
-            await cache.aws_credentials(ROLE)
+            await aws_credentials(cache, ROLE)
         except CredentialError as exc:
             errors.append(exc)
 
@@ -191,7 +208,7 @@ async def test_failed_fetch_fails_every_waiter_with_the_same_error_and_is_not_ca
     stats = cache.stats()
     assert (stats["errors"], stats["size"]) == (1, 0)
 
-    credentials = await cache.aws_credentials(ROLE)  # the failure was not cached
+    credentials = await aws_credentials(cache, ROLE)  # the failure was not cached
     assert isinstance(credentials, AwsCredentials)
     assert source.calls == Counter(AssumeRole=2)
 
@@ -202,14 +219,14 @@ async def test_fetch_that_never_finishes_fails_with_timeout_after_the_deadline(
     cache = new_cache(deadline=0.2)
     source.hang = True
     with pytest.raises(CredentialError) as caught:
-        await cache.aws_credentials(ROLE)
+        await aws_credentials(cache, ROLE)
     assert caught.value.code == "Timeout"
     assert "Timed out after 0.2 s" in str(caught.value)
     assert "arn:aws:iam::123456789012:role/app-db" in str(caught.value)
     assert "ext-7f3a9c" not in str(caught.value)  # the key's external id stays out
 
     source.hang = False
-    await cache.aws_credentials(ROLE)  # the timeout was not cached either
+    await aws_credentials(cache, ROLE)  # the timeout was not cached either
     assert source.calls == Counter(AssumeRole=2)
     assert cache.stats()["errors"] == 1
 
@@ -220,12 +237,12 @@ async def test_fetch_that_never_finishes_fails_with_timeout_after_the_deadline(
 async def test_refresh_window_serves_the_cached_value_while_one_background_refresh_runs(
     cache: CredentialCache, source: FakeSource, clock: FakeClock
 ) -> None:
-    first = await cache.aws_credentials(ROLE)
+    first = await aws_credentials(cache, ROLE)
     clock.advance(550)  # ttl 600, refresh margin 60: inside the refresh window
     served = []
 
     async def connect() -> None:
-        served.append(await cache.aws_credentials(ROLE))
+        served.append(await aws_credentials(cache, ROLE))
 
     source.gate.close()
     async with anyio.create_task_group() as tg:
@@ -238,7 +255,7 @@ async def test_refresh_window_serves_the_cached_value_while_one_background_refre
 
     await wait_until(lambda: cache.stats()["refreshes"] == 1)
     assert cache.stats()["misses"] == 1  # only the very first call waited
-    second = await cache.aws_credentials(ROLE)
+    second = await aws_credentials(cache, ROLE)
     assert second.access_key_id != first.access_key_id
     await settle(cache)
     assert source.calls == Counter(AssumeRole=2)
@@ -255,34 +272,34 @@ async def test_failed_background_refresh_keeps_serving_and_retries_only_after_a_
     def warnings() -> list[logging.LogRecord]:
         return [r for r in caplog.records if r.name == "iampool" and r.levelno == logging.WARNING]
 
-    first = await cache.aws_credentials(ROLE)
+    first = await aws_credentials(cache, ROLE)
     clock.advance(550)
     for _ in range(2):
         source.failures.append(
             CredentialError("Unable to assume IAM role app-db: Throttling.", code="Throttling")
         )
 
-    assert await cache.aws_credentials(ROLE) is first
+    assert await aws_credentials(cache, ROLE) is first
     await wait_until(lambda: len(warnings()) == 1)
     assert "Throttling" in warnings()[0].getMessage()
     assert cache.stats()["refresh_failures"] == 1
     for _ in range(10):
-        assert await cache.aws_credentials(ROLE) is first
+        assert await aws_credentials(cache, ROLE) is first
     await settle(cache)
     assert source.calls == Counter(AssumeRole=2)  # no retry before the 1 s backoff
 
     clock.advance(1.0)
-    assert await cache.aws_credentials(ROLE) is first  # retries, fails again
+    assert await aws_credentials(cache, ROLE) is first  # retries, fails again
     await wait_until(lambda: len(warnings()) == 2)
     clock.advance(1.0)
-    assert await cache.aws_credentials(ROLE) is first
+    assert await aws_credentials(cache, ROLE) is first
     await settle(cache)
     assert source.calls == Counter(AssumeRole=3)  # the backoff doubled to 2 s
 
     clock.advance(1.0)
-    assert await cache.aws_credentials(ROLE) is first  # this refresh succeeds
+    assert await aws_credentials(cache, ROLE) is first  # this refresh succeeds
     await wait_until(lambda: cache.stats()["refreshes"] == 1)
-    assert (await cache.aws_credentials(ROLE)).access_key_id != first.access_key_id
+    assert (await aws_credentials(cache, ROLE)).access_key_id != first.access_key_id
     assert source.calls == Counter(AssumeRole=4)
     assert cache.stats()["refresh_failures"] == 2
     assert cache.stats()["errors"] == 0
@@ -304,16 +321,16 @@ async def test_credentials_are_never_served_past_ttl_or_expiry_minus_the_margin(
     usable_for: float,
 ) -> None:
     source.lifetime = lifetime
-    first = await cache.aws_credentials(ROLE)
+    first = await aws_credentials(cache, ROLE)
     source.gate.close()  # a background refresh started now cannot land
 
     clock.advance(usable_for - 0.5)
-    assert await without_waiting(lambda: cache.aws_credentials(ROLE)) == [first]
+    assert await without_waiting(lambda: aws_credentials(cache, ROLE)) == [first]
     clock.advance(1.0)
-    assert await without_waiting(lambda: cache.aws_credentials(ROLE)) == []  # must wait
+    assert await without_waiting(lambda: aws_credentials(cache, ROLE)) == []  # must wait
 
     source.gate.open()
-    renewed = await cache.aws_credentials(ROLE)
+    renewed = await aws_credentials(cache, ROLE)
     assert renewed.access_key_id != first.access_key_id
     assert source.calls == Counter(AssumeRole=2)
 
@@ -324,16 +341,16 @@ async def test_default_chain_credentials_without_expiry_are_reused_for_a_bounded
     same_account = AwsIamConfig.from_extra(
         {"enabled": True, "region": "eu-west-1", "db_username": "app"}
     )
-    first = await cache.aws_credentials(same_account)
+    first = await aws_credentials(cache, same_account)
     assert first.source == "default chain"
     source.gate.close()
 
     clock.advance(539)  # treated as valid 600 s, minus the 60 s margin
-    assert await without_waiting(lambda: cache.aws_credentials(same_account)) == [first]
+    assert await without_waiting(lambda: aws_credentials(cache, same_account)) == [first]
     clock.advance(2)
-    assert await without_waiting(lambda: cache.aws_credentials(same_account)) == []
+    assert await without_waiting(lambda: aws_credentials(cache, same_account)) == []
     source.gate.open()
-    await cache.aws_credentials(same_account)
+    await aws_credentials(cache, same_account)
     assert source.calls == Counter(DefaultChain=2)
     assert cache.stats()["sts_calls"] == 0
 
@@ -352,11 +369,11 @@ async def test_configurations_differing_in_a_key_field_never_share_credentials(
             {**ROLE.to_dict(), "role_arn": "arn:aws:iam::123456789012:role/other"}
         ),
     ]
-    seen = {(await cache.aws_credentials(config)).access_key_id for config in variants}
+    seen = {(await aws_credentials(cache, config)).access_key_id for config in variants}
     assert len(seen) == 4
     assert source.calls == Counter(AssumeRole=4)
     # A field outside the key (the database user) shares the role's credentials.
-    await cache.aws_credentials(AwsIamConfig.from_extra({**ROLE.to_dict(), "db_username": "x"}))
+    await aws_credentials(cache, AwsIamConfig.from_extra({**ROLE.to_dict(), "db_username": "x"}))
     assert source.calls == Counter(AssumeRole=4)
 
 
@@ -374,16 +391,16 @@ async def test_least_recently_used_entry_is_evicted_beyond_maxsize(
     cache = new_cache(maxsize=3)
     minted: Counter[str] = Counter()
     for key in "abc":
-        await cache.get(key, minting(clock, minted, key))
-    await cache.get("a", minting(clock, minted, "a"))  # "a" is now the most recent
-    await cache.get("d", minting(clock, minted, "d"))  # evicts "b", the least recent
+        await leases(cache).get(key, minting(clock, minted, key))
+    await leases(cache).get("a", minting(clock, minted, "a"))  # "a" is now the most recent
+    await leases(cache).get("d", minting(clock, minted, "d"))  # evicts "b", the least recent
 
     stats = cache.stats()
     assert (stats["size"], stats["evictions"]) == (3, 1)
     for key in "acd":
-        assert await cache.get(key, minting(clock, minted, key)) == f"value-{key}"
+        assert await leases(cache).get(key, minting(clock, minted, key)) == f"value-{key}"
     assert minted == Counter(a=1, b=1, c=1, d=1)
-    await cache.get("b", minting(clock, minted, "b"))
+    await leases(cache).get("b", minting(clock, minted, "b"))
     assert minted["b"] == 2
 
 
@@ -393,7 +410,7 @@ async def test_ten_thousand_keys_stay_bounded_by_maxsize(
     cache = new_cache(maxsize=1000)
     minted: Counter[int] = Counter()
     for key in range(10_000):
-        await cache.get(("key", key), minting(clock, minted, key))
+        await leases(cache).get(("key", key), minting(clock, minted, key))
     stats = cache.stats()
     assert (stats["size"], stats["evictions"], stats["misses"]) == (1000, 9000, 10_000)
     assert len(minted) == 10_000
@@ -403,18 +420,44 @@ async def test_invalidate_makes_the_next_call_fetch_anew(
     cache: CredentialCache, source: FakeSource, clock: FakeClock
 ) -> None:
     minted: Counter[str] = Counter()
-    await cache.get("k", minting(clock, minted, "k"))
-    await cache.get("k", minting(clock, minted, "k"))
-    cache.invalidate("k")
-    await cache.get("k", minting(clock, minted, "k"))
+    await leases(cache).get("k", minting(clock, minted, "k"))
+    await leases(cache).get("k", minting(clock, minted, "k"))
+    leases(cache).invalidate("k")
+    await leases(cache).get("k", minting(clock, minted, "k"))
     assert minted == Counter(k=2)
-    cache.invalidate("never-cached")  # no error
+    leases(cache).invalidate("never-cached")  # no error
 
 
-async def test_constructor_rejects_values_that_cannot_work() -> None:
-    for options in ({"ttl": 0}, {"token_reuse": -1}, {"deadline": 0}, {"maxsize": 0}):
-        with pytest.raises(ValueError, match=next(iter(options))):
-            CredentialCache(**options)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"ttl": 0},
+        {"token_reuse": -1},
+        {"deadline": 0},
+        {"deadline": float("nan")},
+        {"ttl": float("inf")},
+        {"refresh_margin": -1},
+        {"expiry_margin": float("nan")},
+        {"connect_timeout": 0},
+        {"read_timeout": True},
+        {"maxsize": 0},
+        {"maxsize": 1.5},
+        {"max_attempts": 0},
+        {"retry_mode": "sometimes"},
+    ],
+    ids=repr,
+)
+def test_constructor_rejects_a_setting_that_cannot_work_naming_it(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        CredentialCache(**options)
+    assert caught.value.fields == list(options)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_constructor_lists_every_bad_setting_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        CredentialCache(ttl=-1, maxsize=0, deadline=float("nan"))
+    assert sorted(caught.value.fields) == ["deadline", "maxsize", "ttl"]
 
 
 # -- loops, threads, shutdown ----------------------------------------------------------------
@@ -559,11 +602,11 @@ async def test_failed_fetches_leave_no_unretrieved_task_exception_on_the_service
     caplog.set_level(logging.DEBUG, logger="asyncio")
     source.failures.append(CredentialError("Unable to assume IAM role: AccessDenied."))
     with pytest.raises(CredentialError):
-        await cache.aws_credentials(ROLE)
-    await cache.aws_credentials(ROLE)
+        await aws_credentials(cache, ROLE)
+    await aws_credentials(cache, ROLE)
     clock.advance(550)
     source.failures.append(CredentialError("Unable to assume IAM role: Throttling."))
-    await cache.aws_credentials(ROLE)  # a background refresh that fails, awaited by nobody
+    await aws_credentials(cache, ROLE)  # a background refresh that fails, awaited by nobody
     await wait_until(lambda: cache.stats()["refresh_failures"] == 1)
     await cache.aclose()
     gc.collect()
@@ -574,7 +617,7 @@ async def test_close_stops_the_service_thread_and_a_reused_cache_keeps_its_sourc
     cache: CredentialCache, source: FakeSource
 ) -> None:
     before = {t for t in threading.enumerate() if t.name == SERVICE_THREAD}
-    await cache.aws_credentials(ROLE)
+    await aws_credentials(cache, ROLE)
     started = {t for t in threading.enumerate() if t.name == SERVICE_THREAD} - before
     assert len(started) == 1
 
@@ -583,7 +626,7 @@ async def test_close_stops_the_service_thread_and_a_reused_cache_keeps_its_sourc
     assert source.closed == 1
     assert cache.stats()["size"] == 0
 
-    await cache.aws_credentials(ROLE)  # starts afresh with the same (fake) source
+    await aws_credentials(cache, ROLE)  # starts afresh with the same (fake) source
     assert source.calls == Counter(AssumeRole=2)
 
 
@@ -595,7 +638,7 @@ async def test_closing_the_cache_fails_waiters_with_a_closed_error(
 
     async def connect() -> None:
         try:
-            await cache.aws_credentials(ROLE)
+            await aws_credentials(cache, ROLE)
         except CredentialError as exc:
             errors.append(exc)
 
@@ -605,3 +648,44 @@ async def test_closing_the_cache_fails_waiters_with_a_closed_error(
         await anyio.wait_all_tasks_blocked()
         await cache.aclose()
     assert [exc.code for exc in errors] == ["Closed"] * 3
+
+
+async def test_a_lookup_made_on_the_service_loop_is_started_there_without_a_thread_hop(
+    cache: CredentialCache, source: FakeSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An RDS token's mint (on the service loop) needs the STS credentials: a nested lookup.
+    hops: list[object] = []
+
+    async def mint_token() -> Lease[str]:
+        loop = asyncio.get_running_loop()
+        original = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            hops.append(args[0])
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+        try:
+            credentials = await aws_credentials(cache, ROLE)  # a miss: STS is called
+        finally:
+            monkeypatch.undo()
+        return Lease(credentials.access_key_id, cache_clock() + 60)
+
+    cache_clock = mint_context(cache).clock
+    assert await leases(cache).get("token", mint_token) == "ASIAFAKE000000000001"
+    assert source.calls == Counter(AssumeRole=1)
+    assert hops == []  # started and awaited on the service loop itself
+
+
+def test_a_cache_collected_without_close_stops_its_service_thread_and_closes_its_source(
+    source: FakeSource,
+) -> None:
+    before = set(threading.enumerate())
+    cache = CredentialCache(source=source)
+    asyncio.run(aws_credentials(cache, ROLE))
+    [thread] = [t for t in set(threading.enumerate()) - before if t.name == SERVICE_THREAD]
+    del cache
+    gc.collect()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert source.closed == 1

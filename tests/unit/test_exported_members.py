@@ -132,3 +132,10 @@ def test_superset_exports_iam_config_and_the_feature_flag() -> None:
     import iampool.superset
 
     assert {"iam_config", "FEATURE_FLAG"} <= set(iampool.superset.__all__)
+
+
+def test_credential_cache_is_a_thin_facade_over_the_core() -> None:
+    # DESIGN.md section 3: the plumbing (leases, AWS source, counters) stays private.
+    public = {name for name in dir(iampool.CredentialCache) if not name.startswith("_")}
+
+    assert public == {"stats", "clear", "close", "aclose"}

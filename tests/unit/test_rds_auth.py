@@ -23,9 +23,10 @@ from iampool import (
     DbCredentials,
     auth_for,
 )
+from iampool._cache import mint_context
 from iampool.auth import RdsIamAuth
 
-from .fakes import START, FakeClock, FakeSource, wait_until
+from .fakes import START, FakeClock, FakeSource, aws_credentials, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -87,6 +88,9 @@ async def test_token_expiry_is_capped_by_credentials_that_expire_sooner(
         pytest.param(1200.0, 3600.0, 0.0, 840.0, id="token lifetime 900 minus the margin"),
         pytest.param(600.0, 400.0, 0.0, 340.0, id="credentials expiry minus the margin"),
         pytest.param(600.0, 900.0, 500.0, 840.0, id="credentials expiry when signed late"),
+        # 200 s credentials are served until 150 (margin: a quarter of their life); a token
+        # signed at 140 ends there too, not at 185 (a quarter of what was left at signing).
+        pytest.param(600.0, 200.0, 140.0, 150.0, id="never past the credentials' own cutoff"),
     ],
 )
 async def test_token_is_reused_until_the_earliest_of_reuse_lifetime_and_credentials_expiry(
@@ -166,26 +170,26 @@ async def test_authenticators_differing_in_a_key_field_never_share_a_token(
     cache: CredentialCache, source: FakeSource
 ) -> None:
     variants = [
-        RdsIamAuth(ROLE, host=HOST, port=5432, cache=cache),
-        RdsIamAuth(ROLE, host="replica.example.com", port=5432, cache=cache),
-        RdsIamAuth(ROLE, host=HOST, port=3306, cache=cache),
+        RdsIamAuth(ROLE, host=HOST, port=5432, context=mint_context(cache)),
+        RdsIamAuth(ROLE, host="replica.example.com", port=5432, context=mint_context(cache)),
+        RdsIamAuth(ROLE, host=HOST, port=3306, context=mint_context(cache)),
         RdsIamAuth(
             AwsIamConfig.from_extra({**BLOCK, "db_username": "report"}),
             host=HOST,
             port=5432,
-            cache=cache,
+            context=mint_context(cache),
         ),
         RdsIamAuth(
             AwsIamConfig.from_extra({**BLOCK, "region": "eu-west-1"}),
             host=HOST,
             port=5432,
-            cache=cache,
+            context=mint_context(cache),
         ),
         RdsIamAuth(
             AwsIamConfig.from_extra({**BLOCK, "external_id": "ext-other"}),
             host=HOST,
             port=5432,
-            cache=cache,
+            context=mint_context(cache),
         ),
     ]
     tokens = {id(await auth.credentials()) for auth in variants}
@@ -193,7 +197,9 @@ async def test_authenticators_differing_in_a_key_field_never_share_a_token(
     assert cache.stats()["tokens_signed"] == len(variants)
     assert source.calls == Counter(AssumeRole=3)  # role keys: base, eu-west-1, ext-other
 
-    again = RdsIamAuth(ROLE, host=HOST, port=5432, cache=cache)  # same key: same token
+    again = RdsIamAuth(
+        ROLE, host=HOST, port=5432, context=mint_context(cache)
+    )  # same key: same token
     assert await again.credentials() is await variants[0].credentials()
     assert cache.stats()["tokens_signed"] == len(variants)
 
@@ -228,7 +234,7 @@ def test_rds_auth_refuses_configurations_it_cannot_sign_for(cache: CredentialCac
         {**BLOCK, "cluster_identifier": "analytics", "db_name": "dev"}
     )
     with pytest.raises(ConfigError) as caught:
-        RdsIamAuth(redshift, host="", port=5439, cache=cache)
+        RdsIamAuth(redshift, host="", port=5439, context=mint_context(cache))
     assert caught.value.fields == ["backend", "host"]
 
 
@@ -245,7 +251,7 @@ async def test_reprs_stats_messages_and_logs_contain_no_secret(
     cache = new_cache(deadline=0.2)
     auth = auth_for(ROLE, host=HOST, port=5432, cache=cache)
     credentials = await auth.credentials()
-    aws = await cache.aws_credentials(ROLE)
+    aws = await aws_credentials(cache, ROLE)
     clock.advance(550)  # a background refresh that fails: logged as a WARNING
     source.failures.append(CredentialError("Unable to assume IAM role app-db: Throttling."))
     await auth.credentials()

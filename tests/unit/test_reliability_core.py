@@ -23,9 +23,19 @@ import pytest
 
 from iampool import AwsIamConfig, CredentialCache, CredentialError, auth_for
 from iampool._aws import AwsCredentials
-from iampool._cache import Lease, sts_key
+from iampool._leases import Lease
+from iampool._minting import sts_key
 
-from .fakes import START, FakeClock, FakeSource, settle, wait_until, without_waiting
+from .fakes import (
+    START,
+    FakeClock,
+    FakeSource,
+    aws_credentials,
+    leases,
+    settle,
+    wait_until,
+    without_waiting,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -91,16 +101,16 @@ def asyncio_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def test_credentials_past_the_ttl_are_served_while_refreshes_fail_never_past_expiry(
     cache: CredentialCache, source: FakeSource, clock: FakeClock
 ) -> None:
-    first = await cache.aws_credentials(ROLE)  # lives 3600 s: valid until 3540 (60 s margin)
+    first = await aws_credentials(cache, ROLE)  # lives 3600 s: valid until 3540 (60 s margin)
     source.failures.extend(throttled() for _ in range(100))
 
     clock.advance(550)  # the refresh window: a background refresh starts, and fails
-    assert await cache.aws_credentials(ROLE) is first
+    assert await aws_credentials(cache, ROLE) is first
     await wait_until(lambda: cache.stats()["refresh_failures"] == 1)
     for failures, moment in enumerate((650, 1000, 2000, 3539), start=2):  # ttl 600 < t < 3540
         clock.now = START + moment
         for _ in range(10):  # served at once; one refresh each time the backoff has passed
-            assert await without_waiting(lambda: cache.aws_credentials(ROLE)) == [first]
+            assert await without_waiting(lambda: aws_credentials(cache, ROLE)) == [first]
         await wait_until(lambda: cache.stats()["refresh_failures"] == failures)  # noqa: B023
 
     await settle(cache)
@@ -109,40 +119,40 @@ async def test_credentials_past_the_ttl_are_served_while_refreshes_fail_never_pa
 
     clock.now = START + 3541  # the credentials' own expiry minus the margin: no more
     with pytest.raises(CredentialError) as caught:
-        await cache.aws_credentials(ROLE)
+        await aws_credentials(cache, ROLE)
     assert caught.value.code == "Throttling"
     assert cache.stats()["errors"] == 1
 
     source.failures.clear()  # STS is back
-    renewed = await cache.aws_credentials(ROLE)
+    renewed = await aws_credentials(cache, ROLE)
     assert renewed.access_key_id != first.access_key_id
-    assert await cache.aws_credentials(ROLE) is renewed
+    assert await aws_credentials(cache, ROLE) is renewed
 
 
 async def test_a_caller_that_waited_past_the_ttl_on_a_failed_refresh_gets_the_valid_value(
     cache: CredentialCache, source: FakeSource, clock: FakeClock
 ) -> None:
-    first = await cache.aws_credentials(ROLE)
+    first = await aws_credentials(cache, ROLE)
     clock.advance(601)  # idle through the refresh window: past the ttl, the caller waits
     source.failures.append(throttled())
-    assert await cache.aws_credentials(ROLE) is first  # the refresh failed; the value still works
+    assert await aws_credentials(cache, ROLE) is first  # the refresh failed; the value still works
 
     stats = cache.stats()
     assert (stats["misses"], stats["refresh_failures"], stats["errors"]) == (2, 1, 0)
     # Until the 1 s backoff ends, nobody waits on AWS again.
-    assert await without_waiting(lambda: cache.aws_credentials(ROLE)) == [first]
+    assert await without_waiting(lambda: aws_credentials(cache, ROLE)) == [first]
     assert source.calls == Counter(AssumeRole=2)
 
 
 async def test_an_invalidated_value_is_never_served_when_minting_its_successor_fails(
     cache: CredentialCache, source: FakeSource, clock: FakeClock
 ) -> None:
-    await cache.aws_credentials(ROLE)
+    await aws_credentials(cache, ROLE)
     clock.advance(601)
-    cache.invalidate(sts_key(ROLE))  # e.g. the database refused what it signed
+    leases(cache).invalidate(sts_key(ROLE))  # e.g. the database refused what it signed
     source.failures.append(throttled())
     with pytest.raises(CredentialError, match="Throttling"):
-        await cache.aws_credentials(ROLE)
+        await aws_credentials(cache, ROLE)
     assert cache.stats()["errors"] == 1
 
 
@@ -158,10 +168,10 @@ async def test_a_lease_without_valid_until_is_never_served_past_usable_until(
             raise throttled()
         return Lease("token", clock() + 10)  # like an RDS token: no life beyond its reuse
 
-    assert await cache.get("token-key", mint) == "token"
+    assert await leases(cache).get("token-key", mint) == "token"
     clock.advance(11)
     with pytest.raises(CredentialError):
-        await cache.get("token-key", mint)
+        await leases(cache).get("token-key", mint)
 
 
 # -- cancellation storm (scenario 6) ----------------------------------------------------------
@@ -237,15 +247,15 @@ def test_a_forked_child_mints_anew_when_the_fork_cut_a_fetch_short(
     source.gate.close()
     parent_results: list[AwsCredentials] = []
     parent = threading.Thread(
-        target=lambda: parent_results.append(asyncio.run(cache.aws_credentials(ROLE)))
+        target=lambda: parent_results.append(asyncio.run(aws_credentials(cache, ROLE)))
     )
     parent.start()
     assert source.arrived.wait(10)  # the fetch is in flight, parked at the gate
 
     def child() -> bool:
         source.gate.open()  # the child's copy; the parked fetch did not come along
-        credentials = asyncio.run(cache.aws_credentials(ROLE))
-        again = asyncio.run(cache.aws_credentials(ROLE))
+        credentials = asyncio.run(aws_credentials(cache, ROLE))
+        again = asyncio.run(aws_credentials(cache, ROLE))
         return again is credentials and source.calls["AssumeRole"] == 2
 
     exit_code = run_in_child(child)
@@ -260,16 +270,16 @@ def test_a_forked_child_mints_anew_when_the_fork_cut_a_fetch_short(
 def test_a_forked_child_keeps_minted_values_and_ignores_locks_held_at_the_fork(
     cache: CredentialCache, source: FakeSource
 ) -> None:
-    warm = asyncio.run(cache.aws_credentials(ROLE))
+    warm = asyncio.run(aws_credentials(cache, ROLE))
 
     def child() -> bool:
-        same = asyncio.run(cache.aws_credentials(ROLE))  # minted before the fork: still cached
-        other = asyncio.run(cache.aws_credentials(OTHER_ROLE))  # needs the locks and a loop
+        same = asyncio.run(aws_credentials(cache, ROLE))  # minted before the fork: still cached
+        other = asyncio.run(aws_credentials(cache, OTHER_ROLE))  # needs the locks and a loop
         return same is warm and other.source.endswith(OTHER_ROLE.role_arn or "")
 
     # Another thread of the parent may hold these at the moment of the fork (a fetch landing,
     # the service loop starting); the child's copies would stay locked forever.
-    with cache._lock, cache._service._lock:
+    with leases(cache)._lock, cache._service._lock:
         exit_code = run_in_child(child)
     assert exit_code == 0, f"the child exited with {exit_code} (-14: hung until SIGALRM)"
     assert source.calls == Counter(AssumeRole=1)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from .._cache import CredentialCache, default_cache
+from .._cache import CredentialCache, default_cache, mint_context
 from .._config import AwsIamConfig, ConfigLike, coerce_config
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
 from .rds import RdsIamAuth
-from .redshift import PROVISIONED, RedshiftAuth
-from .serverless import SERVERLESS
+from .redshift import RedshiftAuth
 
 __all__ = ["RdsIamAuth", "RedshiftAuth", "auth_for"]
 
@@ -28,7 +27,7 @@ def auth_for(
     ``cache=None`` uses :func:`iampool.default_cache`.
     """
     config = coerce_config(config)
-    cache = cache if cache is not None else default_cache()
+    context = mint_context(cache if cache is not None else default_cache())
     port = port if port is not None else config.port
     if config.backend == "rds":
         problems = []
@@ -44,6 +43,5 @@ def auth_for(
             raise ConfigError(problems, context="auth_for")
         assert host is not None
         assert port is not None
-        return RdsIamAuth(config, host=host, port=port, cache=cache)
-    api = PROVISIONED if config.backend == "redshift" else SERVERLESS
-    return RedshiftAuth(config, api, cache=cache, host=host, port=port)
+        return RdsIamAuth(config, host=host, port=port, context=context)
+    return RedshiftAuth(config, context=context, host=host, port=port)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from .._aws import RDS_TOKEN_LIFETIME, sign_rds_token
-from .._cache import CredentialCache, Lease, sts_key
+from .._aws import RDS_TOKEN_LIFETIME
 from .._config import AwsIamConfig
 from .._credentials import DbCredentials
 from .._errors import ConfigError, ConfigProblem
+from .._leases import Lease
+from .._minting import MintContext, sts_key
 
 __all__ = ["RdsIamAuth"]
 
@@ -20,9 +21,7 @@ class RdsIamAuth:
     cache's safety margin), and re-signed in the background before that.
     """
 
-    def __init__(
-        self, config: AwsIamConfig, *, host: str, port: int, cache: CredentialCache
-    ) -> None:
+    def __init__(self, config: AwsIamConfig, *, host: str, port: int, context: MintContext) -> None:
         problems = []
         if config.backend != "rds":
             problems.append(
@@ -39,7 +38,8 @@ class RdsIamAuth:
         self._user = config.db_username
         self._host = host
         self._port = port
-        self._cache = cache
+        self._context = context
+        self._leases = context.leases
         # Tokens follow the identity that signs them: the configuration's STS cache key.
         self._key = ("rds-token", host, port, self._user, config.region, sts_key(config))
 
@@ -61,22 +61,26 @@ class RdsIamAuth:
 
     async def credentials(self) -> DbCredentials:
         """The current token as ``DbCredentials``; a cached one when warm."""
-        return await self._cache.get(self._key, self._mint)
+        return await self._leases.get(self._key, self._mint)
 
     def invalidate(self) -> None:
         """Drop the cached token (after the database refused it)."""
-        self._cache.invalidate(self._key)
+        self._leases.invalidate(self._key)
 
     async def _mint(self) -> Lease[DbCredentials]:
-        cache = self._cache
-        aws = await cache.aws_credentials(self._config)
-        token = sign_rds_token(aws, self._host, self._port, self._user, self._config.region)
-        cache.count("tokens_signed")
-        now = cache.clock()
+        context = self._context
+        aws = await context.aws_credentials(self._config)
+        token = context.source.sign_rds_token(
+            aws, host=self._host, port=self._port, user=self._user, region=self._config.region
+        )
+        context.counters.tokens_signed += 1
+        now = context.clock()
         expires_at = now + RDS_TOKEN_LIFETIME
         if aws.expires_at is not None:
             expires_at = min(expires_at, aws.expires_at)
-        usable_until = min(now + cache.token_reuse, cache.expire_before(expires_at, now))
+        usable_until = min(now + context.token_reuse, context.expire_before(expires_at, now))
+        if aws.valid_until is not None:  # never past the signing credentials' own cutoff
+            usable_until = min(usable_until, aws.valid_until)
         credentials = DbCredentials(
             user=self._user,
             password=token,

@@ -1,74 +1,24 @@
 """Redshift: temporary database passwords from the Redshift APIs, cached and single-flight.
 
-One class serves both deployments; what differs (which API mints the login, which API tells
-the endpoint) is a :class:`RedshiftApi` pair: provisioned clusters here, Serverless workgroups in
-``serverless.py``. The backend comes from the configuration, never from parsing a host name.
+One class serves both deployments: provisioned clusters (GetClusterCredentials, DescribeClusters)
+and Serverless workgroups (GetCredentials, GetWorkgroup). Which one comes from the configuration
+(``workgroup_name`` or ``cluster_identifier``), never from parsing a host name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .._aws import (
-    AwsApi,
-    AwsCredentials,
-    RedshiftLogin,
-    describe_cluster_endpoint,
-    get_cluster_credentials,
-)
-from .._cache import CredentialCache, Lease, sts_key
+from .._aws import AwsCredentials, RedshiftLogin
 from .._config import AwsIamConfig
 from .._credentials import DbCredentials
 from .._errors import ConfigError, ConfigProblem
+from .._leases import Lease
+from .._minting import MintContext, sts_key
 
-__all__ = ["PROVISIONED", "RedshiftApi", "RedshiftAuth"]
+__all__ = ["RedshiftAuth"]
 
 DEFAULT_PORT = 5439
-
-
-@dataclass(frozen=True)
-class RedshiftApi:
-    """The two calls that differ between provisioned Redshift and Redshift Serverless."""
-
-    name: str  # what the selector names, for keys and messages: "cluster" | "workgroup"
-    selector: Callable[[AwsIamConfig], str | None]
-    login: Callable[[AwsApi, AwsCredentials, AwsIamConfig], Awaitable[RedshiftLogin]]
-    endpoint: Callable[[AwsApi, AwsCredentials, AwsIamConfig], Awaitable[tuple[str, int]]]
-
-
-async def _cluster_login(api: AwsApi, aws: AwsCredentials, config: AwsIamConfig) -> RedshiftLogin:
-    assert config.cluster_identifier is not None
-    assert config.db_username is not None
-    return await get_cluster_credentials(
-        api,
-        aws,
-        region=config.region,
-        cluster_identifier=config.cluster_identifier,
-        db_user=config.db_username,
-        db_name=config.db_name,
-        duration=config.password_duration,
-        auto_create=config.auto_create,
-        db_groups=config.db_groups,
-    )
-
-
-async def _cluster_endpoint(
-    api: AwsApi, aws: AwsCredentials, config: AwsIamConfig
-) -> tuple[str, int]:
-    assert config.cluster_identifier is not None
-    return await describe_cluster_endpoint(
-        api, aws, region=config.region, cluster_identifier=config.cluster_identifier
-    )
-
-
-PROVISIONED = RedshiftApi(
-    name="cluster",
-    selector=lambda config: config.cluster_identifier,
-    login=_cluster_login,
-    endpoint=_cluster_endpoint,
-)
 
 
 class RedshiftAuth:
@@ -82,23 +32,26 @@ class RedshiftAuth:
     def __init__(
         self,
         config: AwsIamConfig,
-        api: RedshiftApi,
         *,
-        cache: CredentialCache,
+        context: MintContext,
         host: str | None = None,
         port: int | None = None,
     ) -> None:
-        selector = api.selector(config)
-        if selector is None:
+        if config.workgroup_name is not None:
+            kind, selector = "workgroup", config.workgroup_name
+        elif config.cluster_identifier is not None:
+            kind, selector = "cluster", config.cluster_identifier
+        else:
             raise ConfigError(
-                ConfigProblem("backend", f"RedshiftAuth needs a {api.name} in the configuration")
-            )
+                ConfigProblem("backend", "RedshiftAuth needs a cluster_identifier or a "
+                                         "workgroup_name in the configuration")
+            )  # fmt: skip
         self._config = config
-        self._api = api
-        self._cache = cache
+        self._context = context
+        self._leases = context.leases
         self._host = host
         self._port = port
-        scope = (api.name, selector, config.region, sts_key(config))
+        scope = (kind, selector, config.region, sts_key(config))
         self._endpoint_key = ("redshift-endpoint", *scope)
         self._key = (
             "redshift-password",
@@ -111,7 +64,7 @@ class RedshiftAuth:
             host,
             port,
         )
-        self._label = f"{api.name} {selector}"
+        self._label = f"{kind} {selector}"
 
     @property
     def config(self) -> AwsIamConfig:
@@ -123,24 +76,23 @@ class RedshiftAuth:
 
     async def credentials(self) -> DbCredentials:
         """The current temporary login; a cached one when warm."""
-        return await self._cache.get(self._key, self._mint)
+        return await self._leases.get(self._key, self._mint)
 
     def invalidate(self) -> None:
         """Drop the cached password (after the database refused it)."""
-        self._cache.invalidate(self._key)
+        self._leases.invalidate(self._key)
 
     async def _mint(self) -> Lease[DbCredentials]:
-        cache = self._cache
-        aws = await cache.aws_credentials(self._config)
+        context = self._context
+        aws = await context.aws_credentials(self._config)
         # The credentials call first: a wrong cluster or workgroup then fails with the message
         # users know from Superset ("Failed to get Redshift ... credentials"), host or not.
-        login = await self._api.login(cache.api, aws, self._config)
-        cache.count("api_calls")
+        login = await self._login(aws)
+        context.counters.api_calls += 1
         if self._host is None:
-            host, port = await cache.get(self._endpoint_key, lambda: self._discover(aws))
+            host, port = await self._leases.get(self._endpoint_key, lambda: self._discover(aws))
         else:
             host, port = self._host, self._port or self._config.port or DEFAULT_PORT
-        now = cache.clock()
         credentials = DbCredentials(
             user=login.user,
             password=login.password,
@@ -149,9 +101,41 @@ class RedshiftAuth:
             database=self._config.db_name,
             expires_at=datetime.fromtimestamp(login.expires_at, timezone.utc),
         )
-        return Lease(credentials, cache.expire_before(login.expires_at, now))
+        return Lease(credentials, context.expire_before(login.expires_at, context.clock()))
+
+    async def _login(self, aws: AwsCredentials) -> RedshiftLogin:
+        config, source = self._config, self._context.source
+        if config.workgroup_name is not None:
+            return await source.serverless_credentials(
+                aws,
+                region=config.region,
+                workgroup_name=config.workgroup_name,
+                db_name=config.db_name,
+                duration=config.password_duration,
+            )
+        assert config.cluster_identifier is not None
+        assert config.db_username is not None  # required for provisioned by the config rules
+        return await source.cluster_credentials(
+            aws,
+            region=config.region,
+            cluster_identifier=config.cluster_identifier,
+            db_user=config.db_username,
+            db_name=config.db_name,
+            duration=config.password_duration,
+            auto_create=config.auto_create,
+            db_groups=config.db_groups,
+        )
 
     async def _discover(self, aws: AwsCredentials) -> Lease[tuple[str, int]]:
-        endpoint = await self._api.endpoint(self._cache.api, aws, self._config)
-        self._cache.count("api_calls")
-        return Lease(endpoint, self._cache.clock() + self._cache.ttl)
+        config, source = self._config, self._context.source
+        if config.workgroup_name is not None:
+            endpoint = await source.workgroup_endpoint(
+                aws, region=config.region, workgroup_name=config.workgroup_name
+            )
+        else:
+            assert config.cluster_identifier is not None
+            endpoint = await source.cluster_endpoint(
+                aws, region=config.region, cluster_identifier=config.cluster_identifier
+            )
+        self._context.counters.api_calls += 1
+        return Lease(endpoint, self._context.clock() + self._context.ttl)

@@ -51,9 +51,6 @@ class ConnectionSlots(Generic[C]):
     def closing(self) -> bool:
         return self._closing
 
-    def in_use(self) -> list[C]:
-        return list(self._used)
-
     async def prefill(self, count: int) -> None:
         """Open idle connections until ``count`` exist."""
         while self.size < count:

@@ -1,0 +1,290 @@
+"""Leases: single flight, refresh ahead and stale-but-valid serving of values that expire.
+
+The mechanism behind ``CredentialCache``; it knows nothing of AWS. Each key has an entry that
+moves through a small state machine, every transition in :class:`Leases`::
+
+    empty --miss--> fetching --ok--> fresh --refresh_at--> refreshing (served as is)
+                        |                                        |  ok: fresh again
+                        +--error: every waiter fails, entry      |  error: stale-but-valid,
+                          dropped (failures are not cached)      |  retried after a backoff
+                                                    expired <----+--usable_until: callers wait
+
+A stale-but-valid entry (its last refresh failed) is served past ``usable_until`` up to
+``valid_until`` (what it is worth before its real expiry): while minting fails, callers keep
+what still works instead of an error. A caller that waited on a refresh that failed gets it too.
+
+Mints run on a :class:`~iampool._service.ServiceLoop`, so a cancelled caller never cancels a
+fetch that others wait for, and a refresh never waits on the caller's loop. In a forked child the
+fetches in flight at the fork are dropped (their thread stayed in the parent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from ._errors import CredentialError
+from ._service import ServiceLoop, wait
+
+__all__ = ["Clock", "Counters", "Lease", "Leases", "describe"]
+
+log = logging.getLogger("iampool")
+
+V = TypeVar("V")
+Clock = Callable[[], float]
+Mint = Callable[[], Awaitable["Lease[V]"]]
+
+_MAX_BACKOFF = 30.0
+
+
+@dataclasses.dataclass(slots=True)
+class Counters:
+    """What a cache did since it was created (approximate under heavy multi-threading)."""
+
+    hits: int = 0
+    misses: int = 0
+    refreshes: int = 0
+    refresh_failures: int = 0
+    errors: int = 0
+    evictions: int = 0
+    sts_calls: int = 0
+    tokens_signed: int = 0
+    api_calls: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lease(Generic[V]):
+    """A minted value and the wall-clock times (epoch seconds) it may be served until.
+
+    ``usable_until`` ends normal reuse (a ttl); ``valid_until``, when later, is how long the value
+    still works and may be served while minting its successor fails (default: ``usable_until``).
+    """
+
+    value: V
+    usable_until: float
+    valid_until: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Snapshot(Generic[V]):
+    value: V
+    refresh_at: float
+    usable_until: float
+    valid_until: float
+
+
+class _Entry:
+    __slots__ = ("failures", "flight", "retry_at", "snapshot")
+
+    def __init__(self) -> None:
+        self.snapshot: _Snapshot[Any] | None = None
+        self.flight: concurrent.futures.Future[Any] | None = None
+        self.failures = 0
+        self.retry_at = 0.0
+
+
+class Leases:
+    """Keys to leased values: one shared mint per key, refreshed ahead, LRU-bounded.
+
+    Args:
+        service: where mints run.
+        counters: where hits, misses, refreshes, failures and evictions are counted.
+        clock: wall clock in epoch seconds.
+        refresh_margin: how long before ``usable_until`` a background refresh starts; capped at
+            half the value's life so short lives still get a fresh period.
+        maxsize: entries kept; the least recently used are evicted beyond it.
+        deadline: seconds one mint may take.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: ServiceLoop,
+        counters: Counters,
+        clock: Clock,
+        refresh_margin: float,
+        maxsize: int,
+        deadline: float,
+    ) -> None:
+        self._service = service
+        self._counters = counters
+        self._clock = clock
+        self._refresh_margin = refresh_margin
+        self._maxsize = maxsize
+        self._deadline = deadline
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        service.on_fork(self._forget_flights)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: Hashable, mint: Mint[V]) -> V:
+        """The value for ``key``, or the result of ONE shared ``mint()`` call.
+
+        ``mint`` runs on the service loop and returns a :class:`Lease`; keys must include every
+        field that changes what ``mint`` returns.
+        """
+        entry = self._entries.get(key)
+        if entry is not None:
+            snapshot = entry.snapshot
+            if snapshot is not None and self._clock() < snapshot.refresh_at:
+                self._counters.hits += 1
+                try:  # noqa: SIM105 - the hot path; contextlib.suppress costs more than the lookup
+                    self._entries.move_to_end(key)
+                except KeyError:  # evicted by another thread meanwhile; still a valid value
+                    pass
+                value: V = snapshot.value
+                return value
+        return await self._get_slow(key, mint)
+
+    async def _get_slow(self, key: Hashable, mint: Mint[V]) -> V:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = _Entry()
+                self._evict_locked()
+            else:
+                self._entries.move_to_end(key)
+            snapshot = entry.snapshot
+            if snapshot is not None and (
+                now < snapshot.usable_until or (entry.failures and now < snapshot.valid_until)
+            ):
+                # Stale but valid: serve it and let one background refresh run (after the
+                # backoff once refreshes fail). Fresh means a fetch landed after the lock-free
+                # check above: no refresh is due.
+                self._counters.hits += 1
+                due = now >= snapshot.refresh_at and now >= entry.retry_at
+                if due and entry.flight is None:
+                    self._fly(key, entry, mint, background=True)
+                value: V = snapshot.value
+                return value
+            self._counters.misses += 1
+            flight = entry.flight or self._fly(key, entry, mint, background=False)
+            # Past the ttl but still valid: if this refresh fails, the old value still works.
+            fallback = snapshot if snapshot is not None and now < snapshot.valid_until else None
+        try:
+            result: V = await wait(flight)
+        except concurrent.futures.CancelledError:
+            raise CredentialError(
+                f"The credential cache was closed while minting {describe(key)}.", code="Closed"
+            ) from None
+        except CredentialError:
+            # Not if it was invalidated meanwhile (a database refused it) or has expired since.
+            if fallback is None or entry.snapshot is not fallback:
+                raise
+            if self._clock() >= fallback.valid_until:
+                raise
+            stale: V = fallback.value
+            return stale
+        return result
+
+    def invalidate(self, key: Hashable) -> None:
+        """Forget the value for ``key``; the next ``get`` mints anew."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.snapshot = None
+                if entry.flight is None:
+                    del self._entries[key]
+
+    def clear(self) -> None:
+        """Drop every value (mints in flight complete for their waiters)."""
+        with self._lock:
+            self._entries.clear()
+
+    def _fly(self, key: Hashable, entry: _Entry, mint: Mint[V], *, background: bool) -> Any:
+        """Start the one mint for ``entry`` (the caller holds the lock)."""
+
+        async def run() -> V:
+            try:
+                lease = await asyncio.wait_for(mint(), self._deadline)
+            except (asyncio.TimeoutError, TimeoutError):  # distinct classes on Python 3.10
+                # Named with describe(): the raw key holds the external id.
+                timeout = CredentialError(
+                    f"Timed out after {self._deadline:g} s minting {describe(key)}.",
+                    code="Timeout",
+                )
+                self._failed(key, entry, timeout, background=background)
+                raise timeout from None
+            except BaseException as exc:
+                self._failed(key, entry, exc, background=background)
+                raise
+            self._landed(entry, lease, background=background)
+            return lease.value
+
+        entry.flight = self._service.submit(run)
+        return entry.flight
+
+    def _landed(self, entry: _Entry, lease: Lease[Any], *, background: bool) -> None:
+        now = self._clock()
+        life = max(lease.usable_until - now, 0.0)
+        refresh_at = now + max(life - self._refresh_margin, life / 2)
+        valid_until = max(lease.valid_until or lease.usable_until, lease.usable_until)
+        with self._lock:
+            entry.snapshot = _Snapshot(lease.value, refresh_at, lease.usable_until, valid_until)
+            entry.flight = None
+            entry.failures = 0
+            entry.retry_at = 0.0
+            if background:
+                self._counters.refreshes += 1
+
+    def _failed(
+        self, key: Hashable, entry: _Entry, exc: BaseException, *, background: bool
+    ) -> None:
+        now = self._clock()
+        with self._lock:
+            entry.flight = None
+            snapshot = entry.snapshot
+            # A refresh, background or one that callers past the ttl waited for, keeps the value
+            # that is still valid: counted apart from the errors callers see.
+            refreshing = snapshot is not None and (background or now < snapshot.valid_until)
+            if refreshing:
+                entry.failures += 1
+                backoff = min(2.0 ** (entry.failures - 1), _MAX_BACKOFF)
+                entry.retry_at = now + backoff
+                self._counters.refresh_failures += 1
+            else:
+                self._counters.errors += 1
+                if snapshot is None and self._entries.get(key) is entry:
+                    del self._entries[key]
+        if refreshing and not isinstance(exc, asyncio.CancelledError):
+            log.warning(
+                "refresh of %s failed (%s); serving the cached value until "
+                "it expires and retrying in %.0f s",
+                describe(key),
+                exc,
+                entry.retry_at - now,
+            )
+
+    def _evict_locked(self) -> None:
+        while len(self._entries) > self._maxsize:
+            self._entries.popitem(last=False)
+            self._counters.evictions += 1
+
+    def _forget_flights(self) -> None:
+        """In a forked child: drop the mints in flight at the fork (they ran on the parent's
+        service thread and never complete here) and a lock another thread may have held; values
+        already minted stay."""
+        self._lock = threading.Lock()
+        for key, entry in list(self._entries.items()):
+            if entry.flight is not None:
+                entry.flight = None
+                if entry.snapshot is None:
+                    del self._entries[key]
+
+
+def describe(key: Hashable) -> str:
+    """A key in words, for messages: never the raw key, which may hold an external id."""
+    if isinstance(key, tuple) and key and key[0] == "aws":
+        return f"AWS credentials for {key[1] or 'the default chain'} in {key[2]}"
+    if isinstance(key, tuple) and key:
+        return f"{key[0]} for {', '.join(str(part) for part in key[1:4])}"
+    return repr(key)
