@@ -1,32 +1,54 @@
-"""Memory of 10,000 cache keys: bounded by maxsize (LRU), target < 20 MB (DESIGN §6).
+"""Memory per cached endpoint, and what a call costs below and beyond the cache's bound.
 
-Every key is a distinct RDS endpoint with its own signed token, the biggest kind of entry
-(~1 KB token each). Credentials come from a local static source: no AWS, no network.
+Every key is a distinct RDS endpoint with its own signed token, the biggest kind of entry.
+Credentials come from a local static source: no AWS, no network; what is measured is the cache.
 
-    .venv/bin/python benchmarks/bench_memory.py
+1. Memory: 10,000 and 100,000 endpoints at default settings (tracemalloc, after a GC; the
+   authenticators are created first, so only what the cache keeps is counted). Target: at most
+   600 B per endpoint (issue 16), < 20 MB for 10,000 keys (DESIGN §6).
+2. The curve: warm `credentials()` per call with N endpoints in rotation (each called in turn),
+   for a cache bound of 10,000 entries: below the bound every call is a hit; beyond it every
+   call finds its token evicted and signs a new one on the spot. Baseline, same run: botocore's
+   `generate_db_auth_token` per call (what signing on every connect costs).
+
+    .venv/bin/python benchmarks/bench_memory.py [--quick]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
+import statistics
 import time
 import tracemalloc
 
-from iampool import AwsIamConfig, CredentialCache, auth_for
+import botocore.session
+
+from iampool import AwsIamConfig, CredentialCache, DbAuth, auth_for
 from iampool._aws import AwsCredentials
 
-KEYS = 10_000
+CONFIG = AwsIamConfig.from_extra(
+    {
+        "enabled": True,
+        "region": "us-east-1",
+        "db_username": "app",
+        "role_arn": "arn:aws:iam::123456789012:role/bench",
+    }
+)
 
 
 class StaticSource:
-    """Hands out one long-lived credential (what a default chain with env keys does)."""
+    """One long-lived credential (what a default chain with env keys gives), no AWS."""
 
     async def assume_role(self, **_: object) -> AwsCredentials:
         return self._credentials()
 
     async def default_credentials(self, region: str) -> AwsCredentials:
         return self._credentials()
+
+    async def prepare(self, region: str) -> None:
+        return None
 
     async def aclose(self) -> None:
         return None
@@ -42,42 +64,104 @@ class StaticSource:
         )
 
 
-async def fill(cache: CredentialCache, count: int) -> int:
-    config = AwsIamConfig.from_extra(
-        {"enabled": True, "region": "us-east-1", "db_username": "app", "role_arn":
-         "arn:aws:iam::123456789012:role/bench"}
-    )  # fmt: skip
-    total = 0
-    for index in range(count):
-        auth = auth_for(config, host=f"db-{index}.example.internal", port=5432, cache=cache)
-        total += len((await auth.credentials()).password)
-    return total // count
+def authenticators(cache: CredentialCache, count: int) -> list[DbAuth]:
+    return [
+        auth_for(CONFIG, host=f"db-{index}.example.internal", port=5432, cache=cache)
+        for index in range(count)
+    ]
 
 
-async def main() -> None:
-    rows = []
-    for maxsize, keys in ((KEYS, KEYS), (KEYS, 2 * KEYS)):
-        cache = CredentialCache(maxsize=maxsize + 1, source=StaticSource())  # + the STS entry
+async def memory_per_endpoint(count: int) -> tuple[float, int, int]:
+    """Bytes the default cache keeps per endpoint, the token's length, and the evictions."""
+    cache = CredentialCache(source=StaticSource())
+    try:
+        auths = authenticators(cache, count)
+        await auths[0].credentials()  # the STS entry first: not per endpoint
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
-        token_size = await fill(cache, keys)
+        for auth in auths:
+            await auth.credentials()
         gc.collect()
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
-        stats = cache.stats()
+        token = len((await auths[-1].credentials()).password)
+        return (after - before) / count, token, cache.stats()["evictions"]
+    finally:
         await cache.aclose()
-        rows.append((maxsize, keys, stats["size"], stats["evictions"], after - before, token_size))
 
-    print(f"{'maxsize':>8} {'keys used':>10} {'kept':>7} {'evicted':>8} {'memory':>9} "
-          f"{'per entry':>10} {'token':>7}  target")  # fmt: skip
-    for maxsize, keys, size, evicted, used, token in rows:
+
+async def rotation_us(count: int, maxsize: int, rounds: int) -> tuple[float, float]:
+    """Median µs per warm call with ``count`` endpoints called in turn; signatures per call."""
+    cache = CredentialCache(maxsize=maxsize, source=StaticSource())
+    try:
+        auths = authenticators(cache, count)
+        for auth in auths:  # warm: every token signed once
+            await auth.credentials()
+        signed = cache.stats()["tokens_signed"]
+        calls = max(count, 20_000)
+        per_call = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for index in range(calls):
+                await auths[index % count].credentials()
+            per_call.append((time.perf_counter() - started) / calls * 1e6)
+        resigned = (cache.stats()["tokens_signed"] - signed) / (calls * rounds)
+        return statistics.median(per_call), resigned
+    finally:
+        await cache.aclose()
+
+
+def botocore_us() -> float:
+    client = botocore.session.get_session().create_client(
+        "rds",
+        region_name="us-east-1",
+        aws_access_key_id="ASIABENCHMARKKEY0001",
+        aws_secret_access_key="benchmark/secret/not-real",
+        aws_session_token="IQoJb3JpZ2luX2VjE" * 40,
+    )
+    samples = []
+    for _ in range(20):
+        started = time.perf_counter()
+        for _ in range(100):
+            client.generate_db_auth_token(
+                DBHostname="db-0.example.internal", Port=5432, DBUsername="app"
+            )
+        samples.append((time.perf_counter() - started) / 100 * 1e6)
+    client.close()
+    return statistics.median(samples)
+
+
+async def main(quick: bool) -> None:
+    print("1. memory, default settings (maxsize 131,072)")
+    print(
+        f"{'endpoints':>10} {'per endpoint':>13} {'total':>9} {'token':>7} {'evicted':>8}  target"
+    )
+    for count in (10_000,) if quick else (10_000, 100_000):
+        per_endpoint, token, evicted = await memory_per_endpoint(count)
         print(
-            f"{maxsize:>8} {keys:>10} {size:>7} {evicted:>8} {used / 2**20:>7.1f} MB "
-            f"{used / size:>8.0f} B {token:>5} B  < 20 MB"
+            f"{count:>10,} {per_endpoint:>11.0f} B {per_endpoint * count / 2**20:>6.1f} MB "
+            f"{token:>5} B {evicted:>8}  <= 600 B"
         )
-    print("\nmemory: Python allocations traced while filling (tracemalloc), after a GC.")
+
+    bound = 10_000
+    rounds = 3 if quick else 5
+    baseline = botocore_us()
+    print(f"\n2. warm credentials() with N endpoints in rotation, cache bound {bound:,}")
+    print(f"{'N':>8} {'per call':>10} {'signed/call':>12} {'vs botocore per call':>22}")
+    for count in (1, 100, 10_000, 20_000, 50_000):
+        if quick and count > 20_000:
+            continue
+        per_call, resigned = await rotation_us(count, bound + 1, rounds)
+        print(
+            f"{count:>8,} {per_call:>7.2f} us {resigned:>12.2f} "
+            f"{baseline / per_call:>16.0f}x faster"
+        )
+    print(f"\nbaseline: botocore generate_db_auth_token, {baseline:.1f} us per call (same run).")
+    print("memory: Python allocations traced while filling (tracemalloc), after a GC.")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and rounds")
+    asyncio.run(main(parser.parse_args().quick))

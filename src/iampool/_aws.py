@@ -9,6 +9,7 @@ workgroup and the AWS error code, never a secret.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -23,9 +24,6 @@ from typing import Any, Literal, Protocol
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from botocore.auth import SigV4QueryAuth
-from botocore.awsrequest import create_request_object, prepare_request_dict
-from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -38,7 +36,6 @@ from botocore.exceptions import (
 from ._errors import CredentialError
 
 __all__ = [
-    "RDS_TOKEN_LIFETIME",
     "AioAwsSource",
     "AwsCredentials",
     "AwsSource",
@@ -46,12 +43,10 @@ __all__ = [
     "RetryMode",
     "aws_errors",
     "default_session_name",
-    "sign_rds_token",
 ]
 
 log = logging.getLogger("iampool")
 
-RDS_TOKEN_LIFETIME = 900  # seconds; fixed by RDS
 RetryMode = Literal["standard", "adaptive", "legacy"]
 
 
@@ -66,9 +61,6 @@ class AwsCredentials:
     source: str  # "assume-role <arn>" or "default chain"
     # The last moment iampool signs with them (expiry minus the safety margin); set by the cache.
     valid_until: float | None = None
-
-    def read_only(self) -> ReadOnlyCredentials:
-        return ReadOnlyCredentials(self.access_key_id, self.secret_access_key, self.session_token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,33 +77,6 @@ def default_session_name() -> str:
     host = re.sub(r"[^\w+=,.@-]", "-", socket.gethostname()) or "host"
     suffix = f"-{os.getpid()}"
     return f"iampool-{host}"[: 64 - len(suffix)] + suffix
-
-
-def sign_rds_token(
-    credentials: AwsCredentials, host: str, port: int, user: str, region: str
-) -> str:
-    """An RDS IAM auth token: a SigV4 presigned ``connect`` URL for host:port and user, no scheme.
-
-    Signed locally, exactly as botocore's ``generate_db_auth_token`` does (empty-payload hash,
-    ``X-Amz-Expires=900``, the session token in the query string).
-    """
-    request_dict: dict[str, Any] = {
-        "url_path": "/",
-        "query_string": "",
-        "headers": {},
-        "body": {"Action": "connect", "DBUser": user},
-        "method": "GET",
-        "context": {},
-    }
-    scheme = "https://"
-    prepare_request_dict(request_dict, f"{scheme}{host}:{port}")
-    request = create_request_object(request_dict)
-    SigV4QueryAuth(credentials.read_only(), "rds-db", region, expires=RDS_TOKEN_LIFETIME).add_auth(
-        request
-    )
-    request.prepare()
-    url: str = request.url
-    return url[len(scheme) :]
 
 
 @contextlib.contextmanager
@@ -215,10 +180,8 @@ class AwsSource(Protocol):
         """A snapshot of the default credential chain (``expires_at`` None when unknown)."""
         ...
 
-    def sign_rds_token(
-        self, credentials: AwsCredentials, *, host: str, port: int, user: str, region: str
-    ) -> str:
-        """An RDS IAM auth token for ``user`` at ``host:port``, signed locally."""
+    async def prepare(self, region: str) -> None:
+        """Build what the first credentials call for ``region`` needs (clients), ahead of it."""
         ...
 
     async def cluster_credentials(
@@ -289,35 +252,47 @@ class AioAwsSource:
             retries={"total_max_attempts": max_attempts, "mode": retry_mode},
         )
         self._session = AioSession()
-        self._clients: OrderedDict[tuple[str, str, str | None], tuple[Any, AsyncExitStack]] = (
-            OrderedDict()
-        )
+        self._clients: OrderedDict[
+            tuple[str, str, str | None], asyncio.Future[tuple[Any, AsyncExitStack]]
+        ] = OrderedDict()
         self._max_clients = max_clients
 
     async def _client(
         self, service: str, region: str, credentials: AwsCredentials | None = None
     ) -> Any:
-        """A cached client for ``service`` in ``region``, acting as ``credentials`` when given."""
+        """A cached client for ``service`` in ``region``, acting as ``credentials`` when given.
+
+        Built once, by a task of its own: callers that arrive meanwhile (``prepare`` and the
+        first fetch) share it, and one whose deadline passes leaves it to finish for the next.
+        """
         key = (service, region, credentials.access_key_id if credentials else None)
-        cached = self._clients.get(key)
-        if cached is not None:
+        building = self._clients.get(key)
+        if building is None:
+            kwargs: dict[str, Any] = {"region_name": region, "config": self._config}
+            if credentials is not None:
+                kwargs.update(
+                    aws_access_key_id=credentials.access_key_id,
+                    aws_secret_access_key=credentials.secret_access_key,
+                    aws_session_token=credentials.session_token,
+                )
+            building = self._clients[key] = asyncio.ensure_future(self._build(service, kwargs))
+            while len(self._clients) > self._max_clients:
+                _, old = self._clients.popitem(last=False)
+                await _close_client(old)
+        else:
             self._clients.move_to_end(key)
-            return cached[0]
-        stack = AsyncExitStack()
-        kwargs: dict[str, Any] = {"region_name": region, "config": self._config}
-        if credentials is not None:
-            kwargs.update(
-                aws_access_key_id=credentials.access_key_id,
-                aws_secret_access_key=credentials.secret_access_key,
-                aws_session_token=credentials.session_token,
-            )
-        create: Any = self._session.create_client  # typed per service literal; ours is a str
-        client = await stack.enter_async_context(create(service, **kwargs))
-        self._clients[key] = (client, stack)
-        while len(self._clients) > self._max_clients:
-            _, (_, old) = self._clients.popitem(last=False)
-            await old.aclose()
+        try:
+            client, _ = await asyncio.shield(building)
+        except Exception:
+            if self._clients.get(key) is building:  # a failed build is not kept
+                del self._clients[key]
+            raise
         return client
+
+    async def _build(self, service: str, kwargs: dict[str, Any]) -> tuple[Any, AsyncExitStack]:
+        stack = AsyncExitStack()
+        create: Any = self._session.create_client  # typed per service literal; ours is a str
+        return await stack.enter_async_context(create(service, **kwargs)), stack
 
     async def assume_role(
         self,
@@ -372,11 +347,9 @@ class AioAwsSource:
             source="default chain",
         )
 
-    def sign_rds_token(
-        self, credentials: AwsCredentials, *, host: str, port: int, user: str, region: str
-    ) -> str:
-        """An RDS IAM auth token, signed locally (see :func:`sign_rds_token`)."""
-        return sign_rds_token(credentials, host, port, user, region)
+    async def prepare(self, region: str) -> None:
+        """Build the STS client for ``region`` (loading botocore's data) ahead of the first call."""
+        await self._client("sts", region)
 
     async def cluster_credentials(
         self,
@@ -471,8 +444,17 @@ class AioAwsSource:
     async def aclose(self) -> None:
         """Close every client."""
         while self._clients:
-            _, (_, stack) = self._clients.popitem()
-            await stack.aclose()
+            _, building = self._clients.popitem()
+            await _close_client(building)
+
+
+async def _close_client(building: asyncio.Future[tuple[Any, AsyncExitStack]]) -> None:
+    if not building.done():
+        building.cancel()
+        await asyncio.gather(building, return_exceptions=True)
+    elif not building.cancelled() and building.exception() is None:
+        _, stack = building.result()
+        await stack.aclose()
 
 
 _REDSHIFT_HINTS = {

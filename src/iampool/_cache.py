@@ -51,7 +51,8 @@ class CredentialCache:
             that expiry instead.
         refresh_margin: how long before an entry stops being usable a background refresh starts;
             capped at half the entry's life so short TTLs still get a fresh period.
-        maxsize: entries kept; the least recently used are evicted beyond it.
+        maxsize: entries kept (about 500 bytes per RDS endpoint); beyond it the least
+            recently used are evicted.
         expiry_margin: safety margin before any credential's real expiry (clock skew, transit).
         token_reuse: seconds an RDS auth token is reused (tokens live 900 s).
         clock: wall clock in epoch seconds; injectable for tests.
@@ -68,7 +69,7 @@ class CredentialCache:
         self,
         ttl: float = 600.0,
         refresh_margin: float = 60.0,
-        maxsize: int = 1024,
+        maxsize: int = 131_072,
         *,
         expiry_margin: float = 60.0,
         token_reuse: float = 600.0,
@@ -121,6 +122,7 @@ class CredentialCache:
         )
         self._context = MintContext(
             leases=self._leases,
+            service=self._service,
             counters=self._counters,
             clock=clock,
             ttl=ttl,

@@ -2,30 +2,82 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ._config import AwsIamConfig
+
+if TYPE_CHECKING:
+    from ._sigv4 import Presigned
 
 __all__ = ["DbAuth", "DbCredentials"]
 
 
-@dataclass(frozen=True, slots=True)
 class DbCredentials:
     """A login for one database endpoint, valid until ``expires_at`` (timezone-aware, UTC).
 
     ``password`` is an RDS auth token or a Redshift temporary password; the repr redacts it.
     ``host`` and ``port`` are the endpoint the credentials are bound to when the backend knows it
     (RDS tokens are signed for one host:port; Redshift endpoints may be discovered via the API).
+    Immutable, compared and hashed by value.
+
+    A cached RDS token is kept compact (see ``_sigv4.Presigned``): its text is built when
+    ``password`` is read, which a driver does once per new connection.
     """
 
+    __slots__ = ("_password", "database", "expires_at", "host", "port", "user")
+
     user: str
-    password: str = field(repr=False)
+    _password: str | Presigned
     host: str | None
     port: int | None
     database: str | None
     expires_at: datetime
+
+    def __init__(
+        self,
+        user: str,
+        password: str | Presigned,
+        host: str | None,
+        port: int | None,
+        database: str | None,
+        expires_at: datetime,
+    ) -> None:
+        initialize = object.__setattr__
+        initialize(self, "user", user)
+        initialize(self, "_password", password)
+        initialize(self, "host", host)
+        initialize(self, "port", port)
+        initialize(self, "database", database)
+        initialize(self, "expires_at", expires_at)
+
+    @property
+    def password(self) -> str:
+        """The token or temporary password to log in with."""
+        password = self._password
+        if isinstance(password, str):
+            return password
+        assert self.host is not None  # a token names its endpoint
+        assert self.port is not None
+        return password.render(self.host, self.port, self.user)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.user, self.password, self.host, self.port, self.database, self.expires_at)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DbCredentials):
+            return NotImplemented
+        return self is other or self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
 
     def __repr__(self) -> str:
         return (

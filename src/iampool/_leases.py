@@ -16,6 +16,15 @@ what still works instead of an error. A caller that waited on a refresh that fai
 Mints run on a :class:`~iampool._service.ServiceLoop`, so a cancelled caller never cancels a
 fetch that others wait for, and a refresh never waits on the caller's loop. In a forked child the
 fetches in flight at the fork are dropped (their thread stayed in the parent).
+
+A key may also have a *local* mint (``mint_now``): one that needs no AWS call, such as signing a
+token with credentials already cached. It runs at once on the caller's thread, under the lock
+(single flight by construction), for a miss and for a refresh that falls due; it returns None when
+it cannot mint without waiting, and the mint on the service loop takes over.
+
+The table is bounded by ``maxsize``: least recently used first, approximated by a second chance
+(a hit only marks its entry as used; eviction skips marked entries once), which keeps the hot path
+free of any reordering.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 from ._errors import CredentialError
-from ._service import ServiceLoop, wait
+from ._service import Flight, ServiceLoop, wait
 
 __all__ = ["Clock", "Counters", "Lease", "Leases", "describe"]
 
@@ -39,8 +48,10 @@ log = logging.getLogger("iampool")
 V = TypeVar("V")
 Clock = Callable[[], float]
 Mint = Callable[[], Awaitable["Lease[V]"]]
+MintNow = Callable[[Any], "Lease[V] | None"]  # given the current value (or None)
 
 _MAX_BACKOFF = 30.0
+_SECOND_CHANCES = 16
 
 
 @dataclasses.dataclass(slots=True)
@@ -80,13 +91,14 @@ class _Snapshot(Generic[V]):
 
 
 class _Entry:
-    __slots__ = ("failures", "flight", "retry_at", "snapshot")
+    __slots__ = ("failures", "flight", "retry_at", "snapshot", "used")
 
     def __init__(self) -> None:
         self.snapshot: _Snapshot[Any] | None = None
-        self.flight: concurrent.futures.Future[Any] | None = None
+        self.flight: Flight[Any] | None = None
         self.failures = 0
         self.retry_at = 0.0
+        self.used = False  # hit since the eviction sweep last passed it
 
 
 class Leases:
@@ -118,55 +130,85 @@ class Leases:
         self._refresh_margin = refresh_margin
         self._maxsize = maxsize
         self._deadline = deadline
-        self._lock = threading.Lock()
+        # Reentrant: a local mint runs under it and may peek at another key (its credentials).
+        self._lock = threading.RLock()
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         service.on_fork(self._forget_flights)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, key: Hashable, mint: Mint[V]) -> V:
+    async def get(self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None = None) -> V:
         """The value for ``key``, or the result of ONE shared ``mint()`` call.
 
-        ``mint`` runs on the service loop and returns a :class:`Lease`; keys must include every
-        field that changes what ``mint`` returns.
+        ``mint`` runs on the service loop and returns a :class:`Lease`; ``mint_now``, when given,
+        is tried first on the caller's thread (see the module docstring). Keys must include every
+        field that changes what they return.
         """
         entry = self._entries.get(key)
         if entry is not None:
             snapshot = entry.snapshot
             if snapshot is not None and self._clock() < snapshot.refresh_at:
                 self._counters.hits += 1
-                try:  # noqa: SIM105 - the hot path; contextlib.suppress costs more than the lookup
-                    self._entries.move_to_end(key)
-                except KeyError:  # evicted by another thread meanwhile; still a valid value
-                    pass
+                entry.used = True
                 value: V = snapshot.value
                 return value
-        return await self._get_slow(key, mint)
+        return await self._get_slow(key, mint, mint_now)
 
-    async def _get_slow(self, key: Hashable, mint: Mint[V]) -> V:
-        now = self._clock()
+    def peek(self, key: Hashable, mint: Mint[V]) -> V | None:
+        """The value for ``key`` if one can be served now, else None; never waits.
+
+        Like :meth:`get` for a served value, it starts the refresh that is due.
+        """
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None:
+            snapshot = entry.snapshot if entry is not None else None
+            if entry is None or snapshot is None:
+                return None
+            now = self._clock()
+            if not (now < snapshot.usable_until or (entry.failures and now < snapshot.valid_until)):
+                return None
+            self._counters.hits += 1
+            entry.used = True
+            if now >= snapshot.refresh_at and now >= entry.retry_at and entry.flight is None:
+                self._fly(key, entry, mint, background=True)
+            value: V = snapshot.value
+            return value
+
+    async def _get_slow(self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None) -> V:
+        with self._lock:
+            now = self._clock()
+            entry = self._entries.get(key)
+            if entry is None:  # not "used" yet: a key seen once goes first (scan resistance)
                 entry = self._entries[key] = _Entry()
                 self._evict_locked()
             else:
-                self._entries.move_to_end(key)
+                entry.used = True
             snapshot = entry.snapshot
             if snapshot is not None and (
                 now < snapshot.usable_until or (entry.failures and now < snapshot.valid_until)
             ):
-                # Stale but valid: serve it and let one background refresh run (after the
-                # backoff once refreshes fail). Fresh means a fetch landed after the lock-free
-                # check above: no refresh is due.
+                # Stale but valid: serve it and let one refresh run (after the backoff once
+                # refreshes fail): here if it can be minted locally, else in the background.
+                # Fresh means a fetch landed after the lock-free check above: nothing is due.
                 self._counters.hits += 1
                 due = now >= snapshot.refresh_at and now >= entry.retry_at
                 if due and entry.flight is None:
+                    lease = mint_now(snapshot.value) if mint_now is not None else None
+                    if lease is not None:
+                        self._land_locked(entry, lease, now, background=True)
+                        fresh: V = lease.value
+                        return fresh
                     self._fly(key, entry, mint, background=True)
                 value: V = snapshot.value
                 return value
             self._counters.misses += 1
+            if entry.flight is None and mint_now is not None:
+                lease = mint_now(None)
+                if lease is not None:
+                    self._land_locked(entry, lease, now, background=False)
+                    minted: V = lease.value
+                    return minted
             flight = entry.flight or self._fly(key, entry, mint, background=False)
             # Past the ttl but still valid: if this refresh fails, the old value still works.
             fallback = snapshot if snapshot is not None and now < snapshot.valid_until else None
@@ -224,17 +266,23 @@ class Leases:
         return entry.flight
 
     def _landed(self, entry: _Entry, lease: Lease[Any], *, background: bool) -> None:
-        now = self._clock()
+        with self._lock:
+            self._land_locked(entry, lease, self._clock(), background=background)
+
+    def _land_locked(
+        self, entry: _Entry, lease: Lease[Any], now: float, *, background: bool
+    ) -> None:
         life = max(lease.usable_until - now, 0.0)
         refresh_at = now + max(life - self._refresh_margin, life / 2)
-        valid_until = max(lease.valid_until or lease.usable_until, lease.usable_until)
-        with self._lock:
-            entry.snapshot = _Snapshot(lease.value, refresh_at, lease.usable_until, valid_until)
-            entry.flight = None
-            entry.failures = 0
-            entry.retry_at = 0.0
-            if background:
-                self._counters.refreshes += 1
+        valid_until = lease.usable_until
+        if lease.valid_until is not None and lease.valid_until > valid_until:
+            valid_until = lease.valid_until
+        entry.snapshot = _Snapshot(lease.value, refresh_at, lease.usable_until, valid_until)
+        entry.flight = None
+        entry.failures = 0
+        entry.retry_at = 0.0
+        if background:
+            self._counters.refreshes += 1
 
     def _failed(
         self, key: Hashable, entry: _Entry, exc: BaseException, *, background: bool
@@ -265,15 +313,22 @@ class Leases:
             )
 
     def _evict_locked(self) -> None:
-        while len(self._entries) > self._maxsize:
-            self._entries.popitem(last=False)
-            self._counters.evictions += 1
+        entries = self._entries
+        chances = _SECOND_CHANCES  # bounds the work of one eviction, whatever the hit pattern
+        while len(entries) > self._maxsize:
+            key, entry = entries.popitem(last=False)
+            if entry.used and chances:  # a second chance: it was hit since the sweep passed it
+                chances -= 1
+                entry.used = False
+                entries[key] = entry
+            else:
+                self._counters.evictions += 1
 
     def _forget_flights(self) -> None:
         """In a forked child: drop the mints in flight at the fork (they ran on the parent's
         service thread and never complete here) and a lock another thread may have held; values
         already minted stay."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         for key, entry in list(self._entries.items()):
             if entry.flight is not None:
                 entry.flight = None
@@ -282,9 +337,13 @@ class Leases:
 
 
 def describe(key: Hashable) -> str:
-    """A key in words, for messages: never the raw key, which may hold an external id."""
-    if isinstance(key, tuple) and key and key[0] == "aws":
+    """A key in words, for messages: never the raw key, whose STS part holds the external id."""
+    if not isinstance(key, tuple) or not key:
+        return repr(key)
+    if key[0] == "aws":
         return f"AWS credentials for {key[1] or 'the default chain'} in {key[2]}"
-    if isinstance(key, tuple) and key:
-        return f"{key[0]} for {', '.join(str(part) for part in key[1:4])}"
-    return repr(key)
+    scope = key[-1]
+    if isinstance(scope, tuple) and scope and scope[0] == "rds-token":  # (host, port, scope)
+        return f"the RDS token for {scope[1]} at {key[0]}:{key[1]}"
+    # Plain parts only: a nested tuple may be an STS key.
+    return " ".join(str(part) for part in key[:5] if isinstance(part, (str, int)))

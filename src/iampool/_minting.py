@@ -10,13 +10,15 @@ default credential chain, cached per ``(role_arn, region, external_id)`` (DESIGN
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from datetime import datetime, timezone
 
 from ._aws import AwsCredentials, AwsSource, default_session_name
 from ._config import AwsIamConfig
 from ._leases import Clock, Counters, Lease, Leases
-from ._service import current_source
+from ._service import ServiceLoop, current_source
+from ._sigv4 import TokenSigner
 
 __all__ = ["MintContext", "sts_key"]
 
@@ -28,27 +30,37 @@ _DEFAULT_CHAIN_VALIDITY = 600.0
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class MintContext:
-    """The leases, clock, margins and counters a backend mints with.
+    """The leases, clock, margins, counters and token signer a backend mints with.
 
     ``ttl`` bounds the reuse of STS credentials and discovered endpoints, ``token_reuse`` that of
     RDS auth tokens; nothing is served past its real expiry minus ``expiry_margin``.
     """
 
     leases: Leases
+    service: ServiceLoop
     counters: Counters
     clock: Clock
     ttl: float
     token_reuse: float
     expiry_margin: float
+    signer: TokenSigner = dataclasses.field(default_factory=TokenSigner)
 
     @property
     def source(self) -> AwsSource:
         """The AWS source of the service loop this mint runs on (one per process)."""
         return current_source()
 
+    def prepare(self, config: AwsIamConfig) -> None:
+        """Build, in the background, the AWS client ``config``'s first fetch will need."""
+        self.service.prepare(config.region)
+
     async def aws_credentials(self, config: AwsIamConfig) -> AwsCredentials:
         """AWS credentials for ``config``: AssumeRole when it has a role, else the default chain."""
-        return await self.leases.get(sts_key(config), lambda: self._mint_aws_credentials(config))
+        return await self.leases.get(sts_key(config), lambda: self.mint_aws_credentials(config))
+
+    def peek_aws_credentials(self, config: AwsIamConfig) -> AwsCredentials | None:
+        """The cached AWS credentials for ``config`` if they can be used now, else None."""
+        return self.leases.peek(sts_key(config), lambda: self.mint_aws_credentials(config))
 
     def expire_before(self, expires_at: float, now: float) -> float:
         """The last moment a credential expiring at ``expires_at`` may be served.
@@ -57,7 +69,8 @@ class MintContext:
         """
         return expires_at - min(self.expiry_margin, max(expires_at - now, 0.0) / 4)
 
-    async def _mint_aws_credentials(self, config: AwsIamConfig) -> Lease[AwsCredentials]:
+    async def mint_aws_credentials(self, config: AwsIamConfig) -> Lease[AwsCredentials]:
+        """Fetch ``config``'s AWS credentials (the mint behind :meth:`aws_credentials`)."""
         source = self.source
         if config.role_arn is not None:
             self.counters.sts_calls += 1
@@ -87,6 +100,8 @@ class MintContext:
         return Lease(credentials, min(now + self.ttl, valid_until), valid_until)
 
 
+@functools.lru_cache(maxsize=1024)
 def sts_key(config: AwsIamConfig) -> tuple[str, str | None, str, str | None]:
-    """The cache key of a configuration's AWS credentials (DESIGN invariant 3)."""
+    """The cache key of a configuration's AWS credentials (DESIGN invariant 3); one shared
+    tuple per configuration, since every token's key holds it."""
     return ("aws", config.role_arn, config.region, config.external_id)

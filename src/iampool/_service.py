@@ -23,19 +23,92 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ._aws import AwsSource
 
-__all__ = ["ServiceLoop", "current_source", "wait"]
+__all__ = ["Flight", "ServiceLoop", "current_source", "wait"]
 
 T = TypeVar("T")
 _STOP_TIMEOUT = 10.0
+
+
+class Flight(Generic[T]):
+    """A fetch running on the service loop: its outcome, and who waits for it, loop by loop.
+
+    However many tasks of one event loop wait, the fetch's end crosses into that loop once
+    (one ``call_soon_threadsafe``), then wakes them all there.
+    """
+
+    __slots__ = ("_future", "_lock", "_waiters")
+
+    def __init__(self) -> None:
+        self._future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._lock = threading.Lock()
+        self._waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+
+    def done(self) -> bool:
+        """Whether the fetch has ended (result, error or cancelled)."""
+        return self._future.done()
+
+    def result(self) -> T:
+        """The fetch's value; raises its error, or ``concurrent.futures.CancelledError``."""
+        return self._future.result()
+
+    def cancel(self) -> None:
+        """Fail every waiter with ``concurrent.futures.CancelledError`` (the cache closed)."""
+        self._future.cancel()
+
+    def _settle(self, task: asyncio.Task[T]) -> None:
+        future = self._future
+        if future.done():
+            return
+        if task.cancelled():
+            future.cancel()
+        elif (error := task.exception()) is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(task.result())
+
+    def _waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
+        """A future of ``loop`` that the end of the fetch settles; None if it has ended."""
+        woken = loop.create_future()
+        with self._lock:
+            if self._future.done():
+                return None
+            waiters = self._waiters.get(loop)
+            if waiters is not None:
+                waiters.append(woken)
+                return woken
+            waiters = self._waiters[loop] = [woken]
+        # Outside the lock: a fetch that ends meanwhile runs the callback right here.
+        self._future.add_done_callback(
+            functools.partial(_wake_all, loop, waiters, threading.get_ident())
+        )
+        return woken
+
+
+def _wake_all(
+    loop: asyncio.AbstractEventLoop, waiters: list[asyncio.Future[None]], thread: int, _: object
+) -> None:
+    if threading.get_ident() == thread:  # the fetch ended on the waiters' own loop
+        _settle_all(waiters)
+    else:
+        # A closed loop raises RuntimeError: its waiters are gone, nobody is left to wake.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle_all, waiters)
+
+
+def _settle_all(waiters: list[asyncio.Future[None]]) -> None:
+    for woken in waiters:
+        if not woken.done():  # a cancelled waiter is done already
+            woken.set_result(None)
 
 
 @dataclass(eq=False)
@@ -46,7 +119,8 @@ class _Worker:
     make_source: Callable[[], AwsSource]
     thread: threading.Thread = field(init=False)
     source: AwsSource | None = None
-    outstanding: set[concurrent.futures.Future[Any]] = field(default_factory=set)
+    outstanding: set[Flight[Any]] = field(default_factory=set)
+    prepared: set[str] = field(default_factory=set)  # regions whose clients are being built
 
 
 _local = threading.local()  # .worker: the worker whose thread this is
@@ -78,24 +152,32 @@ class ServiceLoop:
         self._fork_hooks: list[Callable[[], None]] = []
         _loops.add(self)
 
-    def submit(self, work: Callable[[], Coroutine[Any, Any, T]]) -> concurrent.futures.Future[T]:
-        """Run ``work()`` as a task on the service loop; the future settles with its outcome.
+    def submit(self, work: Callable[[], Coroutine[Any, Any, T]]) -> Flight[T]:
+        """Run ``work()`` as a task on the service loop; the flight ends with its outcome.
 
         Called on the service loop itself (a mint that needs another cached value), the task
         is created right away, with no hop through the loop's thread-safe queue.
         """
         worker = self._running_worker()
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        worker.outstanding.add(future)
-        future.add_done_callback(worker.outstanding.discard)
+        flight: Flight[T] = Flight()
+        worker.outstanding.add(flight)
         if worker.thread is threading.current_thread():
-            _start(worker, work, future)
+            _start(worker, work, flight)
         else:
             try:
-                worker.loop.call_soon_threadsafe(_start, worker, work, future)
+                worker.loop.call_soon_threadsafe(_start, worker, work, flight)
             except RuntimeError:  # the loop closed between the check and the call
-                future.cancel()
-        return future
+                worker.outstanding.discard(flight)
+                flight.cancel()
+        return flight
+
+    def prepare(self, region: str) -> None:
+        """Start the loop and build the AWS source and its client for ``region`` in the
+        background, so that the first fetch does not pay for botocore's loading (~100 ms)."""
+        worker = self._running_worker()
+        if region not in worker.prepared:
+            worker.prepared.add(region)
+            self.submit(lambda: current_source().prepare(region))
 
     def on_fork(self, hook: Callable[[], None]) -> None:
         """Call ``hook()`` in a forked child, before anything else runs there."""
@@ -158,25 +240,16 @@ def _run(worker: _Worker, ready: threading.Event) -> None:
         loop.close()
 
 
-def _start(
-    worker: _Worker,
-    work: Callable[[], Coroutine[Any, Any, T]],
-    future: concurrent.futures.Future[T],
-) -> None:
-    """On the service loop: run ``work()`` as a task that settles ``future``."""
-    if future.done():  # cancelled by a shutdown before it started
+def _start(worker: _Worker, work: Callable[[], Coroutine[Any, Any, T]], flight: Flight[T]) -> None:
+    """On the service loop: run ``work()`` as a task that ends ``flight``."""
+    if flight.done():  # cancelled by a shutdown before it started
+        worker.outstanding.discard(flight)
         return
     task = worker.loop.create_task(work())
 
     def settle(task: asyncio.Task[T]) -> None:
-        if future.done():
-            return
-        if task.cancelled():
-            future.cancel()
-        elif (error := task.exception()) is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(task.result())
+        worker.outstanding.discard(flight)
+        flight._settle(task)
 
     task.add_done_callback(settle)
 
@@ -196,8 +269,8 @@ def _stop(worker: _Worker) -> None:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(loop.stop)
         thread.join(_STOP_TIMEOUT)
-        for future in list(worker.outstanding):  # waiters learn the cache closed
-            future.cancel()
+        for flight in list(worker.outstanding):  # waiters learn the cache closed
+            flight.cancel()
 
 
 async def _shutdown(worker: _Worker) -> None:
@@ -211,38 +284,22 @@ async def _shutdown(worker: _Worker) -> None:
         await source.aclose()
 
 
-async def wait(future: concurrent.futures.Future[T]) -> T:
-    """Wait for ``future`` from any asyncio or trio task without blocking its loop.
+async def wait(flight: Flight[T]) -> T:
+    """Wait for ``flight`` from any asyncio or trio task without blocking its loop.
 
-    Cancelling the waiting task only stops the wait: the work behind ``future`` goes on for the
-    other waiters. A future settled on the waiter's own thread (the service loop waiting on
-    itself) wakes it directly.
+    Cancelling the waiting task only stops the wait: the work behind ``flight`` goes on for the
+    other waiters.
     """
-    if future.done():
-        return future.result()
+    if flight.done():
+        return flight.result()
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return await _wait_trio(future)
-    woken: asyncio.Future[None] = loop.create_future()
-    waiter_thread = threading.get_ident()
-
-    def wake(_: object) -> None:
-        if threading.get_ident() == waiter_thread:
-            _settle(woken)
-        else:
-            # A closed loop raises RuntimeError: its waiter is gone, nobody is left to wake.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, woken)
-
-    future.add_done_callback(wake)
-    await woken
-    return future.result()
-
-
-def _settle(woken: asyncio.Future[None]) -> None:
-    if not woken.done():
-        woken.set_result(None)
+        return await _wait_trio(flight._future)
+    woken = flight._waiter(loop)
+    if woken is not None:
+        await woken
+    return flight.result()
 
 
 async def _wait_trio(future: concurrent.futures.Future[T]) -> T:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import anyio
 
 from iampool import AwsIamConfig, CredentialCache
-from iampool._aws import AwsCredentials, RedshiftLogin, sign_rds_token
+from iampool._aws import AwsCredentials, RedshiftLogin
 from iampool._cache import mint_context
 from iampool._leases import Lease, Leases
 
@@ -67,9 +67,9 @@ class FakeSource:
     "GetCredentials", "DescribeClusters", "GetWorkgroup") as they start; ``finished`` counts the
     credential calls that returned or raised. Exceptions queued in ``failures`` are raised by the
     next credential calls, those in ``api_failures`` by the next Redshift logins, one each.
-    ``hang`` makes credential calls wait forever (until cancelled). RDS tokens are signed for
-    real (``signed`` counts them); Redshift logins are numbered passwords (``passwords``), valid
-    for the requested duration, for the user the API would name; ``logins`` records who asked.
+    ``hang`` makes credential calls wait forever (until cancelled). Redshift logins are numbered
+    passwords (``passwords``), valid for the requested duration, for the user the API would name;
+    ``logins`` records who asked. ``prepared`` lists the regions ``prepare`` was called for.
     """
 
     def __init__(self, clock: Callable[[], float], *, lifetime: float = 3600.0) -> None:
@@ -84,7 +84,7 @@ class FakeSource:
         self.closed = 0
         self.secrets: list[str] = []
         self._serial = itertools.count(1)
-        self.signed = 0
+        self.prepared: list[str] = []
         self.api_gate = Gate()
         self.api_failures: deque[BaseException] = deque()
         self.logins: list[tuple[str, dict[str, Any]]] = []
@@ -116,11 +116,8 @@ class FakeSource:
         self.calls["DefaultChain"] += 1
         return await self._issue("default chain", expires=False)
 
-    def sign_rds_token(
-        self, credentials: AwsCredentials, *, host: str, port: int, user: str, region: str
-    ) -> str:
-        self.signed += 1
-        return sign_rds_token(credentials, host, port, user, region)
+    async def prepare(self, region: str) -> None:
+        self.prepared.append(region)
 
     async def cluster_credentials(
         self,

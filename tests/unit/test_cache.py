@@ -689,3 +689,50 @@ def test_a_cache_collected_without_close_stops_its_service_thread_and_closes_its
     thread.join(10)
     assert not thread.is_alive()
     assert source.closed == 1
+
+
+async def test_a_herd_on_one_loop_is_woken_with_one_thread_crossing(
+    cache: CredentialCache, source: FakeSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    crossings: list[object] = []
+    original = loop.call_soon_threadsafe
+
+    def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        crossings.append(callback)
+        return original(callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+    source.gate.close()
+    results: list[AwsCredentials] = []
+
+    async def call() -> None:
+        results.append(await aws_credentials(cache, ROLE))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(1000):
+            tg.start_soon(call)
+        await wait_until(lambda: source.calls["AssumeRole"] == 1)
+        source.gate.open()
+
+    assert len(results) == 1000
+    assert len(crossings) == 1  # one hop into this loop for the whole herd, not 1000
+
+
+def test_every_kind_of_key_is_described_without_the_external_id(cache: CredentialCache) -> None:
+    from iampool._leases import describe
+    from iampool._minting import sts_key
+
+    redshift = auth_for(
+        {**ROLE.to_dict(), "cluster_identifier": "analytics", "db_name": "dev"}, cache=cache
+    )
+    rds = auth_for(ROLE, host=HOST, port=5432, cache=cache)
+    keys = [sts_key(ROLE), rds._key, redshift._key, redshift._endpoint_key]  # type: ignore[attr-defined]
+
+    descriptions = [describe(key) for key in keys]
+    assert descriptions[:2] == [
+        "AWS credentials for arn:aws:iam::123456789012:role/app-db in us-east-1",
+        f"the RDS token for app at {HOST}:5432",
+    ]
+    assert all("analytics" in text for text in descriptions[2:])
+    assert not [text for text in descriptions if ROLE.external_id in text]

@@ -26,7 +26,7 @@ from iampool import (
 from iampool._cache import mint_context
 from iampool.auth import RdsIamAuth
 
-from .fakes import START, FakeClock, FakeSource, aws_credentials, wait_until
+from .fakes import START, FakeClock, FakeSource, aws_credentials, wait_until, without_waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -120,17 +120,31 @@ async def test_token_is_reused_until_the_earliest_of_reuse_lifetime_and_credenti
     assert cache.stats()["tokens_signed"] == signed + 1
 
 
-async def test_token_is_resigned_in_the_background_before_it_stops_being_usable(
-    cache: CredentialCache, source: FakeSource, clock: FakeClock
+async def test_a_token_due_for_refresh_is_resigned_at_once_without_waiting_on_aws(
+    new_cache: Callable[..., CredentialCache], source: FakeSource, clock: FakeClock
 ) -> None:
+    cache = new_cache(token_reuse=300)  # the token falls due long before the STS credentials
     auth = auth_for(ROLE, host=HOST, port=5432, cache=cache)
     first = await auth.credentials()
-    clock.advance(545)  # token_reuse 600 - refresh_margin 60
-    assert await auth.credentials() is first
-    await wait_until(lambda: cache.stats()["tokens_signed"] == 2)
-    await wait_until(lambda: cache.stats()["refreshes"] >= 1)
-    assert await auth.credentials() is not first
-    assert cache.stats()["misses"] == 2  # the first token and the first credentials only
+    clock.advance(245)  # token_reuse 300 - refresh_margin 60: the token is due
+    [second] = await without_waiting(auth.credentials)  # signed on this thread, no AWS call
+    assert second is not first
+    assert second.expires_at > first.expires_at  # a new token (signed at the wall clock's time)
+    assert await auth.credentials() is second
+    stats = cache.stats()
+    assert (stats["tokens_signed"], stats["refreshes"], stats["misses"]) == (2, 1, 2)
+    assert source.calls == Counter(AssumeRole=1)
+
+
+async def test_a_missing_token_is_signed_at_once_when_the_credentials_are_cached(
+    cache: CredentialCache, source: FakeSource
+) -> None:
+    await auth_for(ROLE, host=HOST, port=5432, cache=cache).credentials()
+    other = auth_for(ROLE, host="replica.example.com", port=5432, cache=cache)
+    [credentials] = await without_waiting(other.credentials)
+    assert credentials.host == "replica.example.com"
+    assert source.calls == Counter(AssumeRole=1)
+    assert cache.stats()["tokens_signed"] == 2
 
 
 async def test_invalidate_makes_the_next_call_sign_a_new_token_with_the_same_credentials(
@@ -281,3 +295,12 @@ async def test_reprs_stats_messages_and_logs_contain_no_secret(
     assert any(r.levelno == logging.INFO for r in caplog.records)  # "obtained ..." was logged
     leaks = [(secret, text) for secret in secrets for text in texts if secret in text]
     assert leaks == []
+
+
+async def test_creating_authenticators_prepares_the_aws_client_once_per_region(
+    cache: CredentialCache, source: FakeSource
+) -> None:
+    for index in range(100):
+        auth_for(ROLE, host=f"db-{index}.example.com", port=5432, cache=cache)
+    await wait_until(lambda: source.prepared == ["us-east-1"])
+    assert source.calls == Counter()  # building a client is not an AWS call
