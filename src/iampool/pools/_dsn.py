@@ -10,18 +10,28 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from .._config import AwsIamConfig
 from .._errors import ConfigError, ConfigProblem
 
-__all__ = ["DEFAULT_PORTS", "Engine", "Target", "parse_target", "tls_context"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "SCHEMES",
+    "Driver",
+    "Engine",
+    "Target",
+    "parse_target",
+    "tls_context",
+]
 
 Engine = Literal["postgresql", "mysql", "redshift"]
+Driver = Literal["asyncpg", "aiomysql", "redshift_connector"]
 
-_SCHEMES: dict[str, Engine] = {
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "postgresql+asyncpg": "postgresql",
-    "mysql": "mysql",
-    "mysql+aiomysql": "mysql",
-    "redshift": "redshift",
-    "redshift+redshift_connector": "redshift",
+# SQLAlchemy's spellings: "<engine>+<driver>"; a bare engine means its first driver here.
+SCHEMES: dict[str, tuple[Engine, Driver]] = {
+    "postgresql": ("postgresql", "asyncpg"),
+    "postgres": ("postgresql", "asyncpg"),
+    "postgresql+asyncpg": ("postgresql", "asyncpg"),
+    "mysql": ("mysql", "aiomysql"),
+    "mysql+aiomysql": ("mysql", "aiomysql"),
+    "redshift": ("redshift", "redshift_connector"),
+    "redshift+redshift_connector": ("redshift", "redshift_connector"),
 }
 DEFAULT_PORTS: dict[Engine, int] = {"postgresql": 5432, "mysql": 3306, "redshift": 5439}
 _INSECURE_SSLMODES = {"disable", "allow", "prefer"}
@@ -33,6 +43,7 @@ class Target:
     """Where and as whom to connect, with how to protect the connection."""
 
     engine: Engine
+    driver: Driver
     host: str | None
     port: int
     user: str | None
@@ -68,12 +79,13 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
     problems: list[ConfigProblem] = []
     # Split off the scheme ourselves: urlsplit refuses "_" in one (redshift+redshift_connector).
     scheme, separator, rest = dsn.partition("://")
-    engine = _SCHEMES.get(scheme.lower()) if separator else None
-    if engine is None:
-        allowed = ", ".join(f"{name}://" for name in _SCHEMES)
+    known = SCHEMES.get(scheme.lower()) if separator else None
+    if known is None:
+        allowed = ", ".join(f"{name}://" for name in SCHEMES)
         raise ConfigError(
             ConfigProblem("dsn", f"unsupported scheme; use one of {allowed}"), context="DSN"
         )
+    engine, driver = known
     parts = urlsplit(f"//{rest}")
     port = None
     if "," in parts.netloc:
@@ -130,6 +142,7 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
         raise ConfigError(problems, context="DSN")
     return Target(
         engine=engine,
+        driver=driver,
         host=host,
         port=port or config.port or DEFAULT_PORTS[engine],
         user=None if engine == "redshift" else user or expected,
