@@ -8,7 +8,8 @@
     )
 
 SQLAlchemy keeps its own pool; every new connection it opens awaits fresh (cached) credentials.
-Works with the ``postgresql+asyncpg`` and ``mysql+aiomysql`` dialects.
+Works with the ``postgresql+asyncpg``, ``postgresql+psycopg``, ``mysql+aiomysql`` and
+``mysql+asyncmy`` dialects: give iampool a DSN with the same scheme as the engine's URL.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def async_creator(
     **driver_kwargs: Any,
 ) -> Callable[[], Awaitable[Any]]:
     """A zero-argument coroutine function returning a new DBAPI connection of the DSN's driver
-    (asyncpg or aiomysql).
+    (asyncpg, psycopg, aiomysql or asyncmy).
 
     The DSN and configuration are validated now, so mistakes surface at engine creation.
 
@@ -44,7 +45,7 @@ def async_creator(
     if target.engine == "redshift":
         from ._errors import ConfigError, ConfigProblem
 
-        supported = "postgresql:// and mysql:// DSNs"
+        supported = "postgresql:// and mysql:// DSNs (+asyncpg, +psycopg, +aiomysql, +asyncmy)"
         raise ConfigError(
             ConfigProblem("dsn", f"async_creator supports {supported}"), context="DSN"
         )

@@ -6,9 +6,16 @@ from __future__ import annotations
 import sys
 
 import aiomysql
+from asyncmy import Connection as AsyncmyConnection
+from asyncmy import Pool as AsyncmyPool
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
 
 import iampool.aiomysql
+import iampool.asyncmy
 import iampool.asyncpg
+import iampool.psycopg
 import iampool.redshift
 from iampool import MySQLPool, RedshiftConnection, RedshiftPool
 
@@ -18,6 +25,20 @@ else:
     from typing_extensions import assert_type
 
 CONFIG = {"enabled": True, "region": "us-east-1", "db_username": "app"}
+
+
+async def psycopg_types() -> None:
+    pool = await iampool.psycopg.create_pool("postgresql+psycopg://h/db", aws_iam=CONFIG)
+    assert_type(pool, AsyncConnectionPool[AsyncConnection[TupleRow]])
+    connection = await iampool.psycopg.connect("postgresql+psycopg://h/db", aws_iam=CONFIG)
+    assert_type(connection, AsyncConnection[TupleRow])
+
+
+async def asyncmy_types() -> None:
+    pool = await iampool.asyncmy.create_pool("mysql+asyncmy://h/db", aws_iam=CONFIG)
+    assert_type(pool, AsyncmyPool)
+    connection = await iampool.asyncmy.connect("mysql+asyncmy://h/db", aws_iam=CONFIG)
+    assert_type(connection, AsyncmyConnection)
 
 
 async def aiomysql_types() -> None:

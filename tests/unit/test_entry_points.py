@@ -25,13 +25,17 @@ AURORA = {"enabled": True, "region": "us-east-1", "db_username": "app"}
 HOST = "db.cluster-abc.us-east-1.rds.amazonaws.com"
 TYPED = {
     "asyncpg": "iampool.asyncpg",
+    "psycopg": "iampool.psycopg",
     "aiomysql": "iampool.aiomysql",
+    "asyncmy": "iampool.asyncmy",
     "redshift_connector": "iampool.redshift",
 }
 
 MODULES = {
     "asyncpg": "iampool.pools.postgres",
+    "psycopg": "iampool.pools.psycopg",
     "aiomysql": "iampool.pools.mysql",
+    "asyncmy": "iampool.pools.asyncmy",
     "redshift_connector": "iampool.pools.redshift",
 }
 
@@ -60,7 +64,10 @@ def test_typed_create_pool_defaults_to_the_drivers_own_sizes(driver: str) -> Non
     ("module", "dsn"),
     [
         ("iampool.asyncpg", f"mysql://{HOST}/db"),
-        ("iampool.aiomysql", f"postgresql://{HOST}/db"),
+        ("iampool.asyncpg", f"postgresql+psycopg://{HOST}/db"),
+        ("iampool.psycopg", f"postgresql://{HOST}/db"),
+        ("iampool.aiomysql", f"mysql+asyncmy://{HOST}/db"),
+        ("iampool.asyncmy", f"mysql://{HOST}/db"),
         ("iampool.redshift", f"postgresql://{HOST}/db"),
     ],
 )

@@ -25,7 +25,9 @@ PUBLIC_MODULES = (
     "iampool.testing",
     # the typed entry points, one per driver
     "iampool.asyncpg",
+    "iampool.psycopg",
     "iampool.aiomysql",
+    "iampool.asyncmy",
     "iampool.redshift",
 )
 # Dunder names a package may export on purpose.

@@ -1,10 +1,10 @@
 """``create_pool`` and ``connect`` for any DSN: its scheme picks the driver module.
 
 Each driver has a module here that takes a validated :class:`~iampool.pools._dsn.Target` and a
-``DbAuth``: ``postgres`` (asyncpg), ``mysql`` (aiomysql) and ``redshift`` (redshift-connector).
-They all satisfy one protocol, :class:`DriverModule`, and are imported on demand (each driver is
-an optional extra). The typed entry points users import (``iampool.asyncpg``,
-``iampool.aiomysql``, ...) call the same modules through :func:`resolve`.
+``DbAuth``: ``postgres`` (asyncpg), ``psycopg``, ``mysql`` (aiomysql), ``asyncmy`` and
+``redshift`` (redshift-connector). They all satisfy one protocol, :class:`DriverModule`, and are
+imported on demand (each driver is an optional extra). The typed entry points users import
+(``iampool.asyncpg``, ``iampool.psycopg``, ...) call the same modules through :func:`resolve`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ __all__ = ["DEFAULT_SIZES", "DriverModule", "connect", "create_pool", "driver_mo
 PoolT = TypeVar("PoolT", covariant=True)
 ConnectionT = TypeVar("ConnectionT", covariant=True)
 
-# Each driver's own pool defaults (min, max): asyncpg 10/10, aiomysql 1/10; RedshiftPool
-# follows aiomysql.
+# Each driver's own pool defaults (min, max): asyncpg 10/10, psycopg_pool 4/4, aiomysql and
+# asyncmy 1/10; RedshiftPool follows aiomysql.
 DEFAULT_SIZES: dict[Driver, tuple[int, int]] = {
     "asyncpg": (10, 10),
+    "psycopg": (4, 4),
     "aiomysql": (1, 10),
+    "asyncmy": (1, 10),
     "redshift_connector": (1, 10),
 }
 
@@ -61,10 +63,18 @@ def driver_module(driver: Driver) -> DriverModule[Any, Any]:
         from . import postgres
 
         return postgres
+    if driver == "psycopg":
+        from . import psycopg
+
+        return psycopg
     if driver == "aiomysql":
         from . import mysql
 
         return mysql
+    if driver == "asyncmy":
+        from . import asyncmy
+
+        return asyncmy
     from . import redshift
 
     return redshift
@@ -129,8 +139,9 @@ async def create_pool(
 
     The DSN's scheme picks the driver (SQLAlchemy's spelling): ``postgresql://`` and
     ``postgresql+asyncpg://`` give the real ``asyncpg.Pool`` (default min 10 / max 10);
+    ``postgresql+psycopg://`` the real ``psycopg_pool.AsyncConnectionPool`` (4 / 4);
     ``mysql://`` and ``mysql+aiomysql://`` a :class:`~iampool.MySQLPool` with aiomysql's
-    interface (1 / 10); ``redshift://`` a
+    interface (1 / 10); ``mysql+asyncmy://`` asyncmy's own pool (1 / 10); ``redshift://`` a
     :class:`~iampool.RedshiftPool` (1 / 10), whose host may be left out to discover the endpoint.
     ``aws_iam`` is an ``AwsIamConfig``, the block as a dict, or ``encrypted_extra`` JSON;
     ``connect_rate`` caps new connections per second to the endpoint (RDS advises staying under

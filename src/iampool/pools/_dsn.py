@@ -16,20 +16,24 @@ __all__ = [
     "Driver",
     "Engine",
     "Target",
+    "libpq_tls",
     "parse_target",
     "tls_context",
 ]
 
 Engine = Literal["postgresql", "mysql", "redshift"]
-Driver = Literal["asyncpg", "aiomysql", "redshift_connector"]
+Driver = Literal["asyncpg", "psycopg", "aiomysql", "asyncmy", "redshift_connector"]
 
 # SQLAlchemy's spellings: "<engine>+<driver>"; a bare engine means its first driver here.
 SCHEMES: dict[str, tuple[Engine, Driver]] = {
     "postgresql": ("postgresql", "asyncpg"),
     "postgres": ("postgresql", "asyncpg"),
     "postgresql+asyncpg": ("postgresql", "asyncpg"),
+    "postgresql+psycopg": ("postgresql", "psycopg"),
+    "postgresql+psycopg_async": ("postgresql", "psycopg"),
     "mysql": ("mysql", "aiomysql"),
     "mysql+aiomysql": ("mysql", "aiomysql"),
+    "mysql+asyncmy": ("mysql", "asyncmy"),
     "redshift": ("redshift", "redshift_connector"),
     "redshift+redshift_connector": ("redshift", "redshift_connector"),
 }
@@ -204,3 +208,30 @@ def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=target.sslrootcert)
     context.check_hostname = mode == "verify-full"
     return context
+
+
+def libpq_tls(target: Target) -> dict[str, str]:
+    """:func:`tls_context`'s decision as libpq settings (psycopg cannot take an ``SSLContext``).
+
+    A CA file upgrades ``require`` to ``verify-full``, as in :func:`tls_context`; verification
+    without one uses the system trust store (``sslrootcert=system``, libpq 16+), which libpq
+    allows with ``verify-full`` only.
+
+    Raises:
+        ConfigError: ``verify-ca`` without ``sslrootcert``.
+    """
+    mode = target.sslmode
+    if target.sslrootcert is not None:
+        return {
+            "sslmode": "verify-full" if mode == "require" else mode,
+            "sslrootcert": target.sslrootcert,
+        }
+    if mode == "require":
+        return {"sslmode": "require"}
+    if mode == "verify-ca":
+        raise ConfigError(
+            ConfigProblem("sslmode", "verify-ca needs an sslrootcert with psycopg (libpq checks "
+                                     "the system trust store with verify-full only)"),
+            context="DSN",
+        )  # fmt: skip
+    return {"sslmode": "verify-full", "sslrootcert": "system"}
