@@ -1,4 +1,4 @@
-"""The only module that talks to AWS: STS, the RDS token signer and the Redshift APIs.
+"""The only module that talks to AWS: STS, the RDS and DSQL token signers, the Redshift APIs.
 
 :class:`AwsSource` is everything the backends need from AWS, as one typed protocol;
 :class:`AioAwsSource` implements it with aiobotocore, and unit tests inject a fake. A source runs
@@ -38,6 +38,7 @@ from botocore.exceptions import (
 from ._errors import CredentialError
 
 __all__ = [
+    "DSQL_TOKEN_LIFETIME",
     "RDS_TOKEN_LIFETIME",
     "AioAwsSource",
     "AwsCredentials",
@@ -46,12 +47,14 @@ __all__ = [
     "RetryMode",
     "aws_errors",
     "default_session_name",
+    "sign_dsql_token",
     "sign_rds_token",
 ]
 
 log = logging.getLogger("iampool")
 
 RDS_TOKEN_LIFETIME = 900  # seconds; fixed by RDS
+DSQL_TOKEN_LIFETIME = 900  # seconds; botocore's default ExpiresIn, the caller may choose another
 RetryMode = Literal["standard", "adaptive", "legacy"]
 
 
@@ -109,6 +112,33 @@ def sign_rds_token(
     SigV4QueryAuth(credentials.read_only(), "rds-db", region, expires=RDS_TOKEN_LIFETIME).add_auth(
         request
     )
+    request.prepare()
+    url: str = request.url
+    return url[len(scheme) :]
+
+
+def sign_dsql_token(
+    credentials: AwsCredentials, host: str, region: str, *, admin: bool, expires: int
+) -> str:
+    """An Aurora DSQL auth token: a SigV4 presigned ``DbConnect`` (or, for the ``admin`` role,
+    ``DbConnectAdmin``) URL for the cluster's host, valid ``expires`` seconds, no scheme.
+
+    Signed locally as botocore's ``generate_db_connect_auth_token`` /
+    ``generate_db_connect_admin_auth_token`` do: service ``dsql``, the host without a port, the
+    action as the only query parameter before the signature's.
+    """
+    request_dict: dict[str, Any] = {
+        "url_path": "/",
+        "query_string": "",
+        "headers": {},
+        "body": {"Action": "DbConnectAdmin" if admin else "DbConnect"},
+        "method": "GET",
+        "context": {},
+    }
+    scheme = "https://"
+    prepare_request_dict(request_dict, f"{scheme}{host}")
+    request = create_request_object(request_dict)
+    SigV4QueryAuth(credentials.read_only(), "dsql", region, expires=expires).add_auth(request)
     request.prepare()
     url: str = request.url
     return url[len(scheme) :]
@@ -219,6 +249,12 @@ class AwsSource(Protocol):
         self, credentials: AwsCredentials, *, host: str, port: int, user: str, region: str
     ) -> str:
         """An RDS IAM auth token for ``user`` at ``host:port``, signed locally."""
+        ...
+
+    def sign_dsql_token(
+        self, credentials: AwsCredentials, *, host: str, region: str, admin: bool, expires: int
+    ) -> str:
+        """An Aurora DSQL auth token for the cluster at ``host``, signed locally."""
         ...
 
     async def cluster_credentials(
@@ -377,6 +413,12 @@ class AioAwsSource:
     ) -> str:
         """An RDS IAM auth token, signed locally (see :func:`sign_rds_token`)."""
         return sign_rds_token(credentials, host, port, user, region)
+
+    def sign_dsql_token(
+        self, credentials: AwsCredentials, *, host: str, region: str, admin: bool, expires: int
+    ) -> str:
+        """An Aurora DSQL auth token, signed locally (see :func:`sign_dsql_token`)."""
+        return sign_dsql_token(credentials, host, region, admin=admin, expires=expires)
 
     async def cluster_credentials(
         self,

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import anyio
 
 from iampool import AwsIamConfig, CredentialCache
-from iampool._aws import AwsCredentials, RedshiftLogin, sign_rds_token
+from iampool._aws import AwsCredentials, RedshiftLogin, sign_dsql_token, sign_rds_token
 from iampool._cache import mint_context
 from iampool._leases import Lease, Leases
 
@@ -67,8 +67,9 @@ class FakeSource:
     "GetCredentials", "DescribeClusters", "GetWorkgroup") as they start; ``finished`` counts the
     credential calls that returned or raised. Exceptions queued in ``failures`` are raised by the
     next credential calls, those in ``api_failures`` by the next Redshift logins, one each.
-    ``hang`` makes credential calls wait forever (until cancelled). RDS tokens are signed for
-    real (``signed`` counts them); Redshift logins are numbered passwords (``passwords``), valid
+    ``hang`` makes credential calls wait forever (until cancelled). RDS and DSQL tokens are
+    signed for real (``signed`` counts them); Redshift logins are numbered passwords
+    (``passwords``), valid
     for the requested duration, for the user the API would name; ``logins`` records who asked.
     """
 
@@ -121,6 +122,12 @@ class FakeSource:
     ) -> str:
         self.signed += 1
         return sign_rds_token(credentials, host, port, user, region)
+
+    def sign_dsql_token(
+        self, credentials: AwsCredentials, *, host: str, region: str, admin: bool, expires: int
+    ) -> str:
+        self.signed += 1
+        return sign_dsql_token(credentials, host, region, admin=admin, expires=expires)
 
     async def cluster_credentials(
         self,

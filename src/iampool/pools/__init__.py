@@ -111,7 +111,13 @@ def resolve(
         raise ConfigError(
             ConfigProblem("aws_iam", "a redshift:// DSN needs cluster_identifier or workgroup_name")
         )
-    if target.engine != "redshift" and config.backend != "rds":
+    if config.backend == "dsql" and target.engine != "postgresql":
+        raise ConfigError(
+            ConfigProblem("dsn", "aws_iam describes Aurora DSQL, which speaks PostgreSQL: use a "
+                                 "postgresql:// or postgresql+psycopg:// DSN"),
+            context="DSN",
+        )  # fmt: skip
+    if target.engine != "redshift" and config.backend not in ("rds", "dsql"):
         raise ConfigError(
             ConfigProblem("dsn", f"aws_iam describes {config.backend}; use a redshift:// DSN"),
             context="DSN",

@@ -122,7 +122,9 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
                 ConfigProblem("dsn", f"names user {name!r} but aws_iam.db_username is "
                                      f"{expected!r}; drop the user from the DSN or make them match")
             )  # fmt: skip
-    sslmode = options.pop("sslmode", "require").lower()
+    # Aurora DSQL endpoints carry certificates of public CAs: verify them by default.
+    default_sslmode = "verify-full" if config.backend == "dsql" else "require"
+    sslmode = options.pop("sslmode", default_sslmode).lower()
     sslrootcert = options.pop("sslrootcert", None)
     if parts.password or options.pop("password", None) is not None:
         problems.append(
