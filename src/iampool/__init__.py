@@ -10,6 +10,7 @@ from ._errors import (
     CredentialError,
     IamAuthDisabledError,
     IamPoolError,
+    PoolClosedError,
     TlsNotOfferedError,
 )
 from .auth import auth_for
@@ -33,6 +34,7 @@ __all__ = [
     "IamAuthDisabledError",
     "IamPoolError",
     "MySQLPool",
+    "PoolClosedError",
     "RedshiftConnection",
     "RedshiftPool",
     "TlsNotOfferedError",

@@ -12,10 +12,12 @@ from ._errors import ConfigError, ConfigProblem
 
 __all__ = ["AwsIamConfig", "Backend"]
 
-Backend = Literal["rds", "redshift", "redshift-serverless"]
+Backend = Literal["rds", "redshift", "redshift-serverless", "dsql"]
 
 DEFAULT_SESSION_DURATION = 3600
 DEFAULT_PASSWORD_DURATION = 900
+DEFAULT_TOKEN_DURATION = 900  # Aurora DSQL tokens: botocore's default ExpiresIn
+MAX_TOKEN_DURATION = 604800  # a SigV4 presigned URL lives at most 7 days
 
 # AWS means ASCII by \w and \d: without re.ASCII, Python would accept e.g. Arabic-Indic digits in
 # an account id or accented letters in an ExternalId, which STS then rejects.
@@ -53,10 +55,19 @@ class AwsIamConfig:
     role_session_name: str | None = None
     port: int | None = None
     password_duration: int = DEFAULT_PASSWORD_DURATION
+    dsql: bool = False
+    token_duration: int = DEFAULT_TOKEN_DURATION
 
     @property
     def backend(self) -> Backend:
-        """Which AWS API mints the database password, derived from the selectors present."""
+        """Which AWS API mints the database password: ``dsql`` when the block says so, else
+        derived from the selectors present.
+
+        A ``dsql`` block may leave ``region`` empty: it then comes from the endpoint's host
+        (``<id>.dsql.<region>.on.aws``).
+        """
+        if self.dsql:
+            return "dsql"
         if self.workgroup_name is not None:
             return "redshift-serverless"
         if self.cluster_identifier is not None:
@@ -207,9 +218,14 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
         )
 
     enabled = check.boolean("enabled", required=True)
-    region = check.string(
-        "region", required=True, pattern=_REGION, rule="an AWS region name such as 'us-east-1'"
-    )
+    dsql = check.boolean("dsql")
+    region: str | None
+    if dsql and block.get("region") in (None, ""):
+        region = ""  # Aurora DSQL: from the endpoint's host, <id>.dsql.<region>.on.aws
+    else:
+        region = check.string(
+            "region", required=True, pattern=_REGION, rule="an AWS region name such as 'us-east-1'"
+        )
     role_arn = check.string(
         "role_arn",
         pattern=_ROLE_ARN,
@@ -238,6 +254,14 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
         pattern=_CLUSTER_IDENTIFIER,
         rule="1 to 63 letters, digits or single hyphens, starting with a letter",
     )
+    if dsql:
+        for selector in ("cluster_identifier", "workgroup_name"):
+            if block.get(selector) is not None:
+                check.fail(
+                    selector,
+                    "cannot be combined with dsql: an Aurora DSQL cluster is named by the "
+                    "DSN's host",
+                )
     if block.get("workgroup_name") is not None and block.get("cluster_identifier") is not None:
         check.fail(
             "cluster_identifier",
@@ -287,6 +311,18 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
         high=3600,
         rule="of seconds from 900 to 3600",
     )
+    token_duration = check.integer(
+        "token_duration",
+        default=DEFAULT_TOKEN_DURATION,
+        low=60,
+        high=MAX_TOKEN_DURATION,
+        rule=f"of seconds from 60 to {MAX_TOKEN_DURATION}",
+    )
+    if block.get("token_duration") is not None and not dsql:
+        check.fail(
+            "token_duration",
+            'applies to Aurora DSQL tokens only ("dsql": true); RDS tokens always live 900 s',
+        )
     if check.problems:
         raise ConfigError(check.problems)
     assert region is not None  # a missing region is a problem recorded above
@@ -305,6 +341,8 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
         role_session_name=role_session_name,
         port=port or None,
         password_duration=password_duration,
+        dsql=dsql,
+        token_duration=token_duration,
     )
 
 

@@ -7,8 +7,10 @@
      ├── IamAuthDisabledError         IAM auth requested while AWS_DATABASE_IAM_AUTH is off
      ├── CredentialError              STS / Redshift API failed: denied, throttled, unreachable
      ├── AuthTokenRejected            the database refused fresh IAM credentials (after one retry)
-     └── TlsNotOfferedError (ConnectionError)
-                                      the server did not offer TLS; no credential was sent
+     ├── TlsNotOfferedError (ConnectionError)
+     │                                the server did not offer TLS; no credential was sent
+     └── PoolClosedError (RuntimeError)
+                                      a connection was asked of an iampool pool that is closing
 
 Messages name the role, cluster, workgroup, field or AWS error code involved, never a secret.
 """
@@ -24,6 +26,7 @@ __all__ = [
     "CredentialError",
     "IamAuthDisabledError",
     "IamPoolError",
+    "PoolClosedError",
     "TlsNotOfferedError",
 ]
 
@@ -97,3 +100,11 @@ class AuthTokenRejected(IamPoolError):
 
 class TlsNotOfferedError(IamPoolError, ConnectionError):
     """The server did not offer TLS, so iampool refused to send it a credential."""
+
+
+class PoolClosedError(IamPoolError, RuntimeError):
+    """A connection was asked of one of iampool's own pools (``MySQLPool``, ``RedshiftPool``)
+    after its ``close()`` began; also raised to callers that were waiting for a connection then.
+
+    A ``RuntimeError`` too, as aiomysql and redshift-connector users expect from a closed pool.
+    """

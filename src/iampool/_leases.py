@@ -343,7 +343,8 @@ def describe(key: Hashable) -> str:
     if key[0] == "aws":
         return f"AWS credentials for {key[1] or 'the default chain'} in {key[2]}"
     scope = key[-1]
-    if isinstance(scope, tuple) and scope and scope[0] == "rds-token":  # (host, port, scope)
-        return f"the RDS token for {scope[1]} at {key[0]}:{key[1]}"
+    if isinstance(scope, tuple) and scope and hasattr(scope[0], "service"):  # a token's key
+        host, port, (kind, user, *_) = key
+        return f"the {kind.name} for {user} at {host}:{port}"
     # Plain parts only: a nested tuple may be an STS key.
     return " ".join(str(part) for part in key[:5] if isinstance(part, (str, int)))

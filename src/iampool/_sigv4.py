@@ -2,8 +2,10 @@
 
 An RDS IAM auth token is ``host:port/?Action=connect&DBUser=<user>&X-Amz-...&X-Amz-Signature=``,
 presigned with Signature Version 4 for the service ``rds-db``: what botocore's
-``generate_db_auth_token`` returns, character for character (the tests compare the two). Aurora
-DSQL tokens are the same shape for the service ``dsql``. Signing is local computation, not an AWS
+``generate_db_auth_token`` returns, character for character (the tests compare the two). An
+Aurora DSQL token is ``host/?Action=DbConnect&X-Amz-...`` (``DbConnectAdmin`` for the ``admin``
+role) for the service ``dsql``: no port, no user, a lifetime of the signer's choosing, as
+botocore's ``generate_db_connect_auth_token`` makes it. Signing is local computation, not an AWS
 call, so it runs wherever a token is needed, in a few microseconds instead of botocore's ~150:
 
 - the signing key is derived once per (credentials, day, region, service), not per token;
@@ -28,6 +30,7 @@ from urllib.parse import quote
 from ._aws import AwsCredentials
 
 __all__ = [
+    "DSQL_TOKEN_LIFETIME",
     "RDS_TOKEN_LIFETIME",
     "Presigned",
     "SigningParts",
@@ -35,10 +38,14 @@ __all__ = [
     "amz_date_of",
     "datestamp",
     "presign",
+    "sign_dsql_token",
+    "sign_rds_token",
     "signing_parts",
 ]
 
 RDS_TOKEN_LIFETIME = 900  # seconds; fixed by RDS
+DSQL_TOKEN_LIFETIME = 900  # seconds; botocore's default, the caller may choose another
+_ENDPOINT_BOUND = frozenset({"rds-db"})  # services whose tokens name host:port and the user
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _EMPTY_PAYLOAD_HASH = hashlib.sha256(b"").hexdigest()  # botocore hashes the empty body
 
@@ -56,6 +63,7 @@ class SigningParts:
     service: str
     action: str
     expires: int
+    endpoint_bound: bool  # the token names host:port and DBUser (RDS), or the host only (DSQL)
     credentials: AwsCredentials = field(repr=False)
     datestamp: str
     key: bytes = field(repr=False)
@@ -90,6 +98,7 @@ def signing_parts(
         service=service,
         action=action,
         expires=expires,
+        endpoint_bound=service in _ENDPOINT_BOUND,
         credentials=credentials,
         datestamp=datestamp,
         key=key,
@@ -118,10 +127,10 @@ class Presigned:
     def render(self, host: str, port: int, user: str) -> str:
         """The token: ``host:port/?Action=...&X-Amz-Signature=...`` (no scheme)."""
         parts = self.parts
+        url_host, query_head = _url_host(parts, host, port), _query_head(parts, user)
         return (
-            f"{_url_host(host, port)}/?Action={parts.action}&DBUser={_encode(user)}&"
-            f"{parts.query_before_date}{self.amz_date}{parts.url_after_date}"
-            f"{self.signature.hex()}"
+            f"{url_host}/?{query_head}{parts.query_before_date}{self.amz_date}"
+            f"{parts.url_after_date}{self.signature.hex()}"
         )
 
     def __repr__(self) -> str:
@@ -130,13 +139,13 @@ class Presigned:
 
 def presign(parts: SigningParts, *, host: str, port: int, user: str, now: float) -> Presigned:
     """Sign a token for ``user`` at ``host:port`` at ``now`` (epoch seconds, same day as
-    ``parts``)."""
+    ``parts``); a DSQL token names neither the port nor the user."""
     amz_date = amz_date_of(now)
     if amz_date[:8] != parts.datestamp:
         raise ValueError("presign: parts were derived for another day")
     canonical_request = (
-        f"GET\n/\nAction={parts.action}&DBUser={_encode(user)}&{parts.query_before_date}"
-        f"{amz_date}{parts.canonical_after_date}\nhost:{_signed_host(host, port)}\n\nhost\n"
+        f"GET\n/\n{_query_head(parts, user)}{parts.query_before_date}{amz_date}"
+        f"{parts.canonical_after_date}\nhost:{_signed_host(parts, host, port)}\n\nhost\n"
         f"{_EMPTY_PAYLOAD_HASH}"
     )
     string_to_sign = (
@@ -144,6 +153,35 @@ def presign(parts: SigningParts, *, host: str, port: int, user: str, now: float)
         f"{hashlib.sha256(canonical_request.encode()).hexdigest()}"
     )
     return Presigned(parts, amz_date, hmac.digest(parts.key, string_to_sign.encode(), "sha256"))
+
+
+def sign_rds_token(
+    credentials: AwsCredentials, host: str, port: int, user: str, region: str, *, now: float
+) -> str:
+    """An RDS IAM auth token as text, signed at ``now`` (for tools and tests)."""
+    parts = signing_parts(credentials, region=region, datestamp=datestamp(now))
+    return presign(parts, host=host, port=port, user=user, now=now).render(host, port, user)
+
+
+def sign_dsql_token(
+    credentials: AwsCredentials,
+    host: str,
+    region: str,
+    *,
+    admin: bool,
+    expires: int = DSQL_TOKEN_LIFETIME,
+    now: float,
+) -> str:
+    """An Aurora DSQL auth token as text, signed at ``now`` (for tools and tests)."""
+    parts = signing_parts(
+        credentials,
+        region=region,
+        datestamp=datestamp(now),
+        service="dsql",
+        action="DbConnectAdmin" if admin else "DbConnect",
+        expires=expires,
+    )
+    return presign(parts, host=host, port=0, user="", now=now).render(host, 0, "")
 
 
 def datestamp(now: float) -> str:
@@ -167,14 +205,21 @@ def amz_date_of(now: float) -> str:
     return text
 
 
-def _url_host(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _query_head(parts: SigningParts, user: str) -> str:
+    if parts.endpoint_bound:
+        return f"Action={parts.action}&DBUser={_encode(user)}&"
+    return f"Action={parts.action}&"
 
 
-def _signed_host(host: str, port: int) -> str:
+def _url_host(parts: SigningParts, host: str, port: int) -> str:
+    name = f"[{host}]" if ":" in host else host
+    return f"{name}:{port}" if parts.endpoint_bound else name
+
+
+def _signed_host(parts: SigningParts, host: str, port: int) -> str:
     # botocore's host header: lower-case, IPv6 in brackets, no port when it is https's 443.
     name = f"[{host.lower()}]" if ":" in host else host.lower()
-    return name if port == 443 else f"{name}:{port}"
+    return name if port == 443 or not parts.endpoint_bound else f"{name}:{port}"
 
 
 class TokenSigner:

@@ -8,7 +8,8 @@
     )
 
 SQLAlchemy keeps its own pool; every new connection it opens awaits fresh (cached) credentials.
-Works with the ``postgresql+asyncpg`` and ``mysql+aiomysql`` dialects.
+Works with the ``postgresql+asyncpg``, ``postgresql+psycopg``, ``mysql+aiomysql`` and
+``mysql+asyncmy`` dialects: give iampool a DSN with the same scheme as the engine's URL.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import driver, resolve
+from .pools import driver_module, resolve
 
 __all__ = ["async_creator"]
 
@@ -31,7 +32,8 @@ def async_creator(
     connect_rate: float | None = None,
     **driver_kwargs: Any,
 ) -> Callable[[], Awaitable[Any]]:
-    """A zero-argument coroutine function returning a new asyncpg or aiomysql connection.
+    """A zero-argument coroutine function returning a new DBAPI connection of the DSN's driver
+    (asyncpg, psycopg, aiomysql or asyncmy).
 
     The DSN and configuration are validated now, so mistakes surface at engine creation.
 
@@ -43,11 +45,11 @@ def async_creator(
     if target.engine == "redshift":
         from ._errors import ConfigError, ConfigProblem
 
+        supported = "postgresql:// and mysql:// DSNs (+asyncpg, +psycopg, +aiomysql, +asyncmy)"
         raise ConfigError(
-            ConfigProblem("dsn", "async_creator supports postgresql:// and mysql:// DSNs"),
-            context="DSN",
+            ConfigProblem("dsn", f"async_creator supports {supported}"), context="DSN"
         )
-    module = driver(target.engine)
+    module = driver_module(target.driver)
 
     async def creator() -> Any:
         return await module.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)

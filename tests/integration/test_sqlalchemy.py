@@ -16,8 +16,14 @@ from iampool.sqlalchemy import async_creator
 
 pytestmark = pytest.mark.anyio
 
-DIALECTS = {"iam_postgres": "postgresql+asyncpg://", "iam_mysql": "mysql+aiomysql://"}
 CURRENT_USER = {"iam_postgres": "SELECT current_user", "iam_mysql": "SELECT CURRENT_USER()"}
+# SQLAlchemy's URL for each async dialect, and the database fixture it runs against.
+DIALECTS = {
+    "postgresql+asyncpg": "iam_postgres",
+    "postgresql+psycopg": "iam_postgres",
+    "mysql+aiomysql": "iam_mysql",
+    "mysql+asyncmy": "iam_mysql",
+}
 
 
 @pytest.fixture
@@ -27,15 +33,17 @@ async def cache() -> AsyncIterator[CredentialCache]:
     await cache.aclose()
 
 
-@pytest.mark.parametrize("database", ["iam_postgres", "iam_mysql"])
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
 async def test_engine_connections_authenticate_with_one_assume_role(
-    database: str, request: pytest.FixtureRequest, cache: CredentialCache, fake_aws: Any
+    dialect: str, request: pytest.FixtureRequest, cache: CredentialCache, fake_aws: Any
 ) -> None:
+    database = DIALECTS[dialect]
     db = request.getfixturevalue(database)
+    dsn = f"{dialect}://{db.dsn.split('://', 1)[1]}"  # the engine's driver, iampool's DSN
     assume_roles = fake_aws.calls["AssumeRole"]
     engine = create_async_engine(
-        DIALECTS[database],
-        async_creator=async_creator(db.dsn, aws_iam=db.config, cache=cache),
+        f"{dialect}://",
+        async_creator=async_creator(dsn, aws_iam=db.config, cache=cache),
         pool_size=5,
         max_overflow=0,
     )

@@ -8,6 +8,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from iampool import ConfigError, IamPoolError, PoolClosedError
 from iampool.pools._slots import ConnectionSlots
 
 from .fake_servers import FakeServer
@@ -397,3 +398,67 @@ async def test_random_cancellations_and_failures_leak_nothing(seed: int) -> None
     slots.close()
     await slots.wait_released()
     assert server.alive == 0
+
+
+# --- sizes, filling, closed ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("min_size", "max_size", "fields"),
+    [
+        (-1, 5, ["min_size"]),
+        (0, 0, ["max_size"]),
+        (6, 5, ["min_size"]),
+        (-1, 0, ["min_size", "max_size"]),
+        (1.5, 5, ["min_size"]),
+        (True, 5, ["min_size"]),
+    ],
+)
+def test_invalid_sizes_are_a_config_error_naming_each_field(
+    min_size: int, max_size: int, fields: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ConnectionSlots(Server().open, Connection.close, min_size=min_size, max_size=max_size)
+
+    assert caught.value.fields == fields
+    assert caught.value.context == "pool size"
+
+
+async def test_fill_opens_min_size_connections() -> None:
+    server = Server()
+    slots = ConnectionSlots(server.open, Connection.close, min_size=3, max_size=5)
+
+    await slots.fill()
+
+    assert (slots.size, slots.idle, server.opened) == (3, 3, 3)
+
+
+async def test_start_that_fails_closes_what_it_opened_and_raises() -> None:
+    server = Server()
+    slots = ConnectionSlots(server.open, Connection.close, min_size=3, max_size=5)
+
+    async def open_two_then_fail() -> Connection:
+        if server.opened == 2:
+            raise ConnectionRefusedError("refused")
+        return await server.open()
+
+    slots._open = open_two_then_fail
+    with pytest.raises(ConnectionRefusedError):
+        await slots.start()
+
+    assert server.opened == 2
+    assert server.live == set()  # the two that opened were closed
+    assert slots.closing
+    with pytest.raises(PoolClosedError):
+        await slots.acquire(anything)
+
+
+async def test_acquire_from_a_closing_pool_raises_pool_closed_error() -> None:
+    slots = slots_for(Server(), max_size=1)
+    slots.close()
+
+    with pytest.raises(PoolClosedError, match="closing pool") as caught:
+        await slots.acquire(anything)
+
+    assert isinstance(caught.value, RuntimeError)  # what aiomysql users catch
+    assert isinstance(caught.value, IamPoolError)

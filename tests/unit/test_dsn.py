@@ -46,22 +46,27 @@ def dsn_error(dsn: str, cfg: AwsIamConfig = AURORA) -> ConfigError:
 
 
 @pytest.mark.parametrize(
-    ("scheme", "engine", "cfg"),
+    ("scheme", "engine", "driver", "cfg"),
     [
-        ("postgresql", "postgresql", AURORA),
-        ("postgres", "postgresql", AURORA),
-        ("postgresql+asyncpg", "postgresql", AURORA),
-        ("POSTGRESQL", "postgresql", AURORA),
-        ("mysql", "mysql", AURORA),
-        ("mysql+aiomysql", "mysql", AURORA),
-        ("redshift", "redshift", PROVISIONED),
-        ("redshift+redshift_connector", "redshift", PROVISIONED),
+        ("postgresql", "postgresql", "asyncpg", AURORA),
+        ("postgres", "postgresql", "asyncpg", AURORA),
+        ("postgresql+asyncpg", "postgresql", "asyncpg", AURORA),
+        ("POSTGRESQL", "postgresql", "asyncpg", AURORA),
+        ("postgresql+psycopg", "postgresql", "psycopg", AURORA),
+        ("postgresql+psycopg_async", "postgresql", "psycopg", AURORA),
+        ("mysql", "mysql", "aiomysql", AURORA),
+        ("mysql+aiomysql", "mysql", "aiomysql", AURORA),
+        ("mysql+asyncmy", "mysql", "asyncmy", AURORA),
+        ("redshift", "redshift", "redshift_connector", PROVISIONED),
+        ("redshift+redshift_connector", "redshift", "redshift_connector", PROVISIONED),
     ],
 )
-def test_each_supported_scheme_selects_its_engine(scheme: str, engine: str, cfg: Any) -> None:
+def test_each_supported_scheme_selects_its_engine_and_driver(
+    scheme: str, engine: str, driver: str, cfg: Any
+) -> None:
     target = parse_target(f"{scheme}://{HOST}/dev", cfg)
 
-    assert target.engine == engine
+    assert (target.engine, target.driver) == (engine, driver)
     assert target.host == HOST
     assert target.database == "dev"
 
@@ -71,7 +76,7 @@ def test_each_supported_scheme_selects_its_engine(scheme: str, engine: str, cfg:
     [
         f"sqlite://{HOST}/appdb",
         f"mysql+pymysql://{HOST}/appdb",
-        f"postgresql+psycopg://{HOST}/appdb",
+        f"postgresql+psycopg2://{HOST}/appdb",
         f"://{HOST}/appdb",
         f"{HOST}/appdb",
         "postgresql:/appdb",
@@ -333,6 +338,7 @@ def test_driver_dsn_uses_the_drivers_plain_scheme(
 def test_driver_dsn_round_trips_a_database_name_that_needs_escaping(database: str) -> None:
     target = Target(
         engine="postgresql",
+        driver="asyncpg",
         host=HOST,
         port=5432,
         user="app",

@@ -12,16 +12,29 @@ from iampool import (
     CredentialError,
     IamAuthDisabledError,
     IamPoolError,
+    PoolClosedError,
     TlsNotOfferedError,
 )
 
 
 @pytest.mark.parametrize(
     "error_class",
-    [ConfigError, IamAuthDisabledError, CredentialError, AuthTokenRejected, TlsNotOfferedError],
+    [
+        ConfigError,
+        IamAuthDisabledError,
+        CredentialError,
+        AuthTokenRejected,
+        TlsNotOfferedError,
+        PoolClosedError,
+    ],
 )
 def test_every_error_is_an_iampool_error(error_class: type[Exception]) -> None:
     assert issubclass(error_class, IamPoolError)
+
+
+def test_pool_closed_error_is_a_runtime_error() -> None:
+    # aiomysql's pool raises RuntimeError once closed: code catching that keeps working.
+    assert issubclass(PoolClosedError, RuntimeError)
 
 
 def test_iampool_error_is_an_exception() -> None:
@@ -39,7 +52,8 @@ def test_tls_not_offered_error_is_a_connection_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "error_class", [IamAuthDisabledError, CredentialError, AuthTokenRejected, TlsNotOfferedError]
+    "error_class",
+    [IamAuthDisabledError, CredentialError, AuthTokenRejected, TlsNotOfferedError, PoolClosedError],
 )
 def test_only_config_error_is_a_value_error(error_class: type[Exception]) -> None:
     assert not issubclass(error_class, ValueError)

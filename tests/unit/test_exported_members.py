@@ -18,7 +18,18 @@ import pytest
 import iampool
 
 # The modules users import from (STYLE.md); everything else is implementation.
-PUBLIC_MODULES = ("iampool", "iampool.superset", "iampool.sqlalchemy", "iampool.testing")
+PUBLIC_MODULES = (
+    "iampool",
+    "iampool.superset",
+    "iampool.sqlalchemy",
+    "iampool.testing",
+    # the typed entry points, one per driver
+    "iampool.asyncpg",
+    "iampool.psycopg",
+    "iampool.aiomysql",
+    "iampool.asyncmy",
+    "iampool.redshift",
+)
 # Dunder names a package may export on purpose.
 EXPORTED_DUNDERS = {"__version__"}
 

@@ -410,9 +410,11 @@ async def test_clear_closes_idle_connections_without_opening_any() -> None:
 
 
 @pytest.mark.parametrize(("minsize", "maxsize"), [(-1, 5), (0, 0), (6, 5)])
-def test_invalid_sizes_are_a_value_error(minsize: int, maxsize: int) -> None:
-    with pytest.raises(ValueError, match="min_size"):
+def test_invalid_sizes_are_a_config_error_and_a_value_error(minsize: int, maxsize: int) -> None:
+    with pytest.raises(ConfigError, match="_size") as caught:
         MySQLPool(MySQLServer().open, minsize, maxsize)
+
+    assert isinstance(caught.value, ValueError)
 
 
 # --- the keyword arguments each aiomysql connection gets --------------------------------------

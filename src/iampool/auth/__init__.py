@@ -6,10 +6,11 @@ from .._cache import CredentialCache, default_cache, mint_context
 from .._config import AwsIamConfig, ConfigLike, coerce_config
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
+from .dsql import DsqlAuth
 from .rds import RdsIamAuth
 from .redshift import RedshiftAuth
 
-__all__ = ["RdsIamAuth", "RedshiftAuth", "auth_for"]
+__all__ = ["DsqlAuth", "RdsIamAuth", "RedshiftAuth", "auth_for"]
 
 
 def auth_for(
@@ -19,16 +20,26 @@ def auth_for(
     port: int | None = None,
     cache: CredentialCache | None = None,
 ) -> DbAuth:
-    """The ``DbAuth`` for a configuration: RDS tokens, or Redshift temporary passwords.
+    """The ``DbAuth`` for a configuration: RDS or Aurora DSQL tokens, or Redshift temporary
+    passwords.
 
-    ``host`` and ``port`` are the database endpoint: required for RDS, whose tokens are signed
-    for one endpoint; optional for Redshift, whose endpoint is then looked up with
+    ``host`` and ``port`` are the database endpoint: required for RDS and DSQL, whose tokens are
+    signed for one endpoint (a DSQL block without ``region`` takes it from the host); optional
+    for Redshift, whose endpoint is then looked up with
     DescribeClusters / GetWorkgroup. ``port`` falls back to the block's ``port``.
     ``cache=None`` uses :func:`iampool.default_cache`.
     """
     config = coerce_config(config)
     context = mint_context(cache if cache is not None else default_cache())
     port = port if port is not None else config.port
+    if config.backend == "dsql":
+        if not host:
+            raise ConfigError(
+                ConfigProblem("host", "is required for Aurora DSQL: tokens name the cluster's "
+                                      "endpoint (<id>.dsql.<region>.on.aws)"),
+                context="auth_for",
+            )  # fmt: skip
+        return DsqlAuth(config, host=host, port=port or 5432, context=context)
     if config.backend == "rds":
         problems = []
         if not host:

@@ -1,46 +1,123 @@
-"""``create_pool`` and ``connect``: the DSN's scheme picks the driver-native pool."""
+"""``create_pool`` and ``connect`` for any DSN: its scheme picks the driver module.
+
+Each driver has a module here that takes a validated :class:`~iampool.pools._dsn.Target` and a
+``DbAuth``: ``postgres`` (asyncpg), ``psycopg``, ``mysql`` (aiomysql), ``asyncmy`` and
+``redshift`` (redshift-connector). They all satisfy one protocol, :class:`DriverModule`, and are
+imported on demand (each driver is an optional extra). The typed entry points users import
+(``iampool.asyncpg``, ``iampool.psycopg``, ...) call the same modules through :func:`resolve`.
+"""
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from .._cache import CredentialCache, default_cache
 from .._config import ConfigLike, coerce_config
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
 from ..auth import auth_for
-from ._dsn import Engine, Target, parse_target
+from ._dsn import SCHEMES, Driver, Target, parse_target
 
-__all__ = ["connect", "create_pool", "driver", "resolve"]
+__all__ = ["DEFAULT_SIZES", "DriverModule", "connect", "create_pool", "driver_module", "resolve"]
 
-_DRIVER_MODULES: dict[Engine, str] = {
-    "postgresql": "postgres",
-    "mysql": "mysql",
-    "redshift": "redshift",
+PoolT = TypeVar("PoolT", covariant=True)
+ConnectionT = TypeVar("ConnectionT", covariant=True)
+
+# Each driver's own pool defaults (min, max): asyncpg 10/10, psycopg_pool 4/4, aiomysql and
+# asyncmy 1/10; RedshiftPool follows aiomysql.
+DEFAULT_SIZES: dict[Driver, tuple[int, int]] = {
+    "asyncpg": (10, 10),
+    "psycopg": (4, 4),
+    "aiomysql": (1, 10),
+    "asyncmy": (1, 10),
+    "redshift_connector": (1, 10),
 }
-# Defaults of each driver's own pool: asyncpg 10/10, aiomysql 1/10.
-_DEFAULT_SIZES: dict[Engine, tuple[int, int]] = {
-    "postgresql": (10, 10),
-    "mysql": (1, 10),
-    "redshift": (1, 10),
-}
 
 
-def resolve(dsn: str, aws_iam: ConfigLike, cache: CredentialCache | None) -> tuple[Target, DbAuth]:
-    """Validate a DSN against its IAM configuration and build the authenticator."""
+class DriverModule(Protocol[PoolT, ConnectionT]):
+    """What a driver module offers: a pool and a connection for a validated target."""
+
+    async def create_pool(
+        self,
+        target: Target,
+        auth: DbAuth,
+        *,
+        min_size: int,
+        max_size: int,
+        connect_rate: float | None,
+        **driver_kwargs: Any,
+    ) -> PoolT:
+        """A pool of the driver's connections, each authenticated with ``auth``."""
+        ...
+
+    async def connect(
+        self, target: Target, auth: DbAuth, *, connect_rate: float | None, **driver_kwargs: Any
+    ) -> ConnectionT:
+        """One connection of the driver, authenticated with ``auth``."""
+        ...
+
+
+def driver_module(driver: Driver) -> DriverModule[Any, Any]:
+    """The module for a driver, imported on first use."""
+    if driver == "asyncpg":
+        from . import postgres
+
+        return postgres
+    if driver == "psycopg":
+        from . import psycopg
+
+        return psycopg
+    if driver == "aiomysql":
+        from . import mysql
+
+        return mysql
+    if driver == "asyncmy":
+        from . import asyncmy
+
+        return asyncmy
+    from . import redshift
+
+    return redshift
+
+
+def resolve(
+    dsn: str,
+    aws_iam: ConfigLike,
+    cache: CredentialCache | None,
+    *,
+    driver: Driver | None = None,
+) -> tuple[Target, DbAuth]:
+    """Validate a DSN against its IAM configuration and build the authenticator.
+
+    ``driver``: the driver a typed entry point serves; a DSN naming another one is refused.
+
+    Raises:
+        ConfigError: invalid configuration or DSN, or a DSN for another driver.
+    """
     config = coerce_config(aws_iam)
     if not config.enabled:
         raise ConfigError(
             ConfigProblem("enabled", "is false: this aws_iam block does not ask for IAM auth")
         )
     target = parse_target(dsn, config)
+    if driver is not None and target.driver != driver:
+        schemes = ", ".join(f"{name}://" for name, (_, known) in SCHEMES.items() if known == driver)
+        message = (
+            f"is a {target.driver} DSN, but this entry point serves {driver} ({schemes}); "
+            f"use iampool.create_pool or the {target.driver} entry point"
+        )
+        raise ConfigError(ConfigProblem("dsn", message), context="DSN")
     if target.engine == "redshift" and config.backend == "rds":
         raise ConfigError(
             ConfigProblem("aws_iam", "a redshift:// DSN needs cluster_identifier or workgroup_name")
         )
-    if target.engine != "redshift" and config.backend != "rds":
+    if config.backend == "dsql" and target.engine != "postgresql":
+        raise ConfigError(
+            ConfigProblem("dsn", "aws_iam describes Aurora DSQL, which speaks PostgreSQL: use a "
+                                 "postgresql:// or postgresql+psycopg:// DSN"),
+            context="DSN",
+        )  # fmt: skip
+    if target.engine != "redshift" and config.backend not in ("rds", "dsql"):
         raise ConfigError(
             ConfigProblem("dsn", f"aws_iam describes {config.backend}; use a redshift:// DSN"),
             context="DSN",
@@ -52,11 +129,6 @@ def resolve(dsn: str, aws_iam: ConfigLike, cache: CredentialCache | None) -> tup
         cache=cache if cache is not None else default_cache(),
     )
     return target, auth
-
-
-def driver(engine: Engine) -> ModuleType:
-    """The pool module for an engine, imported on demand (its driver is an optional extra)."""
-    return importlib.import_module(f"{__name__}.{_DRIVER_MODULES[engine]}")
 
 
 async def create_pool(
@@ -71,19 +143,23 @@ async def create_pool(
 ) -> Any:
     """A driver-native pool whose every new connection authenticates with AWS IAM.
 
-    ``postgresql://`` gives the real ``asyncpg.Pool`` (defaults min 10 / max 10, as asyncpg);
-    ``mysql://`` a :class:`~iampool.MySQLPool` with aiomysql's interface (1 / 10);
-    ``redshift://`` a :class:`~iampool.RedshiftPool` (1 / 10), whose host may be left out to
-    discover the endpoint. ``aws_iam`` is an ``AwsIamConfig``, the block as a dict, or
-    ``encrypted_extra`` JSON; ``connect_rate`` caps new connections per second to the endpoint
-    (RDS advises staying under ~200/s); other keyword arguments go to the driver.
+    The DSN's scheme picks the driver (SQLAlchemy's spelling): ``postgresql://`` and
+    ``postgresql+asyncpg://`` give the real ``asyncpg.Pool`` (default min 10 / max 10);
+    ``postgresql+psycopg://`` the real ``psycopg_pool.AsyncConnectionPool`` (4 / 4);
+    ``mysql://`` and ``mysql+aiomysql://`` a :class:`~iampool.MySQLPool` with aiomysql's
+    interface (1 / 10); ``mysql+asyncmy://`` asyncmy's own pool (1 / 10); ``redshift://`` a
+    :class:`~iampool.RedshiftPool` (1 / 10), whose host may be left out to discover the endpoint.
+    ``aws_iam`` is an ``AwsIamConfig``, the block as a dict, or ``encrypted_extra`` JSON;
+    ``connect_rate`` caps new connections per second to the endpoint (RDS advises staying under
+    ~200/s); other keyword arguments go to the driver. The result is typed ``Any``: the typed
+    entry points (``iampool.asyncpg.create_pool`` and the like) give the driver's own type.
 
     Raises:
         ConfigError: invalid configuration or DSN (every problem listed).
     """
     target, auth = resolve(dsn, aws_iam, cache)
-    default_min, default_max = _DEFAULT_SIZES[target.engine]
-    return await driver(target.engine).create_pool(
+    default_min, default_max = DEFAULT_SIZES[target.driver]
+    return await driver_module(target.driver).create_pool(
         target,
         auth,
         min_size=default_min if min_size is None else min_size,
@@ -101,8 +177,9 @@ async def connect(
     connect_rate: float | None = None,
     **driver_kwargs: Any,
 ) -> Any:
-    """One connection (asyncpg, aiomysql or a RedshiftConnection) authenticated with AWS IAM."""
+    """One driver-native connection authenticated with AWS IAM (the DSN's scheme picks the
+    driver, as for :func:`create_pool`)."""
     target, auth = resolve(dsn, aws_iam, cache)
-    return await driver(target.engine).connect(
+    return await driver_module(target.driver).connect(
         target, auth, connect_rate=connect_rate, **driver_kwargs
     )

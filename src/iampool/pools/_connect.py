@@ -15,6 +15,7 @@ from .._credentials import DbAuth
 from .._errors import AuthTokenRejected, ConfigError, ConfigProblem, TlsNotOfferedError
 
 __all__ = [
+    "PG_AUTH_SQLSTATES",
     "RDS_ADVICE",
     "REDSHIFT_ADVICE",
     "ConnectRate",
@@ -26,6 +27,10 @@ __all__ = [
 
 log = logging.getLogger("iampool")
 T = TypeVar("T")
+
+# invalid_authorization_specification, invalid_password: how PostgreSQL (and Redshift) refuse a
+# login; a token the server refused is one of these.
+PG_AUTH_SQLSTATES = frozenset({"28000", "28P01"})
 
 
 class ConnectRate:

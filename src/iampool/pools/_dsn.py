@@ -10,18 +10,32 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from .._config import AwsIamConfig
 from .._errors import ConfigError, ConfigProblem
 
-__all__ = ["DEFAULT_PORTS", "Engine", "Target", "parse_target", "tls_context"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "SCHEMES",
+    "Driver",
+    "Engine",
+    "Target",
+    "libpq_tls",
+    "parse_target",
+    "tls_context",
+]
 
 Engine = Literal["postgresql", "mysql", "redshift"]
+Driver = Literal["asyncpg", "psycopg", "aiomysql", "asyncmy", "redshift_connector"]
 
-_SCHEMES: dict[str, Engine] = {
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "postgresql+asyncpg": "postgresql",
-    "mysql": "mysql",
-    "mysql+aiomysql": "mysql",
-    "redshift": "redshift",
-    "redshift+redshift_connector": "redshift",
+# SQLAlchemy's spellings: "<engine>+<driver>"; a bare engine means its first driver here.
+SCHEMES: dict[str, tuple[Engine, Driver]] = {
+    "postgresql": ("postgresql", "asyncpg"),
+    "postgres": ("postgresql", "asyncpg"),
+    "postgresql+asyncpg": ("postgresql", "asyncpg"),
+    "postgresql+psycopg": ("postgresql", "psycopg"),
+    "postgresql+psycopg_async": ("postgresql", "psycopg"),
+    "mysql": ("mysql", "aiomysql"),
+    "mysql+aiomysql": ("mysql", "aiomysql"),
+    "mysql+asyncmy": ("mysql", "asyncmy"),
+    "redshift": ("redshift", "redshift_connector"),
+    "redshift+redshift_connector": ("redshift", "redshift_connector"),
 }
 DEFAULT_PORTS: dict[Engine, int] = {"postgresql": 5432, "mysql": 3306, "redshift": 5439}
 _INSECURE_SSLMODES = {"disable", "allow", "prefer"}
@@ -33,6 +47,7 @@ class Target:
     """Where and as whom to connect, with how to protect the connection."""
 
     engine: Engine
+    driver: Driver
     host: str | None
     port: int
     user: str | None
@@ -68,12 +83,13 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
     problems: list[ConfigProblem] = []
     # Split off the scheme ourselves: urlsplit refuses "_" in one (redshift+redshift_connector).
     scheme, separator, rest = dsn.partition("://")
-    engine = _SCHEMES.get(scheme.lower()) if separator else None
-    if engine is None:
-        allowed = ", ".join(f"{name}://" for name in _SCHEMES)
+    known = SCHEMES.get(scheme.lower()) if separator else None
+    if known is None:
+        allowed = ", ".join(f"{name}://" for name in SCHEMES)
         raise ConfigError(
             ConfigProblem("dsn", f"unsupported scheme; use one of {allowed}"), context="DSN"
         )
+    engine, driver = known
     parts = urlsplit(f"//{rest}")
     port = None
     if "," in parts.netloc:
@@ -106,7 +122,9 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
                 ConfigProblem("dsn", f"names user {name!r} but aws_iam.db_username is "
                                      f"{expected!r}; drop the user from the DSN or make them match")
             )  # fmt: skip
-    sslmode = options.pop("sslmode", "require").lower()
+    # Aurora DSQL endpoints carry certificates of public CAs: verify them by default.
+    default_sslmode = "verify-full" if config.backend == "dsql" else "require"
+    sslmode = options.pop("sslmode", default_sslmode).lower()
     sslrootcert = options.pop("sslrootcert", None)
     if parts.password or options.pop("password", None) is not None:
         problems.append(
@@ -130,6 +148,7 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
         raise ConfigError(problems, context="DSN")
     return Target(
         engine=engine,
+        driver=driver,
         host=host,
         port=port or config.port or DEFAULT_PORTS[engine],
         user=None if engine == "redshift" else user or expected,
@@ -191,3 +210,30 @@ def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=target.sslrootcert)
     context.check_hostname = mode == "verify-full"
     return context
+
+
+def libpq_tls(target: Target) -> dict[str, str]:
+    """:func:`tls_context`'s decision as libpq settings (psycopg cannot take an ``SSLContext``).
+
+    A CA file upgrades ``require`` to ``verify-full``, as in :func:`tls_context`; verification
+    without one uses the system trust store (``sslrootcert=system``, libpq 16+), which libpq
+    allows with ``verify-full`` only.
+
+    Raises:
+        ConfigError: ``verify-ca`` without ``sslrootcert``.
+    """
+    mode = target.sslmode
+    if target.sslrootcert is not None:
+        return {
+            "sslmode": "verify-full" if mode == "require" else mode,
+            "sslrootcert": target.sslrootcert,
+        }
+    if mode == "require":
+        return {"sslmode": "require"}
+    if mode == "verify-ca":
+        raise ConfigError(
+            ConfigProblem("sslmode", "verify-ca needs an sslrootcert with psycopg (libpq checks "
+                                     "the system trust store with verify-full only)"),
+            context="DSN",
+        )  # fmt: skip
+    return {"sslmode": "verify-full", "sslrootcert": "system"}

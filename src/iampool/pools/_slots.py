@@ -3,7 +3,9 @@
 At most ``max_size`` connections exist, opening included: a semaphore slot is held from the
 moment a connection starts opening until it is released. Idle connections are reused most
 recent first. State changes happen without awaiting, so cancellation at any await leaves the
-counts right and leaks nothing.
+counts right and leaks nothing. The slots also own what every such pool repeats: checking its
+sizes, filling it to ``min_size`` (closing everything when that fails) and refusing acquires
+once it closes, with :class:`~iampool.PoolClosedError`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,20 @@ from typing import Generic, TypeVar
 
 import anyio
 
+from .._errors import ConfigError, ConfigProblem, PoolClosedError
+
 __all__ = ["ConnectionSlots"]
 
 C = TypeVar("C")
 
 
 class ConnectionSlots(Generic[C]):
-    """Hands out connections, opening new ones while fewer than ``max_size`` exist."""
+    """Hands out connections, opening new ones while fewer than ``max_size`` exist.
+
+    Raises:
+        ConfigError: ``min_size``/``max_size`` not whole numbers with
+            ``0 <= min_size <= max_size`` and ``max_size >= 1`` (each problem named).
+    """
 
     def __init__(
         self,
@@ -27,7 +36,11 @@ class ConnectionSlots(Generic[C]):
         discard: Callable[[C], None],
         *,
         max_size: int,
+        min_size: int = 0,
     ) -> None:
+        _check_sizes(min_size, max_size)
+        self.min_size = min_size
+        self.max_size = max_size
         self._open = open_connection
         self._discard = discard
         self._slots = anyio.Semaphore(max_size)
@@ -51,6 +64,19 @@ class ConnectionSlots(Generic[C]):
     def closing(self) -> bool:
         return self._closing
 
+    async def fill(self) -> None:
+        """Open idle connections until ``min_size`` exist."""
+        await self.prefill(self.min_size)
+
+    async def start(self) -> None:
+        """Fill to ``min_size`` for a new pool; if that fails, close everything and re-raise,
+        so a pool that could not start leaves no connection behind."""
+        try:
+            await self.fill()
+        except BaseException:
+            self.terminate()
+            raise
+
     async def prefill(self, count: int) -> None:
         """Open idle connections until ``count`` exist."""
         while self.size < count:
@@ -61,7 +87,7 @@ class ConnectionSlots(Generic[C]):
     async def acquire(self, reusable: Callable[[C], bool], *, open_new: bool = False) -> C:
         """An idle connection that is still ``reusable``, or a newly opened one.
 
-        ``open_new`` skips the idle connections. Raises ``RuntimeError`` when the pool is
+        ``open_new`` skips the idle connections. Raises ``PoolClosedError`` when the pool is
         closing, also if it began closing while this call waited for a slot or opened.
         """
         self._refuse_if_closing()
@@ -91,7 +117,7 @@ class ConnectionSlots(Generic[C]):
 
     def _refuse_if_closing(self) -> None:
         if self._closing:
-            raise RuntimeError("Cannot acquire a connection from a closing pool")
+            raise PoolClosedError("Cannot acquire a connection from a closing pool")
 
     def release(self, connection: C, *, reuse: bool) -> None:
         """Take a connection back; idle it when ``reuse`` and the pool is open, else close it."""
@@ -130,3 +156,18 @@ class ConnectionSlots(Generic[C]):
     async def wait_released(self) -> None:
         """Wait until every acquired or opening connection came back (after ``close()``)."""
         await self._all_released.wait()
+
+
+def _check_sizes(min_size: int, max_size: int) -> None:
+    problems = []
+    for name, value, low in (("min_size", min_size, 0), ("max_size", max_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            problems.append(
+                ConfigProblem(name, f"must be a whole number of at least {low}, got {value!r:.40}")
+            )
+    if not problems and min_size > max_size:
+        problems.append(
+            ConfigProblem("min_size", f"must not exceed max_size ({min_size} > {max_size})")
+        )
+    if problems:
+        raise ConfigError(problems, context="pool size")

@@ -190,11 +190,7 @@ async def create_pool(
     """A :class:`MySQLPool` filled to ``min_size``."""
     rate = connect_rate_for(target.endpoint, connect_rate)
     pool = MySQLPool(_opener(target, auth, rate, driver_kwargs), min_size, max_size, pool_recycle)
-    try:
-        await pool.fill()
-    except BaseException:
-        pool.terminate()
-        raise
+    await pool._slots.start()
     return pool
 
 
@@ -214,13 +210,9 @@ class MySQLPool:
         maxsize: int,
         pool_recycle: float = -1,
     ) -> None:
-        if minsize < 0 or maxsize < 1 or minsize > maxsize:
-            raise ValueError(f"need 0 <= min_size <= max_size >= 1, got {minsize}, {maxsize}")
-        self._minsize = minsize
-        self._maxsize = maxsize
         self._recycle = pool_recycle
         self._slots: ConnectionSlots[Connection] = ConnectionSlots(
-            open_connection, self._discard, max_size=maxsize
+            open_connection, self._discard, min_size=minsize, max_size=maxsize
         )
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -237,12 +229,12 @@ class MySQLPool:
     @property
     def minsize(self) -> int:
         """Connections kept open when idle."""
-        return self._minsize
+        return self._slots.min_size
 
     @property
     def maxsize(self) -> int:
         """Most connections ever open at once."""
-        return self._maxsize
+        return self._slots.max_size
 
     @property
     def size(self) -> int:
@@ -261,7 +253,7 @@ class MySQLPool:
 
     async def fill(self) -> None:
         """Open connections until ``minsize`` exist."""
-        await self._slots.prefill(self._minsize)
+        await self._slots.fill()
 
     def acquire(self) -> _Acquire:
         """A connection: ``await pool.acquire()`` or ``async with pool.acquire() as conn``."""

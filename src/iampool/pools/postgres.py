@@ -11,7 +11,13 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._credentials import DbAuth
-from ._connect import connect_rate_for, connect_with_retry, refuse_owned_kwargs, tls_not_offered
+from ._connect import (
+    PG_AUTH_SQLSTATES,
+    connect_rate_for,
+    connect_with_retry,
+    refuse_owned_kwargs,
+    tls_not_offered,
+)
 from ._dsn import Target, tls_context
 
 if TYPE_CHECKING:
@@ -21,13 +27,12 @@ __all__ = ["connect", "create_pool"]
 
 T = TypeVar("T")
 
-_AUTH_SQLSTATES = frozenset({"28000", "28P01"})
 _OWNED_KWARGS = ("dsn", "host", "port", "user", "password", "passfile", "database")
 
 
 def _rejection(exc: BaseException) -> str | None:
     """The server's message when asyncpg reports an authentication refusal."""
-    if getattr(exc, "sqlstate", None) in _AUTH_SQLSTATES:
+    if getattr(exc, "sqlstate", None) in PG_AUTH_SQLSTATES:
         return str(exc)
     return None
 

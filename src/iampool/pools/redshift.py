@@ -22,7 +22,9 @@ import anyio
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
 from ._connect import (
+    PG_AUTH_SQLSTATES,
     REDSHIFT_ADVICE,
+    ConnectRate,
     connect_rate_for,
     connect_with_retry,
     refuse_owned_kwargs,
@@ -34,7 +36,6 @@ from ._slots import ConnectionSlots
 __all__ = ["RedshiftConnection", "RedshiftPool", "connect", "create_pool"]
 
 T = TypeVar("T")
-_AUTH_SQLSTATES = frozenset({"28000", "28P01"})
 # redshift-connector only knows verify-ca / verify-full; an unknown mode would skip TLS
 # verification entirely, so "require" becomes verify-ca (what Superset uses for Redshift).
 _SSLMODES = {"require": "verify-ca", "verify-ca": "verify-ca", "verify-full": "verify-full"}
@@ -46,7 +47,7 @@ _FATAL_SEVERITIES = frozenset({"FATAL", "PANIC"})
 def _rejection(exc: BaseException) -> str | None:
     """The server's message when redshift-connector reports an authentication refusal."""
     detail = exc.args[0] if exc.args else None
-    if isinstance(detail, dict) and detail.get("C") in _AUTH_SQLSTATES:
+    if isinstance(detail, dict) and detail.get("C") in PG_AUTH_SQLSTATES:
         return str(detail.get("M", "authentication failed"))
     return None
 
@@ -176,7 +177,7 @@ def _opener(
     target: Target,
     auth: DbAuth,
     limiter: anyio.CapacityLimiter,
-    connect_rate: float | None,
+    rate: ConnectRate | None,
     driver_kwargs: dict[str, Any],
 ) -> Callable[[], Awaitable[RedshiftConnection]]:
     import redshift_connector
@@ -190,7 +191,6 @@ def _opener(
             context="DSN",
         )  # fmt: skip
     sslmode = _SSLMODES[target.sslmode]
-    rate = connect_rate_for(target.endpoint, connect_rate)
 
     async def attempt() -> RedshiftConnection:
         login = await auth.credentials()
@@ -245,33 +245,32 @@ class RedshiftPool:
         connect_rate: float | None = None,
         **driver_kwargs: Any,
     ) -> None:
-        if min_size < 0 or max_size < 1 or min_size > max_size:
-            raise ValueError(f"need 0 <= min_size <= max_size >= 1, got {min_size}, {max_size}")
-        self._min_size = min_size
-        self._max_size = max_size
-        self._limiter = anyio.CapacityLimiter(max_size)
+        self._limiter = anyio.CapacityLimiter(1)
+        rate = connect_rate_for(target.endpoint, connect_rate)
         self._slots: ConnectionSlots[RedshiftConnection] = ConnectionSlots(
-            _opener(target, auth, self._limiter, connect_rate, driver_kwargs),
+            _opener(target, auth, self._limiter, rate, driver_kwargs),
             RedshiftConnection.close,
+            min_size=min_size,
             max_size=max_size,
         )
+        self._limiter.total_tokens = max_size  # checked by the slots
 
     def get_size(self) -> int:
         """Connections open or opening."""
         return self._slots.size
 
     def get_min_size(self) -> int:
-        return self._min_size
+        return self._slots.min_size
 
     def get_max_size(self) -> int:
-        return self._max_size
+        return self._slots.max_size
 
     def get_idle_size(self) -> int:
         return self._slots.idle
 
     async def fill(self) -> None:
         """Open connections until ``min_size`` exist."""
-        await self._slots.prefill(self._min_size)
+        await self._slots.fill()
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[RedshiftConnection]:
@@ -346,11 +345,7 @@ async def create_pool(
         connect_rate=connect_rate,
         **driver_kwargs,
     )
-    try:
-        await pool.fill()
-    except BaseException:
-        pool.terminate()
-        raise
+    await pool._slots.start()
     return pool
 
 
@@ -359,5 +354,5 @@ async def connect(
 ) -> RedshiftConnection:
     """One :class:`RedshiftConnection` (it runs its calls in worker threads)."""
     limiter = anyio.CapacityLimiter(1)
-    opener = _opener(target, auth, limiter, connect_rate, driver_kwargs)
-    return await opener()
+    rate = connect_rate_for(target.endpoint, connect_rate)
+    return await _opener(target, auth, limiter, rate, driver_kwargs)()

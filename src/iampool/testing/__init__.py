@@ -2,8 +2,8 @@
 
 ``FakeAws`` is a local AWS (STS, IAM, RDS, Redshift, Redshift Serverless) with fault injection.
 ``IamGateway`` is a TLS front for a real PostgreSQL or MySQL server that checks logins the way
-RDS (IAM tokens) or Redshift (temporary passwords) does. The pytest plugin
-(``iampool.testing.plugin``) wires them together as ready fixtures; see docs/testing.md.
+RDS (IAM tokens), Redshift (temporary passwords) or Aurora DSQL (DSQL tokens) does. The pytest
+plugin (``iampool.testing.plugin``) wires them together as ready fixtures; see docs/testing.md.
 """
 
 from ._aws import FakeAws, Faults, IssuedKey, IssuedRedshiftPassword
@@ -14,6 +14,7 @@ from ._verify import (
     RedshiftPassword,
     RejectReason,
     SigningKey,
+    verify_dsql_token,
     verify_rds_token,
     verify_redshift_password,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "RedshiftPassword",
     "RejectReason",
     "SigningKey",
+    "verify_dsql_token",
     "verify_rds_token",
     "verify_redshift_password",
 ]

@@ -36,6 +36,7 @@ from ._tls import TlsMaterial
 from ._verify import (
     CredentialAuthority,
     RejectReason,
+    verify_dsql_token,
     verify_rds_token,
     verify_redshift_password,
 )
@@ -89,7 +90,9 @@ class IamGateway:
             ``signing_key(access_key_id)`` and ``redshift_password(user, password)``).
         region: the region RDS tokens must be signed for.
         mode: ``"rds"`` checks RDS IAM tokens; ``"redshift"`` checks Redshift temporary
-            passwords and drops the startup parameters only Redshift understands.
+            passwords and drops the startup parameters only Redshift understands; ``"dsql"``
+            checks Aurora DSQL tokens (``DbConnectAdmin`` for the ``admin`` role, ``DbConnect``
+            for others, signed for this host).
         offer_tls: ``False`` makes a server that does not offer TLS, to prove that clients refuse
             to send it a secret (any secret they do send is recorded, see
             :attr:`secrets_seen_in_plaintext`).
@@ -116,10 +119,10 @@ class IamGateway:
     ) -> None:
         if protocol not in _FRONTS:
             raise ValueError("protocol must be 'postgresql' or 'mysql'")
-        if mode not in ("rds", "redshift"):
-            raise ValueError("mode must be 'rds' or 'redshift'")
-        if mode == "redshift" and protocol != "postgresql":
-            raise ValueError("Redshift speaks the PostgreSQL protocol: use protocol='postgresql'")
+        if mode not in ("rds", "redshift", "dsql"):
+            raise ValueError("mode must be 'rds', 'redshift' or 'dsql'")
+        if mode in ("redshift", "dsql") and protocol != "postgresql":
+            raise ValueError(f"{mode} speaks the PostgreSQL protocol: use protocol='postgresql'")
         self._protocol: WireProtocol = protocol
         self._upstream = Upstream.from_dsn(upstream)
         if self._upstream.scheme != protocol:
@@ -307,7 +310,7 @@ class IamGateway:
 
     @property
     def mode(self) -> Mode:
-        """``"rds"`` (IAM tokens) or ``"redshift"`` (temporary passwords)."""
+        """``"rds"`` (IAM tokens), ``"redshift"`` (temporary passwords) or ``"dsql"``."""
         return self._mode
 
     @property
@@ -345,7 +348,7 @@ class IamGateway:
         query: dict[str, str] = {}
         if self._offer_tls:
             query["sslmode"] = "verify-full"
-            if self._mode == "rds":
+            if self._mode in ("rds", "dsql"):
                 query["sslrootcert"] = str(self.ca_path)
         suffix = f"?{urlencode(query)}" if query else ""
         return f"{scheme}://{quote(user, safe='')}@{self.endpoint}/{quote(name)}{suffix}"
@@ -457,7 +460,16 @@ class IamGateway:
         """Verify a login's password and count the outcome (used by the protocol fronts)."""
         now = self._clock()
         reason: RejectReason | None
-        if self._mode == "redshift":
+        if self._mode == "dsql":
+            reason = verify_dsql_token(
+                secret,
+                user=user,
+                host=self._host,
+                region=self._region,
+                signing_key=self._authority.signing_key,
+                now=now,
+            )
+        elif self._mode == "redshift":
             reason = verify_redshift_password(
                 secret,
                 user=user,

@@ -29,7 +29,9 @@ __all__ = [
     "RedshiftPassword",
     "RejectReason",
     "SigningKey",
+    "parse_dsql_token",
     "parse_rds_token",
+    "verify_dsql_token",
     "verify_rds_token",
     "verify_redshift_password",
 ]
@@ -328,3 +330,121 @@ def _same_optional_secret(issued: str | None, presented: str | None) -> bool:
     if issued is None or presented is None:
         return issued is presented
     return hmac.compare_digest(issued.encode(), presented.encode())
+
+
+# -- Aurora DSQL ---------------------------------------------------------------------------------
+# botocore's generate_db_connect_auth_token / generate_db_connect_admin_auth_token presign
+# ``GET https://<host>/?Action=DbConnect`` (or DbConnectAdmin) for service ``dsql`` with the
+# caller's ExpiresIn: the same SigV4 query signature as an RDS token, but for the host alone (no
+# port: the https default, 443, is what gets signed) and without a DBUser.
+
+_DSQL_REQUIRED = tuple(name for name in _REQUIRED if name != "DBUser")
+DSQL_ADMIN_ROLE = "admin"
+
+
+def parse_dsql_token(token: str) -> RdsToken | None:
+    """Split ``host/?query`` into its signed parts (``port`` 443, ``db_user`` empty), or
+    ``None`` if it is not such a token."""
+    if not token or len(token) > _MAX_TOKEN_CHARS or not token.isascii():
+        return None
+    host, separator, query = token.partition("/?")
+    if not separator or not host or ":" in host:
+        return None
+    params = _query_params(query)
+    if params is None or any(name not in params for name in _DSQL_REQUIRED) or "DBUser" in params:
+        return None
+    return _dsql_token(host, params)
+
+
+def _dsql_token(host: str, params: dict[str, str]) -> RdsToken | None:
+    if params["X-Amz-Algorithm"] != "AWS4-HMAC-SHA256":
+        return None
+    scope = params["X-Amz-Credential"].split("/")
+    amz_date, expires = params["X-Amz-Date"], params["X-Amz-Expires"]
+    if (
+        len(scope) != 5
+        or not all(scope)
+        or scope[4] != "aws4_request"
+        or not _AMZ_DATE.fullmatch(amz_date)
+        or scope[1] != amz_date[:8]
+        or not expires.isdigit()
+        or not 1 <= int(expires) <= _MAX_EXPIRES
+        or not _SIGNATURE.fullmatch(params["X-Amz-Signature"])
+    ):
+        return None
+    try:
+        signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return RdsToken(
+        host=host.lower(),
+        port=443,
+        action=params["Action"],
+        db_user="",
+        access_key_id=scope[0],
+        scope_date=scope[1],
+        region=scope[2],
+        service=scope[3],
+        signed_at=signed_at,
+        expires_in=int(expires),
+        signed_headers=params["X-Amz-SignedHeaders"],
+        canonical_query=_canonical_query(params),
+        signature=params["X-Amz-Signature"],
+        session_token=params.get("X-Amz-Security-Token"),
+    )
+
+
+def verify_dsql_token(
+    token: str,
+    *,
+    user: str,
+    host: str,
+    region: str,
+    signing_key: Callable[[str], SigningKey | None],
+    now: datetime,
+) -> RejectReason | None:
+    """Check ``token`` the way Aurora DSQL does for a login as ``user`` to the cluster at
+    ``host``: ``DbConnectAdmin`` for the ``admin`` role, ``DbConnect`` for any other.
+
+    Returns:
+        ``None`` when the token is valid, else why it is not.
+    """
+    parsed = parse_dsql_token(token)
+    if parsed is None or parsed.signed_headers != "host":
+        return "malformed_token"
+    if parsed.action != ("DbConnectAdmin" if user == DSQL_ADMIN_ROLE else "DbConnect"):
+        return "wrong_action"
+    if parsed.host != host.lower():
+        return "wrong_endpoint"
+    if parsed.service != "dsql":
+        return "wrong_service"
+    return _check_signed(parsed, region=region, signing_key=signing_key, now=now)
+
+
+def _check_signed(
+    parsed: RdsToken,
+    *,
+    region: str,
+    signing_key: Callable[[str], SigningKey | None],
+    now: datetime,
+) -> RejectReason | None:
+    """Region, validity window, key, signature and session token of a presigned token."""
+    if parsed.region != region:
+        return "wrong_region"
+    if now >= parsed.signed_at + timedelta(seconds=parsed.expires_in):
+        return "expired"
+    if parsed.signed_at > now + CLOCK_SKEW:
+        return "not_yet_valid"
+    key = signing_key(parsed.access_key_id)
+    if key is None:
+        return "unknown_key"
+    expected = parsed.expected_signature(key.secret_access_key)
+    if not hmac.compare_digest(expected.encode(), parsed.signature.encode()):
+        return "bad_signature"
+    if key.session_token is not None and parsed.session_token is None:
+        return "no_session_token"
+    if not _same_optional_secret(key.session_token, parsed.session_token):
+        return "wrong_session_token"
+    if key.expires_at is not None and now >= key.expires_at:
+        return "expired_key"
+    return None

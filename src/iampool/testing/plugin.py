@@ -15,6 +15,10 @@ Fixtures (all session-scoped, started on first use):
 ``iam_redshift``
     The same for a Redshift provisioned cluster emulated on the PostgreSQL server; while it is
     in use ``SSL_CERT_FILE`` also trusts the gateway's CA (redshift-connector reads no CA file).
+``iam_dsql``
+    An Aurora DSQL cluster emulated on the PostgreSQL server: a DSQL-mode gateway checking
+    ``DbConnectAdmin`` tokens for the ``admin`` role, with an ``aws_iam`` block saying
+    ``"dsql": true`` (and the region: the gateway's host names none).
 
 A server that does not answer fails the test with how to start it; nothing is skipped.
 """
@@ -36,11 +40,12 @@ if TYPE_CHECKING:
     from ._front import Mode
     from ._gateway import IamGateway, WireProtocol
 
-__all__ = ["fake_aws", "iam_mysql", "iam_postgres", "iam_redshift"]
+__all__ = ["fake_aws", "iam_dsql", "iam_mysql", "iam_postgres", "iam_redshift"]
 
 REGION = "us-east-1"
 LOGIN_USER = "app"
 CLUSTER_IDENTIFIER = "iampool-test"
+DSQL_ADMIN = "admin"  # Aurora DSQL's built-in role: DbConnectAdmin tokens
 PG_DSN_VARIABLE = "IAMPOOL_TEST_PG_DSN"
 MYSQL_DSN_VARIABLE = "IAMPOOL_TEST_MYSQL_DSN"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -114,6 +119,32 @@ def iam_redshift(fake_aws: FakeAws) -> Iterator[IamDatabase]:
                 ca_path=gateway.ca_path,
                 user=login,
             )
+
+
+@pytest.fixture(scope="session")
+def iam_dsql(fake_aws: FakeAws) -> Iterator[IamDatabase]:
+    """An Aurora DSQL cluster (PostgreSQL behind a DSQL-mode gateway), logged in as ``admin``."""
+    from .._config import AwsIamConfig
+    from ._database import IamDatabase
+
+    with _gateway("postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "dsql") as gateway:
+        gateway.ensure_user(DSQL_ADMIN)
+        config = AwsIamConfig.from_extra(
+            {
+                "enabled": True,
+                "dsql": True,
+                "region": REGION,
+                "role_arn": fake_aws.create_role("iampool-test-dsql"),
+                "db_username": DSQL_ADMIN,
+            }
+        )
+        yield IamDatabase(
+            dsn=gateway.dsn(DSQL_ADMIN),
+            config=config,
+            gateway=gateway,
+            ca_path=gateway.ca_path,
+            user=DSQL_ADMIN,
+        )
 
 
 def _rds_database(gateway: IamGateway, fake_aws: FakeAws, *, role_name: str) -> IamDatabase:

@@ -1,0 +1,65 @@
+"""Typed entry points for aiomysql: ``await iampool.aiomysql.create_pool(dsn, aws_iam=cfg)``.
+
+The same pools as :func:`iampool.create_pool` gives for ``mysql://`` and ``mysql+aiomysql://``
+DSNs (Aurora MySQL, RDS for MySQL/MariaDB), typed: a :class:`~iampool.MySQLPool` with
+aiomysql's interface, and aiomysql connections.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._cache import CredentialCache
+from ._config import ConfigLike
+from .pools import DEFAULT_SIZES, mysql, resolve
+from .pools.mysql import MySQLPool
+
+if TYPE_CHECKING:
+    from aiomysql import Connection
+
+__all__ = ["connect", "create_pool"]
+
+_MIN_SIZE, _MAX_SIZE = DEFAULT_SIZES["aiomysql"]
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    aws_iam: ConfigLike,
+    min_size: int = _MIN_SIZE,
+    max_size: int = _MAX_SIZE,
+    cache: CredentialCache | None = None,
+    connect_rate: float | None = None,
+    pool_recycle: float = -1,
+    **driver_kwargs: Any,
+) -> MySQLPool:
+    """A :class:`~iampool.MySQLPool` (default min 1 / max 10), each connection opened with a
+    fresh (cached) IAM token over TLS; keyword arguments go to each ``aiomysql`` connection.
+
+    Raises:
+        ConfigError: invalid configuration, or a DSN that is not a ``mysql://`` or
+            ``mysql+aiomysql://`` one.
+    """
+    target, auth = resolve(dsn, aws_iam, cache, driver="aiomysql")
+    return await mysql.create_pool(
+        target,
+        auth,
+        min_size=min_size,
+        max_size=max_size,
+        connect_rate=connect_rate,
+        pool_recycle=pool_recycle,
+        **driver_kwargs,
+    )
+
+
+async def connect(
+    dsn: str,
+    *,
+    aws_iam: ConfigLike,
+    cache: CredentialCache | None = None,
+    connect_rate: float | None = None,
+    **driver_kwargs: Any,
+) -> Connection:
+    """One aiomysql connection authenticated with an IAM token over TLS."""
+    target, auth = resolve(dsn, aws_iam, cache, driver="aiomysql")
+    return await mysql.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)

@@ -1,0 +1,69 @@
+"""Typed entry points for psycopg 3: ``await iampool.psycopg.create_pool(dsn, aws_iam=cfg)``.
+
+The same pools as :func:`iampool.create_pool` gives for ``postgresql+psycopg://`` DSNs, typed
+as psycopg's own classes: the real ``psycopg_pool.AsyncConnectionPool`` and
+``psycopg.AsyncConnection``. For Aurora PostgreSQL and RDS, and for Aurora DSQL when the
+``aws_iam`` block says ``"dsql": true``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._cache import CredentialCache
+from ._config import ConfigLike
+from .pools import DEFAULT_SIZES, psycopg, resolve
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg.rows import TupleRow
+    from psycopg_pool import AsyncConnectionPool
+
+__all__ = ["connect", "create_pool"]
+
+_MIN_SIZE, _MAX_SIZE = DEFAULT_SIZES["psycopg"]
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    aws_iam: ConfigLike,
+    min_size: int = _MIN_SIZE,
+    max_size: int = _MAX_SIZE,
+    cache: CredentialCache | None = None,
+    connect_rate: float | None = None,
+    **driver_kwargs: Any,
+) -> AsyncConnectionPool[AsyncConnection[TupleRow]]:
+    """The real ``psycopg_pool.AsyncConnectionPool`` (default min 4 / max 4), open and filled,
+    whose every new connection gets a fresh (cached) IAM token from its ``kwargs`` callable.
+
+    Keyword arguments go to the pool (``timeout``, ``max_lifetime``, ``configure``, ...);
+    ``kwargs=`` (a dict) to every connection (``autocommit``, ``row_factory``, libpq settings).
+
+    Raises:
+        ConfigError: invalid configuration, or a DSN that is not a ``postgresql+psycopg://``
+            one.
+    """
+    target, auth = resolve(dsn, aws_iam, cache, driver="psycopg")
+    return await psycopg.create_pool(
+        target,
+        auth,
+        min_size=min_size,
+        max_size=max_size,
+        connect_rate=connect_rate,
+        **driver_kwargs,
+    )
+
+
+async def connect(
+    dsn: str,
+    *,
+    aws_iam: ConfigLike,
+    cache: CredentialCache | None = None,
+    connect_rate: float | None = None,
+    **driver_kwargs: Any,
+) -> AsyncConnection[TupleRow]:
+    """One ``psycopg.AsyncConnection`` authenticated with an IAM token; keyword arguments are
+    connection settings (``autocommit``, ``row_factory``, libpq parameters)."""
+    target, auth = resolve(dsn, aws_iam, cache, driver="psycopg")
+    return await psycopg.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)

@@ -1,0 +1,59 @@
+"""Typed entry points for Redshift: ``await iampool.redshift.create_pool(dsn, aws_iam=cfg)``.
+
+The same pools as :func:`iampool.create_pool` gives for ``redshift://`` DSNs, typed: a
+:class:`~iampool.RedshiftPool` and :class:`~iampool.RedshiftConnection` (redshift-connector
+driven from worker threads).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._cache import CredentialCache
+from ._config import ConfigLike
+from .pools import DEFAULT_SIZES, redshift, resolve
+from .pools.redshift import RedshiftConnection, RedshiftPool
+
+__all__ = ["connect", "create_pool"]
+
+_MIN_SIZE, _MAX_SIZE = DEFAULT_SIZES["redshift_connector"]
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    aws_iam: ConfigLike,
+    min_size: int = _MIN_SIZE,
+    max_size: int = _MAX_SIZE,
+    cache: CredentialCache | None = None,
+    connect_rate: float | None = None,
+    **driver_kwargs: Any,
+) -> RedshiftPool:
+    """A :class:`~iampool.RedshiftPool` (default min 1 / max 10) whose connections log in with
+    temporary Redshift credentials; keyword arguments go to ``redshift_connector.connect``.
+
+    Raises:
+        ConfigError: invalid configuration, or a DSN that is not a ``redshift://`` one.
+    """
+    target, auth = resolve(dsn, aws_iam, cache, driver="redshift_connector")
+    return await redshift.create_pool(
+        target,
+        auth,
+        min_size=min_size,
+        max_size=max_size,
+        connect_rate=connect_rate,
+        **driver_kwargs,
+    )
+
+
+async def connect(
+    dsn: str,
+    *,
+    aws_iam: ConfigLike,
+    cache: CredentialCache | None = None,
+    connect_rate: float | None = None,
+    **driver_kwargs: Any,
+) -> RedshiftConnection:
+    """One :class:`~iampool.RedshiftConnection` logged in with temporary credentials."""
+    target, auth = resolve(dsn, aws_iam, cache, driver="redshift_connector")
+    return await redshift.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
