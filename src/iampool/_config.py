@@ -17,6 +17,17 @@ Backend = Literal["rds", "redshift", "redshift-serverless"]
 DEFAULT_SESSION_DURATION = 3600
 DEFAULT_PASSWORD_DURATION = 900
 
+# Superset's own words for the two Redshift selector mistakes, so that its users meet the
+# message they know (superset/db_engine_specs/aws_iam.py).
+SUPERSET_BOTH_REDSHIFT_SELECTORS = (
+    "AWS IAM configuration cannot have both workgroup_name (Serverless) and cluster_identifier "
+    "(provisioned). Please specify only one."
+)
+SUPERSET_NO_REDSHIFT_SELECTOR = (
+    "AWS IAM configuration must include either workgroup_name (for Redshift Serverless) or "
+    "cluster_identifier (for provisioned Redshift clusters)."
+)
+
 # AWS means ASCII by \w and \d: without re.ASCII, Python would accept e.g. Arabic-Indic digits in
 # an account id or accented letters in an ExternalId, which STS then rejects.
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}", re.ASCII)
@@ -239,12 +250,7 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
         rule="1 to 63 letters, digits or single hyphens, starting with a letter",
     )
     if block.get("workgroup_name") is not None and block.get("cluster_identifier") is not None:
-        check.fail(
-            "cluster_identifier",
-            "cannot be combined with workgroup_name: set "
-            "workgroup_name for Redshift Serverless or cluster_identifier for a "
-            "provisioned cluster, not both",
-        )
+        check.fail("cluster_identifier", SUPERSET_BOTH_REDSHIFT_SELECTORS)
     provisioned = (
         block.get("cluster_identifier") is not None and block.get("workgroup_name") is None
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import json
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 from .._cache import CredentialCache, default_cache
-from .._config import ConfigLike, coerce_config
+from .._config import SUPERSET_NO_REDSHIFT_SELECTOR, ConfigLike, coerce_config
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
 from ..auth import auth_for
@@ -30,16 +32,26 @@ _DEFAULT_SIZES: dict[Engine, tuple[int, int]] = {
 
 def resolve(dsn: str, aws_iam: ConfigLike, cache: CredentialCache | None) -> tuple[Target, DbAuth]:
     """Validate a DSN against its IAM configuration and build the authenticator."""
-    config = coerce_config(aws_iam)
+    try:
+        config = coerce_config(aws_iam)
+    except ConfigError as exc:
+        if not _is_redshift(dsn) or _has_redshift_selector(aws_iam):
+            raise
+        # Without a selector the block reads as an RDS one, which asks for db_username; for a
+        # redshift:// DSN the missing piece is the selector, as Superset says.
+        others = [
+            problem
+            for problem in exc.errors
+            if not (problem.field == "db_username" and problem.message.startswith("is required"))
+        ]
+        raise ConfigError([_NO_SELECTOR, *others]) from None
     if not config.enabled:
         raise ConfigError(
             ConfigProblem("enabled", "is false: this aws_iam block does not ask for IAM auth")
         )
     target = parse_target(dsn, config)
     if target.engine == "redshift" and config.backend == "rds":
-        raise ConfigError(
-            ConfigProblem("aws_iam", "a redshift:// DSN needs cluster_identifier or workgroup_name")
-        )
+        raise ConfigError(_NO_SELECTOR)
     if target.engine != "redshift" and config.backend != "rds":
         raise ConfigError(
             ConfigProblem("dsn", f"aws_iam describes {config.backend}; use a redshift:// DSN"),
@@ -52,6 +64,29 @@ def resolve(dsn: str, aws_iam: ConfigLike, cache: CredentialCache | None) -> tup
         cache=cache if cache is not None else default_cache(),
     )
     return target, auth
+
+
+_NO_SELECTOR = ConfigProblem("aws_iam", SUPERSET_NO_REDSHIFT_SELECTOR)
+
+
+def _is_redshift(dsn: str) -> bool:
+    scheme, separator, _ = dsn.partition("://")
+    return bool(separator) and scheme.lower() in ("redshift", "redshift+redshift_connector")
+
+
+def _has_redshift_selector(aws_iam: ConfigLike) -> bool:
+    """Whether the raw block names a cluster or a workgroup (it may be invalid otherwise)."""
+    block: Any = aws_iam
+    if isinstance(block, (str, bytes, bytearray)):
+        try:
+            block = json.loads(block)
+        except (ValueError, RecursionError):
+            return True  # not JSON: nothing to say about selectors, report the JSON error
+    if isinstance(block, Mapping) and "aws_iam" in block:  # as AwsIamConfig.from_extra reads it
+        block = block["aws_iam"]
+    if not isinstance(block, Mapping):
+        return True
+    return block.get("workgroup_name") is not None or block.get("cluster_identifier") is not None
 
 
 def driver(engine: Engine) -> ModuleType:
