@@ -38,6 +38,14 @@ def report_lines(stdout: str) -> dict[str, str]:
     return {pair[0]: pair[1] for pair in pairs}
 
 
+async def role_exists(name: str) -> bool:
+    connection = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        return bool(await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name))
+    finally:
+        await connection.close()
+
+
 # --- demo -------------------------------------------------------------------------------------
 
 
@@ -47,16 +55,61 @@ def test_demo_runs_everything_locally_on_one_assume_role() -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["ok"] is True
+    assert summary["problems"] == []
     assert summary["sts_assume_role_calls"] == 1
     assert summary["tokens_signed"] == 1
     assert summary["errors"] == 0
-    assert summary["queries"] == 2000
+    assert summary["queries"] == summary["queries_requested"] == 2000
     assert 1 <= summary["connections_opened"] <= 10
-    assert summary["identity"] == "iam_demo"
+    assert summary["identity"] == summary["login_role"]
+    assert summary["login_role"].startswith("iam_demo_")
 
 
-def test_demo_falls_back_to_an_embedded_postgres() -> None:
+async def test_demo_drops_the_login_role_it_created() -> None:
+    result = iampool("demo", "--json", "--queries", "200", "--workers", "8")
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["login_role_dropped"] is True
+    assert not await role_exists(summary["login_role"])
+
+
+async def test_demo_leaves_a_login_role_that_existed_before() -> None:
+    from iampool.demo import _RoleCleanup
+
+    name = "iam_demo_preexisting_test"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP ROLE IF EXISTS "{name}"; CREATE ROLE "{name}" LOGIN')
+        cleanup = _RoleCleanup(PG_ADMIN_DSN, name)
+        async with cleanup.dropped_afterwards():
+            pass
+
+        assert cleanup.dropped is False
+        assert await role_exists(name)
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{name}"')
+        await admin.close()
+
+
+def test_demo_says_in_a_sentence_what_it_proved_and_labels_queueing() -> None:
+    result = iampool("demo", "--queries", "300", "--workers", "6", "--pool-size", "3")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == (
+        "Proved: 300 queries from 6 workers ran over 3 connections whose every login was "
+        "checked as an RDS IAM token, and the whole run cost 1 STS AssumeRole call and "
+        "1 RDS auth token."
+    )
+    queueing = next(line for line in lines if "queueing p50 / p99" in line)
+    assert "waiting for a free connection (6 workers share 3; not iampool's cost)" in queueing
+    assert not any("acquire" in line for line in lines)
+
+
+def test_demo_falls_back_to_an_embedded_postgres_without_leaking_warnings() -> None:
     env = {**os.environ, "IAMPOOL_DEMO_EMBEDDED": "1"}
+    env.pop("XDG_RUNTIME_DIR", None)  # platformdirs warns about it when pgserver is imported
     result = iampool("demo", "--json", "--queries", "300", env=env)
 
     assert result.returncode == 0, result.stderr
@@ -64,6 +117,8 @@ def test_demo_falls_back_to_an_embedded_postgres() -> None:
     assert summary["postgres"] == "embedded pgserver"
     assert summary["sts_assume_role_calls"] == 1
     assert summary["errors"] == 0
+    assert "Warning" not in result.stderr
+    assert all(line.startswith("iampool demo: ") for line in result.stderr.splitlines())
 
 
 # --- usage errors: exit 2, one line, before any AWS call ----------------------------------------
