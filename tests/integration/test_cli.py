@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,37 @@ async def role_exists(name: str) -> bool:
         return bool(await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name))
     finally:
         await connection.close()
+
+
+@pytest.fixture(scope="module")
+def redshift_cluster(fake_aws: Any) -> Iterator[tuple[str, dict[str, Any], dict[str, str]]]:
+    """A Redshift cluster behind a gateway of this module's own: DSN, block, subprocess env.
+
+    Not the session's ``iam_redshift``: moto's state is process-wide, and test_fake_aws.py resets
+    it, so a cluster made this early in the session would be gone for the later Redshift tests.
+    """
+    from iampool.testing import IamGateway
+
+    gateway = IamGateway(
+        "postgresql", upstream=PG_ADMIN_DSN, authority=fake_aws, region=fake_aws.region,
+        mode="redshift",
+    )  # fmt: skip
+    with gateway:
+        fake_aws.create_redshift_cluster(
+            "iampool-cli-test", db_name="postgres", address=gateway.host, port=gateway.port
+        )
+        gateway.ensure_user("IAM:app")
+        block = {
+            "enabled": True,
+            "region": fake_aws.region,
+            "role_arn": fake_aws.create_role("iampool-cli-redshift"),
+            "db_username": "app",
+            "cluster_identifier": "iampool-cli-test",
+            "db_name": "postgres",
+        }
+        # redshift-connector trusts only the default store: the CLI gets the gateway's CA there.
+        env = {**os.environ, "SSL_CERT_FILE": str(gateway.ca_path)}
+        yield gateway.dsn("IAM:app", "postgres"), block, env
 
 
 # --- demo -------------------------------------------------------------------------------------
@@ -183,13 +215,24 @@ def test_a_usage_error_exits_2_with_one_line_before_any_aws_call(
 
 
 def test_a_ca_file_for_redshift_is_a_usage_error_before_any_aws_call(
-    iam_redshift: Any, iam_postgres: Any, fake_aws: Any
+    iam_postgres: Any, fake_aws: Any
 ) -> None:
     calls_before = sum(fake_aws.calls.values())
-    extra = json.dumps(iam_redshift.config.to_dict())
+    block = {
+        "enabled": True,
+        "region": "us-east-1",
+        "cluster_identifier": "analytics",
+        "db_username": "app",
+        "db_name": "dev",
+    }
 
     result = iampool(
-        "check", iam_redshift.dsn, "--extra", extra, "--sslrootcert", str(iam_postgres.ca_path)
+        "check",
+        "redshift://analytics.abc123.us-east-1.redshift.amazonaws.com/dev",
+        "--extra",
+        json.dumps(block),
+        "--sslrootcert",
+        str(iam_postgres.ca_path),  # a real PEM file
     )
 
     assert result.returncode == 2, result.stdout + result.stderr
@@ -308,11 +351,11 @@ def test_check_without_a_ca_reports_an_unverified_certificate(
 
 
 def test_check_against_redshift_claims_nothing_about_the_server_side(
-    iam_redshift: Any, fake_aws: Any
+    redshift_cluster: tuple[str, dict[str, Any], dict[str, str]],
 ) -> None:
-    extra = json.dumps(iam_redshift.config.to_dict())
+    dsn, block, env = redshift_cluster
 
-    result = iampool("check", iam_redshift.dsn, "--extra", extra)
+    result = iampool("check", dsn, "--extra", json.dumps(block), env=env)
 
     assert result.returncode == 0, result.stderr
     report = report_lines(result.stdout)
