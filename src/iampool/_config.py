@@ -19,6 +19,17 @@ DEFAULT_PASSWORD_DURATION = 900
 DEFAULT_TOKEN_DURATION = 900  # Aurora DSQL tokens: botocore's default ExpiresIn
 MAX_TOKEN_DURATION = 604800  # a SigV4 presigned URL lives at most 7 days
 
+# Superset's own words for the two Redshift selector mistakes, so that its users meet the
+# message they know (superset/db_engine_specs/aws_iam.py).
+SUPERSET_BOTH_REDSHIFT_SELECTORS = (
+    "AWS IAM configuration cannot have both workgroup_name (Serverless) and cluster_identifier "
+    "(provisioned). Please specify only one."
+)
+SUPERSET_NO_REDSHIFT_SELECTOR = (
+    "AWS IAM configuration must include either workgroup_name (for Redshift Serverless) or "
+    "cluster_identifier (for provisioned Redshift clusters)."
+)
+
 # AWS means ASCII by \w and \d: without re.ASCII, Python would accept e.g. Arabic-Indic digits in
 # an account id or accented letters in an ExternalId, which STS then rejects.
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}", re.ASCII)
@@ -263,12 +274,7 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
                     "DSN's host",
                 )
     if block.get("workgroup_name") is not None and block.get("cluster_identifier") is not None:
-        check.fail(
-            "cluster_identifier",
-            "cannot be combined with workgroup_name: set "
-            "workgroup_name for Redshift Serverless or cluster_identifier for a "
-            "provisioned cluster, not both",
-        )
+        check.fail("cluster_identifier", SUPERSET_BOTH_REDSHIFT_SELECTORS)
     provisioned = (
         block.get("cluster_identifier") is not None and block.get("workgroup_name") is None
     )

@@ -1,17 +1,20 @@
 """The ``iampool`` command: mint a token, check a connection, run the local demo.
 
 Exit codes: 0 success; 1 AWS or the database refused or failed; 2 bad usage or configuration.
-Secrets are never printed, except the token ``iampool token`` was asked for.
+Usage errors (arguments, files, ports, CA paths) are found before any AWS call and reported on
+one line. Secrets are never printed, except the token ``iampool token`` was asked for.
 """
 
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import quote
 
 import anyio
 
@@ -27,51 +30,136 @@ from ._errors import (
 )
 from .auth import auth_for
 from .pools import resolve
-from .pools._dsn import Target
+from .pools._dsn import Target, tls_context
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+# redshift-connector's sslmode for each of ours (see pools/redshift.py): it has no "require".
+_REDSHIFT_SSLMODES = {
+    "require": "verify-ca",
+    "verify-ca": "verify-ca",
+    "verify-full": "verify-full",
+}
 
-def _load_config(extra: str) -> AwsIamConfig:
-    """``--extra``: a file path, ``-`` for standard input, or the JSON itself."""
-    if extra == "-":
-        return AwsIamConfig.from_extra(sys.stdin.read())
-    path = Path(extra)
-    if not extra.lstrip().startswith("{") and path.is_file():
-        return AwsIamConfig.from_extra(path.read_text(encoding="utf-8"))
-    return AwsIamConfig.from_extra(extra)
+
+class UsageError(Exception):
+    """A command line that cannot work: reported on one line, exit status 2, before any AWS call."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _count(text: str) -> int:
+    """A whole number of 1 or more (workers, queries, pool size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
+    return value
+
+
+_MINT_ABOUT = """\
+Mint database credentials the way a pool would, and print them: for RDS and Aurora the
+IAM auth token (like `aws rds generate-db-auth-token`), for Redshift the temporary user, its
+expiry and the endpoint (the password only with --show-password)."""
+
+_MINT_EXAMPLES = """\
+examples:
+  iampool token --extra block.json --host mydb.cluster-abc123.us-east-1.rds.amazonaws.com \\
+    --port 5432
+  PGPASSWORD="$(iampool token --extra block.json --host "$HOST" --port 5432)" \\
+    psql "host=$HOST user=app dbname=app sslmode=verify-full sslrootcert=global-bundle.pem"
+  iampool token --extra redshift.json"""
+
+_CHECK_ABOUT = """\
+Connect once, as a pool would, and report each step: where the AWS credentials came from, the
+database login, the credential expiry, connect time, the identity the server sees, and the TLS
+mode used (with what the server reports about it, where it can)."""
+
+_CHECK_EXAMPLES = """\
+example:
+  iampool check 'postgresql://mydb.cluster-abc123.us-east-1.rds.amazonaws.com/app' \\
+    --extra block.json --sslrootcert global-bundle.pem"""
+
+_DEMO_ABOUT = """\
+Run iampool end to end on this machine, with no AWS account: a local AWS stand-in, an IAM
+gateway that checks every login like RDS does, and PostgreSQL (the local server, else an
+embedded one). Workers share a small pool; the summary says what the run proved."""
+
+_DEMO_EXAMPLES = """\
+examples:
+  iampool demo
+  iampool demo --workers 8 --queries 500 --pool-size 4 --json"""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="iampool", description="AWS IAM database authentication for async Python pools."
+    parser = _Parser(
+        prog="iampool",
+        description="AWS IAM database authentication for async Python pools.",
+        epilog="examples:\n  iampool demo\n  iampool token --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"iampool {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    extra_help = "the aws_iam block (or encrypted_extra): JSON text, a file, or - (stdin)"
 
     token = commands.add_parser(
-        "token", help="print an RDS auth token (or a Redshift temporary user and expiry)"
+        "token",
+        help="print an RDS auth token (or a Redshift temporary user and expiry)",
+        description=_MINT_ABOUT,
+        epilog=_MINT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    token.add_argument("--extra", required=True, help="aws_iam block: JSON, a file, or - (stdin)")
+    token.add_argument("--extra", required=True, help=extra_help)
     token.add_argument("--host", help="database endpoint host (required for RDS)")
-    token.add_argument("--port", type=int, help="database port (RDS: required unless in --extra)")
+    token.add_argument(
+        "--port", type=_port, help="database port (RDS: required unless the block has port)"
+    )
     token.add_argument(
         "--show-password",
         action="store_true",
         help="Redshift: also print the temporary password",
     )
 
-    check = commands.add_parser("check", help="connect once and report identity, TLS, timings")
+    check = commands.add_parser(
+        "check",
+        help="connect once and report identity, TLS, timings",
+        description=_CHECK_ABOUT,
+        epilog=_CHECK_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     check.add_argument("dsn", help="postgresql://, mysql:// or redshift:// DSN without password")
-    check.add_argument("--extra", required=True, help="aws_iam block: JSON, a file, or - (stdin)")
-    check.add_argument("--sslrootcert", help="CA file to verify the server with (verify-full)")
+    check.add_argument("--extra", required=True, help=extra_help)
+    check.add_argument("--sslrootcert", help="CA file (PEM) to verify the server with: verify-full")
 
-    demo = commands.add_parser("demo", help="run everything locally: no AWS, no setup")
-    demo.add_argument("--workers", type=int, default=64, help="concurrent workers (default 64)")
-    demo.add_argument("--queries", type=int, default=5000, help="queries in all (default 5000)")
-    demo.add_argument("--pool-size", type=int, default=10, help="pool max_size (default 10)")
+    demo = commands.add_parser(
+        "demo",
+        help="run everything locally: no AWS, no setup",
+        description=_DEMO_ABOUT,
+        epilog=_DEMO_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--workers", type=_count, default=64, help="concurrent workers (64)")
+    demo.add_argument("--queries", type=_count, default=5000, help="queries in all (5000)")
+    demo.add_argument("--pool-size", type=_count, default=10, help="pool max_size (10)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
@@ -89,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(
             workers=args.workers, queries=args.queries, pool_size=args.pool_size, as_json=args.json
         )
+    except UsageError as exc:
+        print(f"iampool {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
         print(f"iampool: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -103,6 +194,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _load_config(extra: str) -> AwsIamConfig:
+    """``--extra``: JSON text (it starts with ``{``), ``-`` for standard input, or a file."""
+    if extra == "-":
+        return AwsIamConfig.from_extra(sys.stdin.read())
+    if extra.lstrip().startswith("{"):
+        return AwsIamConfig.from_extra(extra)
+    path = Path(extra)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(
+            f"--extra: no file {extra!r} (give the aws_iam block as JSON text, a file, or -)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise UsageError(f"--extra: cannot read {extra!r}: {reason}") from None
+    return AwsIamConfig.from_extra(text)
+
+
 def _enabled(config: AwsIamConfig) -> AwsIamConfig:
     if not config.enabled:
         raise ConfigError(
@@ -113,6 +223,16 @@ def _enabled(config: AwsIamConfig) -> AwsIamConfig:
 
 async def _token(args: argparse.Namespace) -> int:
     config = _enabled(_load_config(args.extra))
+    if config.backend == "rds":
+        if not args.host:
+            raise UsageError(
+                "--host is required for RDS and Aurora: a token is signed for one endpoint"
+            )
+        if args.port is None and config.port is None:
+            raise UsageError(
+                "--port is required for RDS and Aurora (5432 PostgreSQL, 3306 MySQL), "
+                "unless the block has port"
+            )
     cache = CredentialCache()
     try:
         auth = auth_for(config, host=args.host, port=args.port, cache=cache)
@@ -135,11 +255,13 @@ async def _check(args: argparse.Namespace) -> int:
     config = _load_config(args.extra)
     dsn = args.dsn
     if args.sslrootcert:
-        dsn += ("&" if "?" in dsn else "?") + f"sslrootcert={args.sslrootcert}"
+        _check_ca_file(args.sslrootcert, "--sslrootcert")
+        dsn += ("&" if "?" in dsn else "?") + f"sslrootcert={quote(args.sslrootcert, safe='/')}"
     cache = CredentialCache()
     report: list[tuple[str, str]] = []
     try:
         target, auth = resolve(dsn, config, cache)
+        tls_mode = _tls_mode(target)  # every local check done: the AWS calls start below
         started = time.perf_counter()
         aws = await mint_context(cache).aws_credentials(config)
         report.append(("AWS credentials", f"{aws.source} ({_ms(started)})"))
@@ -148,9 +270,11 @@ async def _check(args: argparse.Namespace) -> int:
         report.append(("database login", f"user {credentials.user} ({_ms(started)})"))
         report.append(("credential expiry", credentials.expires_at.isoformat(timespec="seconds")))
         started = time.perf_counter()
-        facts = await _probe(target, dsn, config, cache)
+        facts, server_tls = await _probe(target, dsn, config, cache)
         report.append(("connect + query", _ms(started)))
         report.extend(facts)
+        report.append(("TLS", tls_mode))
+        report.append(("server TLS", server_tls))
     finally:
         await cache.aclose()
     width = max(len(name) for name, _ in report)
@@ -159,9 +283,49 @@ async def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_ca_file(path: str, name: str) -> None:
+    """A CA file must exist and hold PEM certificates, or the connect fails after AWS calls."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise UsageError(f"{name}: no file {path!r}") from None
+    except ssl.SSLError:
+        raise UsageError(f"{name}: {path!r} holds no PEM certificate") from None
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read {path!r}: {exc.strerror or exc}") from None
+
+
+def _tls_mode(target: Target) -> str:
+    """The TLS mode this connection uses, as the client enforces it (checked before any AWS call).
+
+    PostgreSQL and MySQL read it off the very ``SSLContext`` the pools build, so ``require`` with
+    a CA shows as the ``verify-full`` it becomes.
+    """
+    if target.engine == "redshift":
+        if target.sslrootcert is not None:
+            raise UsageError(
+                "sslrootcert: redshift-connector takes no CA file; add the CA to the system "
+                "store or point SSL_CERT_FILE at it"
+            )
+        mode = _REDSHIFT_SSLMODES[target.sslmode]
+        checked = "certificate" if mode == "verify-ca" else "certificate and host name"
+        store = "the system store and redshift-connector's Amazon CAs"
+        return f"sslmode={mode}: encrypted, {checked} verified against {store}"
+    if target.sslrootcert is not None:
+        _check_ca_file(target.sslrootcert, "sslrootcert")
+    context = tls_context(target)
+    store = target.sslrootcert or "the system store"
+    if context.verify_mode == ssl.CERT_NONE:
+        return "sslmode=require: encrypted, server certificate not verified"
+    if context.check_hostname:
+        return f"sslmode=verify-full: encrypted, certificate and host name verified against {store}"
+    return f"sslmode=verify-ca: encrypted, certificate verified against {store}"
+
+
 async def _probe(
     target: Target, dsn: str, config: AwsIamConfig, cache: CredentialCache
-) -> list[tuple[str, str]]:
+) -> tuple[list[tuple[str, str]], str]:
+    """Identity and server facts, and what the server itself says about the session's TLS."""
     from .pools import connect
 
     engine = target.engine
@@ -173,39 +337,33 @@ async def _probe(
                 "(SELECT version || ' ' || cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid() "
                 "AND ssl)"
             )
-            return [
-                ("identity", str(row[0])),
-                ("server", str(row[1]).split(",")[0]),
-                ("TLS", _tls_line(target, row[2])),
-            ]
+            facts = [("identity", str(row[0])), ("server", str(row[1]).split(",")[0])]
+            return facts, _server_tls(row[2], "pg_stat_ssl")
         if engine == "mysql":
             async with connection.cursor() as cursor:
                 await cursor.execute("SELECT CURRENT_USER(), VERSION()")
                 user, version = await cursor.fetchone()
                 await cursor.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
                 cipher = await cursor.fetchone()
-            return [
-                ("identity", str(user)),
-                ("server", f"MySQL {version}"),
-                ("TLS", _tls_line(target, cipher[1] if cipher and cipher[1] else None)),
-            ]
+            facts = [("identity", str(user)), ("server", f"MySQL {version}")]
+            return facts, _server_tls(cipher[1] if cipher and cipher[1] else None, "Ssl_cipher")
         row = await connection.fetchrow("SELECT current_user, version()")
-        return [
-            ("identity", str(row[0])),
-            ("server", str(row[1])[:80]),
-            ("TLS", _tls_line(target, None)),
-        ]
+        facts = [("identity", str(row[0])), ("server", str(row[1])[:80])]
+        return facts, "not checked: Redshift does not report a session's TLS to this probe"
     finally:
         close = connection.close()
         if hasattr(close, "__await__"):
             await close
 
 
-def _tls_line(target: Target, server_view: str | None) -> str:
-    """The client side is always TLS (iampool refuses anything else); the server may see it
-    terminated by a proxy in between (RDS Proxy, a load balancer, iampool's test gateway)."""
-    seen = server_view or "not encrypted on its side (TLS ends at a proxy in between)"
-    return f"sslmode={target.sslmode} (client); server: {seen}"
+def _server_tls(seen: str | None, source: str) -> str:
+    """What the server reports; the client side was TLS whatever it says (iampool insists)."""
+    if seen:
+        return f"{seen} (from {source})"
+    return (
+        f"{source} reports this session unencrypted: TLS ends at something in between "
+        "(RDS Proxy, a load balancer, a test gateway)"
+    )
 
 
 def _ms(started: float) -> str:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
 pytestmark = pytest.mark.anyio
+
+PG_ADMIN_DSN = (
+    os.environ.get("IAMPOOL_TEST_PG_DSN") or "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+RDS_BLOCK = json.dumps({"enabled": True, "region": "us-east-1", "db_username": "app"})
 
 
 def iampool(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,22 +33,115 @@ def iampool(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+def report_lines(stdout: str) -> dict[str, str]:
+    """``iampool check``'s report: name -> value (names are padded with two spaces or more)."""
+    pairs = [re.split(r" {2,}", line, maxsplit=1) for line in stdout.splitlines() if line]
+    return {pair[0]: pair[1] for pair in pairs}
+
+
+async def role_exists(name: str) -> bool:
+    connection = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        return bool(await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name))
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+def redshift_cluster(fake_aws: Any) -> Iterator[tuple[str, dict[str, Any], dict[str, str]]]:
+    """A Redshift cluster behind a gateway of this module's own: DSN, block, subprocess env.
+
+    Not the session's ``iam_redshift``: moto's state is process-wide, and test_fake_aws.py resets
+    it, so a cluster made this early in the session would be gone for the later Redshift tests.
+    """
+    from iampool.testing import IamGateway
+
+    gateway = IamGateway(
+        "postgresql", upstream=PG_ADMIN_DSN, authority=fake_aws, region=fake_aws.region,
+        mode="redshift",
+    )  # fmt: skip
+    with gateway:
+        fake_aws.create_redshift_cluster(
+            "iampool-cli-test", db_name="postgres", address=gateway.host, port=gateway.port
+        )
+        gateway.ensure_user("IAM:app")
+        block = {
+            "enabled": True,
+            "region": fake_aws.region,
+            "role_arn": fake_aws.create_role("iampool-cli-redshift"),
+            "db_username": "app",
+            "cluster_identifier": "iampool-cli-test",
+            "db_name": "postgres",
+        }
+        # redshift-connector trusts only the default store: the CLI gets the gateway's CA there.
+        env = {**os.environ, "SSL_CERT_FILE": str(gateway.ca_path)}
+        yield gateway.dsn("IAM:app", "postgres"), block, env
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
 def test_demo_runs_everything_locally_on_one_assume_role() -> None:
     result = iampool("demo", "--json", "--queries", "2000", "--workers", "32")
 
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["ok"] is True
+    assert summary["problems"] == []
     assert summary["sts_assume_role_calls"] == 1
     assert summary["tokens_signed"] == 1
     assert summary["errors"] == 0
-    assert summary["queries"] == 2000
+    assert summary["queries"] == summary["queries_requested"] == 2000
     assert 1 <= summary["connections_opened"] <= 10
-    assert summary["identity"] == "iam_demo"
+    assert summary["identity"] == summary["login_role"]
+    assert summary["login_role"].startswith("iam_demo_")
 
 
-def test_demo_falls_back_to_an_embedded_postgres() -> None:
+async def test_demo_drops_the_login_role_it_created() -> None:
+    result = iampool("demo", "--json", "--queries", "200", "--workers", "8")
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["login_role_dropped"] is True
+    assert not await role_exists(summary["login_role"])
+
+
+async def test_demo_leaves_a_login_role_that_existed_before() -> None:
+    from iampool.demo import _RoleCleanup
+
+    name = "iam_demo_preexisting_test"
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP ROLE IF EXISTS "{name}"; CREATE ROLE "{name}" LOGIN')
+        cleanup = _RoleCleanup(PG_ADMIN_DSN, name)
+        async with cleanup.dropped_afterwards():
+            pass
+
+        assert cleanup.dropped is False
+        assert await role_exists(name)
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{name}"')
+        await admin.close()
+
+
+def test_demo_says_in_a_sentence_what_it_proved_and_labels_queueing() -> None:
+    result = iampool("demo", "--queries", "300", "--workers", "6", "--pool-size", "3")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == (
+        "Proved: 300 queries from 6 workers ran over 3 connections whose every login was "
+        "checked as an RDS IAM token, and the whole run cost 1 STS AssumeRole call and "
+        "1 RDS auth token."
+    )
+    queueing = next(line for line in lines if "queueing p50 / p99" in line)
+    assert "waiting for a free connection (6 workers share 3; not iampool's cost)" in queueing
+    assert not any("acquire" in line for line in lines)
+
+
+def test_demo_falls_back_to_an_embedded_postgres_without_leaking_warnings() -> None:
     env = {**os.environ, "IAMPOOL_DEMO_EMBEDDED": "1"}
+    env.pop("XDG_RUNTIME_DIR", None)  # platformdirs warns about it when pgserver is imported
     result = iampool("demo", "--json", "--queries", "300", env=env)
 
     assert result.returncode == 0, result.stderr
@@ -48,6 +149,113 @@ def test_demo_falls_back_to_an_embedded_postgres() -> None:
     assert summary["postgres"] == "embedded pgserver"
     assert summary["sts_assume_role_calls"] == 1
     assert summary["errors"] == 0
+    assert "Warning" not in result.stderr
+    assert all(line.startswith("iampool demo: ") for line in result.stderr.splitlines())
+
+
+# --- usage errors: exit 2, one line, before any AWS call ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["demo", "--queries", "0"], "iampool demo: argument --queries: must be 1 or more, got 0"),
+        (["demo", "--pool-size", "0"], "argument --pool-size: must be 1 or more, got 0"),
+        (["demo", "--queries", "many"], "argument --queries: must be a whole number, got 'many'"),
+        (["token", "--extra", RDS_BLOCK, "--port", "5432"], "--host is required for RDS"),
+        (["token", "--extra", RDS_BLOCK, "--host", "db.example"], "--port is required for RDS"),
+        (
+            ["token", "--extra", RDS_BLOCK, "--host", "db.example", "--port", "70000"],
+            "argument --port: must be a port from 1 to 65535, got 70000",
+        ),
+        (["token", "--extra", "/no/such/block.json", "--host", "h", "--port", "1"], "no file"),
+        (
+            [
+                "check",
+                "postgresql://db.example/app",
+                "--extra",
+                RDS_BLOCK,
+                "--sslrootcert",
+                "/no/ca.pem",
+            ],
+            "iampool check: --sslrootcert: no file '/no/ca.pem'",
+        ),
+        (
+            ["check", f"postgresql://db.example/app?sslrootcert={__file__}", "--extra", RDS_BLOCK],
+            "holds no PEM certificate",
+        ),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+    ids=[
+        "no-queries",
+        "empty-pool",
+        "queries-not-a-number",
+        "token-without-host",
+        "token-without-port",
+        "port-out-of-range",
+        "missing-extra-file",
+        "missing-ca-file",
+        "ca-file-not-pem",
+        "no-command",
+    ],
+)
+def test_a_usage_error_exits_2_with_one_line_before_any_aws_call(
+    args: list[str], message: str, fake_aws: Any
+) -> None:
+    calls_before = sum(fake_aws.calls.values())
+
+    result = iampool(*args)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert sum(fake_aws.calls.values()) == calls_before
+
+
+def test_a_ca_file_for_redshift_is_a_usage_error_before_any_aws_call(
+    iam_postgres: Any, fake_aws: Any
+) -> None:
+    calls_before = sum(fake_aws.calls.values())
+    block = {
+        "enabled": True,
+        "region": "us-east-1",
+        "cluster_identifier": "analytics",
+        "db_username": "app",
+        "db_name": "dev",
+    }
+
+    result = iampool(
+        "check",
+        "redshift://analytics.abc123.us-east-1.redshift.amazonaws.com/dev",
+        "--extra",
+        json.dumps(block),
+        "--sslrootcert",
+        str(iam_postgres.ca_path),  # a real PEM file
+    )
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        "iampool check: sslrootcert: redshift-connector takes no CA file; add the CA to the "
+        "system store or point SSL_CERT_FILE at it"
+    )
+    assert sum(fake_aws.calls.values()) == calls_before
+
+
+@pytest.mark.parametrize("command", ["token", "check", "demo"])
+def test_each_command_has_a_description_and_an_example_in_its_help(command: str) -> None:
+    result = iampool(command, "--help")
+
+    assert result.returncode == 0, result.stderr
+    description = result.stdout.split("\n\n")[1]  # after the usage paragraph
+    assert len(description.split()) > 15
+    assert "\nexample" in result.stdout
+    examples = result.stdout.split("\nexample", 1)[1]
+    assert f"iampool {command}" in examples
+
+
+# --- token --------------------------------------------------------------------------------------
 
 
 async def test_token_prints_a_token_the_gateway_accepts(iam_postgres: Any, fake_aws: Any) -> None:
@@ -72,6 +280,24 @@ async def test_token_prints_a_token_the_gateway_accepts(iam_postgres: Any, fake_
         await connection.close()
 
 
+def test_token_reads_the_block_from_a_file(
+    iam_postgres: Any, fake_aws: Any, tmp_path: Path
+) -> None:
+    gateway = iam_postgres.gateway
+    block = tmp_path / "block.json"
+    block.write_text(json.dumps(iam_postgres.config.to_dict()), encoding="utf-8")
+
+    result = iampool(
+        "token", "--extra", str(block), "--host", gateway.host, "--port", str(gateway.port)
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{gateway.host}:{gateway.port}/?Action=connect")
+
+
+# --- check --------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize("database", ["iam_postgres", "iam_mysql"])
 def test_check_reports_identity_tls_and_timings(
     database: str, request: pytest.FixtureRequest, fake_aws: Any
@@ -81,15 +307,65 @@ def test_check_reports_identity_tls_and_timings(
     result = iampool("check", db.dsn, "--extra", extra)
 
     assert result.returncode == 0, result.stderr
-    lines = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
-    report = result.stdout
-    assert "identity" in report
-    assert " app" in report
-    assert "sslmode=verify-full (client)" in report
-    assert "connect + query" in report
-    assert lines  # one "name  value" pair per line
-    assert fake_aws.base_key.secret_access_key not in report + result.stderr
-    assert "X-Amz-Signature" not in report + result.stderr
+    report = report_lines(result.stdout)
+    assert report["identity"].startswith("app")
+    assert report["AWS credentials"].startswith("assume-role arn:aws:iam::")
+    assert report["connect + query"].endswith(" ms")
+    assert report["TLS"] == (
+        f"sslmode=verify-full: encrypted, certificate and host name verified against {db.ca_path}"
+    )
+    # The gateway ends TLS and relays in plain text: the server knows only that much.
+    assert (
+        "reports this session unencrypted: TLS ends at something in between"
+        in (report["server TLS"])
+    )
+    assert fake_aws.base_key.secret_access_key not in result.stdout + result.stderr
+    assert "X-Amz-Signature" not in result.stdout + result.stderr
+
+
+def test_check_reports_the_verify_full_that_a_ca_turns_require_into(
+    iam_postgres: Any, fake_aws: Any
+) -> None:
+    gateway = iam_postgres.gateway
+    dsn = f"postgresql://app@{gateway.host}:{gateway.port}/postgres"  # sslmode: require
+    extra = json.dumps(iam_postgres.config.to_dict())
+
+    result = iampool("check", dsn, "--extra", extra, "--sslrootcert", str(iam_postgres.ca_path))
+
+    assert result.returncode == 0, result.stderr
+    assert report_lines(result.stdout)["TLS"].startswith("sslmode=verify-full: encrypted, ")
+
+
+def test_check_without_a_ca_reports_an_unverified_certificate(
+    iam_postgres: Any, fake_aws: Any
+) -> None:
+    gateway = iam_postgres.gateway
+    dsn = f"postgresql://app@{gateway.host}:{gateway.port}/postgres"
+    extra = json.dumps(iam_postgres.config.to_dict())
+
+    result = iampool("check", dsn, "--extra", extra)
+
+    assert result.returncode == 0, result.stderr
+    tls = report_lines(result.stdout)["TLS"]
+    assert tls == "sslmode=require: encrypted, server certificate not verified"
+
+
+def test_check_against_redshift_claims_nothing_about_the_server_side(
+    redshift_cluster: tuple[str, dict[str, Any], dict[str, str]],
+) -> None:
+    dsn, block, env = redshift_cluster
+
+    result = iampool("check", dsn, "--extra", json.dumps(block), env=env)
+
+    assert result.returncode == 0, result.stderr
+    report = report_lines(result.stdout)
+    assert report["identity"] == "IAM:app"
+    assert report["TLS"].startswith("sslmode=verify-full: encrypted, certificate and host name")
+    assert report["server TLS"].startswith("not checked")
+    assert "unencrypted" not in result.stdout
+
+
+# --- configuration and AWS failures -------------------------------------------------------------
 
 
 def test_an_invalid_block_exits_2_naming_the_fields() -> None:

@@ -498,11 +498,64 @@ def test_password_duration_must_be_an_integer_from_900_to_3600(value: Any, shown
 # --- Redshift selectors and names ------------------------------------------------------------
 
 
-def test_workgroup_name_and_cluster_identifier_together_are_an_error() -> None:
+def test_workgroup_name_and_cluster_identifier_together_are_an_error_in_supersets_words() -> None:
     err = config_error(with_fields(SERVERLESS, cluster_identifier="analytics"))
 
     assert err.fields == ["cluster_identifier"]
-    assert "cannot be combined with workgroup_name" in str(err)
+    assert err.errors[0].message == (
+        "AWS IAM configuration cannot have both workgroup_name (Serverless) and "
+        "cluster_identifier (provisioned). Please specify only one."
+    )
+
+
+SUPERSET_NO_SELECTOR = (
+    "AWS IAM configuration must include either workgroup_name (for Redshift Serverless) or "
+    "cluster_identifier (for provisioned Redshift clusters)."
+)
+
+
+@pytest.mark.parametrize(
+    "aws_iam",
+    [
+        {"enabled": True, "region": "us-east-1", "db_name": "dev"},
+        {"enabled": True, "region": "us-east-1", "db_username": "etl", "db_name": "dev"},
+        json.dumps({"aws_iam": {"enabled": True, "region": "us-east-1"}}),
+        AwsIamConfig.from_extra(AURORA),
+    ],
+    ids=["no-db_username", "with-db_username", "encrypted_extra-json", "validated-rds-config"],
+)
+@pytest.mark.parametrize("scheme", ["redshift", "redshift+redshift_connector"])
+def test_a_redshift_dsn_without_a_selector_names_the_selector_in_supersets_words(
+    aws_iam: Any, scheme: str
+) -> None:
+    from iampool.pools import resolve
+
+    with pytest.raises(ConfigError) as caught:
+        resolve(
+            f"{scheme}://examplecluster.abc123.us-east-1.redshift.amazonaws.com/dev", aws_iam, None
+        )
+
+    assert [str(problem) for problem in caught.value.errors] == [f"aws_iam: {SUPERSET_NO_SELECTOR}"]
+    assert "db_username" not in str(caught.value)
+
+
+def test_a_redshift_dsn_without_a_selector_still_reports_the_blocks_other_problems() -> None:
+    from iampool.pools import resolve
+
+    with pytest.raises(ConfigError) as caught:
+        resolve("redshift://", {"enabled": True, "regoin": "us-east-1"}, None)
+
+    assert caught.value.fields == ["aws_iam", "regoin", "region"]
+    assert caught.value.errors[0].message == SUPERSET_NO_SELECTOR
+
+
+def test_an_aurora_dsn_without_db_username_still_asks_for_db_username() -> None:
+    from iampool.pools import resolve
+
+    with pytest.raises(ConfigError) as caught:
+        resolve("postgresql://db.example/app", {"enabled": True, "region": "us-east-1"}, None)
+
+    assert caught.value.fields == ["db_username"]
 
 
 @pytest.mark.parametrize("name", ["wg1", "my-workgroup", "a" * 64])

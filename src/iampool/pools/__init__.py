@@ -9,10 +9,12 @@ imported on demand (each driver is an optional extra). The typed entry points us
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar
 
 from .._cache import CredentialCache, default_cache
-from .._config import ConfigLike, coerce_config
+from .._config import SUPERSET_NO_REDSHIFT_SELECTOR, ConfigLike, coerce_config
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
 from ..auth import auth_for
@@ -94,7 +96,19 @@ def resolve(
     Raises:
         ConfigError: invalid configuration or DSN, or a DSN for another driver.
     """
-    config = coerce_config(aws_iam)
+    try:
+        config = coerce_config(aws_iam)
+    except ConfigError as exc:
+        if not _is_redshift(dsn) or _has_redshift_selector(aws_iam):
+            raise
+        # Without a selector the block reads as an RDS one, which asks for db_username; for a
+        # redshift:// DSN the missing piece is the selector, as Superset says.
+        others = [
+            problem
+            for problem in exc.errors
+            if not (problem.field == "db_username" and problem.message.startswith("is required"))
+        ]
+        raise ConfigError([_NO_SELECTOR, *others]) from None
     if not config.enabled:
         raise ConfigError(
             ConfigProblem("enabled", "is false: this aws_iam block does not ask for IAM auth")
@@ -108,9 +122,7 @@ def resolve(
         )
         raise ConfigError(ConfigProblem("dsn", message), context="DSN")
     if target.engine == "redshift" and config.backend == "rds":
-        raise ConfigError(
-            ConfigProblem("aws_iam", "a redshift:// DSN needs cluster_identifier or workgroup_name")
-        )
+        raise ConfigError(_NO_SELECTOR)
     if config.backend == "dsql" and target.engine != "postgresql":
         raise ConfigError(
             ConfigProblem("dsn", "aws_iam describes Aurora DSQL, which speaks PostgreSQL: use a "
@@ -129,6 +141,30 @@ def resolve(
         cache=cache if cache is not None else default_cache(),
     )
     return target, auth
+
+
+_NO_SELECTOR = ConfigProblem("aws_iam", SUPERSET_NO_REDSHIFT_SELECTOR)
+
+
+def _is_redshift(dsn: str) -> bool:
+    scheme, separator, _ = dsn.partition("://")
+    known = SCHEMES.get(scheme.lower()) if separator else None
+    return known is not None and known[0] == "redshift"
+
+
+def _has_redshift_selector(aws_iam: ConfigLike) -> bool:
+    """Whether the raw block names a cluster or a workgroup (it may be invalid otherwise)."""
+    block: Any = aws_iam
+    if isinstance(block, (str, bytes, bytearray)):
+        try:
+            block = json.loads(block)
+        except (ValueError, RecursionError):
+            return True  # not JSON: nothing to say about selectors, report the JSON error
+    if isinstance(block, Mapping) and "aws_iam" in block:  # as AwsIamConfig.from_extra reads it
+        block = block["aws_iam"]
+    if not isinstance(block, Mapping):
+        return True
+    return block.get("workgroup_name") is not None or block.get("cluster_identifier") is not None
 
 
 async def create_pool(
