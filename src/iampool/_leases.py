@@ -161,19 +161,13 @@ class Leases:
         Like :meth:`get` for a served value, it starts the refresh that is due.
         """
         with self._lock:
+            now = self._clock()
             entry = self._entries.get(key)
             snapshot = entry.snapshot if entry is not None else None
-            if entry is None or snapshot is None:
+            if entry is None or snapshot is None or not _servable(entry, snapshot, now):
                 return None
-            now = self._clock()
-            if not (now < snapshot.usable_until or (entry.failures and now < snapshot.valid_until)):
-                return None
-            self._counters.hits += 1
-            entry.used = True
-            if now >= snapshot.refresh_at and now >= entry.retry_at and entry.flight is None:
-                self._fly(key, entry, mint, background=True)
-            value: V = snapshot.value
-            return value
+            served: V = self._serve_locked(key, entry, snapshot, now, mint, None)
+            return served
 
     async def _get_slow(self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None) -> V:
         with self._lock:
@@ -182,26 +176,11 @@ class Leases:
             if entry is None:  # not "used" yet: a key seen once goes first (scan resistance)
                 entry = self._entries[key] = _Entry()
                 self._evict_locked()
-            else:
-                entry.used = True
             snapshot = entry.snapshot
-            if snapshot is not None and (
-                now < snapshot.usable_until or (entry.failures and now < snapshot.valid_until)
-            ):
-                # Stale but valid: serve it and let one refresh run (after the backoff once
-                # refreshes fail): here if it can be minted locally, else in the background.
-                # Fresh means a fetch landed after the lock-free check above: nothing is due.
-                self._counters.hits += 1
-                due = now >= snapshot.refresh_at and now >= entry.retry_at
-                if due and entry.flight is None:
-                    lease = mint_now(snapshot.value) if mint_now is not None else None
-                    if lease is not None:
-                        self._land_locked(entry, lease, now, background=True)
-                        fresh: V = lease.value
-                        return fresh
-                    self._fly(key, entry, mint, background=True)
-                value: V = snapshot.value
-                return value
+            if snapshot is not None and _servable(entry, snapshot, now):
+                # Fresh means a fetch landed after the lock-free check in get(): nothing is due.
+                served: V = self._serve_locked(key, entry, snapshot, now, mint, mint_now)
+                return served
             self._counters.misses += 1
             if entry.flight is None and mint_now is not None:
                 lease = mint_now(None)
@@ -241,6 +220,27 @@ class Leases:
         """Drop every value (mints in flight complete for their waiters)."""
         with self._lock:
             self._entries.clear()
+
+    def _serve_locked(
+        self,
+        key: Hashable,
+        entry: _Entry,
+        snapshot: _Snapshot[V],
+        now: float,
+        mint: Mint[V],
+        mint_now: MintNow[V] | None,
+    ) -> V:
+        """Serve a fresh or stale-but-valid value and start the refresh that is due (after the
+        backoff once refreshes fail): here if it can be minted locally, else in the background."""
+        self._counters.hits += 1
+        entry.used = True
+        if now >= snapshot.refresh_at and now >= entry.retry_at and entry.flight is None:
+            lease = mint_now(snapshot.value) if mint_now is not None else None
+            if lease is not None:
+                self._land_locked(entry, lease, now, background=True)
+                return lease.value
+            self._fly(key, entry, mint, background=True)
+        return snapshot.value
 
     def _fly(self, key: Hashable, entry: _Entry, mint: Mint[V], *, background: bool) -> Any:
         """Start the one mint for ``entry`` (the caller holds the lock)."""
@@ -334,6 +334,11 @@ class Leases:
                 entry.flight = None
                 if entry.snapshot is None:
                     del self._entries[key]
+
+
+def _servable(entry: _Entry, snapshot: _Snapshot[Any], now: float) -> bool:
+    """Within its usable life, or stale but still valid while its refreshes fail."""
+    return now < snapshot.usable_until or (entry.failures > 0 and now < snapshot.valid_until)
 
 
 def describe(key: Hashable) -> str:
