@@ -28,8 +28,8 @@ Noise: on a shared 2-core machine one side's throughput drifts by up to 2x withi
 side is open and warmed up first; then each is measured for one slice per round, the order
 rotating from round to round, and compared with the baseline's slice of the same round: the
 ratio reported is the median of those per-round ratios (with their 25th-75th percentiles).
-Each slice also records the process's CPU time per query (all threads: client, gateway, AWS
-stand-in), which moves less with the machine's load than throughput does.
+Each slice also records the process's CPU time and context switches per query (all threads:
+client, gateway, AWS stand-in; ``getrusage``), which explain where the async bridge's cost goes.
 
 Run: ``.venv/bin/python benchmarks/bench_redshift.py`` (about 60 s; ``--quick``: about 20 s;
 ``--rounds N``). Prints numbers, never secrets. ``IAMPOOL_TEST_PG_DSN`` names the upstream server
@@ -43,6 +43,7 @@ import asyncio
 import functools
 import os
 import queue
+import resource
 import ssl
 import statistics
 import sys
@@ -96,6 +97,7 @@ class Slices:
 
     rates: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
+    switches: list[float] = field(default_factory=list)  # the process's context switches
 
 
 Measure = Callable[[float], Awaitable[int]]  # run for ``seconds``; how many queries completed
@@ -245,11 +247,15 @@ async def measure_sides(sides: dict[str, Measure], rounds: int) -> dict[str, Sli
     slices = {side: Slices() for side in sides}
     for order in rotations(list(sides), rounds):
         for side in order:
-            cpu, started = time.process_time(), time.perf_counter()
-            done = await sides[side](SLICE_S)
-            cpu, elapsed = time.process_time() - cpu, time.perf_counter() - started
+            usage, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            done = max(await sides[side](SLICE_S), 1)
+            elapsed = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+            switches = after.ru_nvcsw + after.ru_nivcsw - usage.ru_nvcsw - usage.ru_nivcsw
             slices[side].rates.append(done / elapsed)
-            slices[side].cpu_us.append(cpu / max(done, 1) * 1e6)
+            slices[side].cpu_us.append(cpu / done * 1e6)
+            slices[side].switches.append(switches / done)
     return slices
 
 
@@ -365,10 +371,11 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 def report(result: Result, rounds: int, seconds: float, load: tuple[float, float]) -> None:
     slices = result.slices
-    rows = [("side", "q/s (median)", "ratio (p25-p75)", "CPU/query", "target")]
+    rows = [("side", "q/s (median)", "ratio (p25-p75)", "CPU/query", "switches/query", "target")]
     for side, label in LABELS.items():
         rate = statistics.median(slices[side].rates)
         cpu = statistics.median(slices[side].cpu_us)
+        switches = statistics.median(slices[side].switches)
         if side == BASELINE:
             ratio, target = "1.000x", ""
         else:
@@ -377,7 +384,7 @@ def report(result: Result, rounds: int, seconds: float, load: tuple[float, float
             target = (
                 f">= {TARGET:.2f}x" if side == IAMPOOL else ("noise" if side == CONTROL else "")
             )
-        rows.append((label, f"{rate:,.0f}", ratio, f"{cpu:,.0f} us", target))
+        rows.append((label, f"{rate:,.0f}", ratio, f"{cpu:,.0f} us", f"{switches:.1f}", target))
     print(
         f"SELECT 1 throughput, {POOL_SIZE} connections per side, through one Redshift-mode "
         f"gateway; {rounds} rounds x {SLICE_S:g} s, order rotating\n"
@@ -386,16 +393,21 @@ def report(result: Result, rounds: int, seconds: float, load: tuple[float, float
     bridge = statistics.median(slices[IAMPOOL].cpu_us) - statistics.median(
         slices[CURSOR_KEPT].cpu_us
     )
+    hops = statistics.median(slices[IAMPOOL].switches) - statistics.median(
+        slices[CURSOR_KEPT].switches
+    )
     print(
         f"\nWhile measuring: {result.aws_calls_while_measuring} AWS calls, "
         f"{result.logins_while_measuring} new logins at the gateway; pool size "
         f"{result.pool_size}, pool threads {result.pool_threads}."
     )
     print(
-        "Ratio: median of per-round ratios to the baseline's slice of the same round. CPU/query: "
-        "the whole process\n(client, gateway, AWS stand-in) per query, median of the slices. "
-        f"iampool minus the cursor-kept reference: {bridge:+,.0f} us\nof CPU per query, the "
-        "async bridge (acquire, a queue put, two thread wake-ups, the answer, release)."
+        "Ratio: median of per-round ratios to the baseline's slice of the same round. CPU/query "
+        "and switches/query:\nthe whole process (client, gateway, AWS stand-in; user + system "
+        "time, voluntary + involuntary context\nswitches) per query, median of the slices. "
+        f"iampool minus the cursor-kept reference: {bridge:+,.0f} us of CPU and\n{hops:+.1f} "
+        "context switches per query: the async bridge (a queue put, two thread wake-ups, the "
+        "answer)."
     )
     control = ratios(slices, CONTROL)
     print(
