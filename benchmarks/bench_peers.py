@@ -21,22 +21,26 @@ cold herd of concurrent first connects (wall time, the AssumeRole calls FakeAws 
 minted, the longest event-loop stall), and steady throughput of short-lived connections (workers
 that connect, ``SELECT 1`` and close, as with SQLAlchemy's ``NullPool``; slices in rotating
 order, the ratio is the median of per-round ratios to D). The event loop's stalls are measured by
-a ticker task that sleeps 1 ms at a time and records how late it wakes.
+a ticker task that sleeps 1 ms at a time and records how late it wakes. C's connects take some
+30 times longer than the others', so it stops after 40 connects and runs one herd.
 
 Scale (public API only, ``CredentialCache()`` at its default settings, credentials from FakeAws):
 
 - endpoints in rotation: N distinct RDS endpoints, each with its own ``auth_for`` and token,
   called round-robin: the warm ``credentials()`` latency (median of batches of 100 calls, after a
-  first pass over every endpoint), the memory Python allocated for the endpoints' authenticators
-  and cache entries (tracemalloc, after a GC), and the tokens signed while measuring (0 when
-  every endpoint stays cached);
+  first pass over every endpoint), the memory per endpoint (its ``auth_for`` object, and its
+  share of the token entries the cache holds; tracemalloc, see ``endpoints_in_rotation``), the
+  time of a first token, and the tokens signed while measuring (0 when every endpoint stays
+  cached);
 - waiters on one cold key: N tasks awaiting ``credentials()`` of one endpoint on an empty cache:
   the time until all are served, the longest event-loop stall, AssumeRole calls and tokens.
 
-Run: ``.venv/bin/python benchmarks/bench_peers.py`` (about 3 minutes; ``--quick``: about 1
-minute, smaller samples and no 100k rows; ``--only peers`` or ``--only scale``). Prints numbers,
-never secrets. ``IAMPOOL_TEST_PG_DSN`` names the upstream server (default: PostgreSQL at
-127.0.0.1:5432 as postgres). A herd opens ``--herd`` (default 50) server connections at once.
+Run: ``.venv/bin/python benchmarks/bench_peers.py`` (about 7 minutes here, half of it the
+scale half's 100,000 endpoints; ``--quick``: about 2 minutes, smaller samples and no 100k rows;
+``--only peers`` or ``--only scale``). Prints numbers, never secrets. ``IAMPOOL_TEST_PG_DSN``
+names the upstream server (default: PostgreSQL at 127.0.0.1:5432 as postgres). A herd opens
+``--herd`` (default 50) server connections at once; the script leaves 25 of the server's free
+connection slots to its other clients and shrinks the herd, saying so, when it must.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ PG_UPSTREAM = os.environ.get("IAMPOOL_TEST_PG_DSN", "postgresql://postgres@127.0
 # A herd whose tokens are minted on the event loop (B) keeps the first connects waiting on their
 # TLS handshake until the last token is minted: give every side the same generous limits.
 CONNECT_TIMEOUT = 300.0
+HERD_MARGIN = 25  # server connection slots a herd leaves to the server's other clients
 
 IAMPOOL, SUPERSET, AIOBOTOCORE, FLOOR, CONTROL = "A", "B", "C", "D", "D'"
 LABELS = {
@@ -84,8 +89,10 @@ LABELS = {
 @dataclass(frozen=True)
 class Settings:
     connects: int = 150  # sequential connects per side
+    slow_samples: int = 40  # ... for C
     herd: int = 50  # concurrent first connects
     herd_rounds: int = 3
+    slow_herds: int = 1  # ... for C (each takes ~40 s here)
     workers: int = 8  # steady throughput
     steady_rounds: int = 6
     slice_s: float = 1.5
@@ -97,6 +104,7 @@ class Settings:
 
 QUICK = Settings(
     connects=40,
+    slow_samples=15,
     herd_rounds=1,
     steady_rounds=3,
     slice_s=1.0,
@@ -137,6 +145,11 @@ class LoopLag:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
+    def stop(self) -> None:
+        """Stop measuring now (``worst`` keeps what was seen so far)."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -149,7 +162,7 @@ class LoopLag:
 
 
 class Side:
-    """One way of opening a new authenticated asyncpg connection."""
+    """One way of opening a new authenticated asyncpg connection (subclasses define connect)."""
 
     def __init__(self, gateway: IamGateway, tls: ssl.SSLContext) -> None:
         self.gateway = gateway
@@ -157,7 +170,8 @@ class Side:
         self.minted = 0  # tokens this side signed itself
 
     async def connect(self) -> asyncpg.Connection:
-        raise NotImplementedError  # every side overrides it
+        """A new connection, authenticated this side's way."""
+        raise NotImplementedError
 
     async def start_cold(self) -> None:
         """Forget every credential: the next connect is a first connect."""
@@ -321,14 +335,22 @@ class ConnectSamples:
     assume_role: int = 0
 
 
+def takes_part(name: str, samples: int, slow_limit: int) -> bool:
+    """Whether ``name`` still measures once it has ``samples``: C's connects take ~30 times
+    longer than the others', so it stops at ``slow_limit`` (the others go on, interleaved)."""
+    return name != AIOBOTOCORE or samples < slow_limit
+
+
 async def new_connection_latency(
-    sides: dict[str, Side], aws: FakeAws, count: int
+    sides: dict[str, Side], aws: FakeAws, settings: Settings
 ) -> dict[str, ConnectSamples]:
     samples = {name: ConnectSamples() for name in sides}
     for side in sides.values():  # warm-up: first code paths, the first TLS handshake
         await (await side.connect()).close()
-    for order in rotations(list(sides), count):
+    for order in rotations(list(sides), settings.connects):
         for name in order:
+            if not takes_part(name, len(samples[name].seconds), settings.slow_samples):
+                continue
             before = aws.calls["AssumeRole"]
             async with LoopLag() as lag:
                 started = time.perf_counter()
@@ -351,34 +373,43 @@ class HerdSamples:
 
 
 async def cold_herd(side: Side, aws: FakeAws, size: int) -> tuple[float, float, int, int]:
-    """``size`` concurrent first connects; (seconds, worst loop lag, AssumeRole calls, tokens)."""
+    """``size`` concurrent first connects; (seconds until the last one is connected, the worst
+    loop stall until then, AssumeRole calls, tokens). Each connection is closed as soon as it
+    is open, so the herd holds as few server connections as it can."""
     await side.start_cold()
+    connected: list[float] = []
     try:
         calls, tokens = aws.calls["AssumeRole"], side.tokens()
         async with LoopLag() as lag:
+
+            async def first_connect() -> None:
+                connection = await side.connect()
+                connected.append(time.perf_counter())
+                if len(connected) == size:
+                    lag.stop()  # the herd is in: what follows is closing
+                await connection.close()
+
             started = time.perf_counter()
             outcomes = await asyncio.gather(
-                *(side.connect() for _ in range(size)), return_exceptions=True
+                *(first_connect() for _ in range(size)), return_exceptions=True
             )
-            elapsed = time.perf_counter() - started
         calls, tokens = aws.calls["AssumeRole"] - calls, side.tokens() - tokens
     finally:
         await side.end_cold()
     for outcome in outcomes:
-        if isinstance(outcome, asyncpg.Connection):
-            await outcome.close()
-    for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
-    return elapsed, lag.worst, calls, tokens
+    return max(connected) - started, lag.worst, calls, tokens
 
 
 async def cold_herds(
-    sides: dict[str, Side], aws: FakeAws, size: int, rounds: int
+    sides: dict[str, Side], aws: FakeAws, size: int, settings: Settings
 ) -> dict[str, HerdSamples]:
     samples = {name: HerdSamples() for name in sides}
-    for order in rotations(list(sides), rounds):
+    for order in rotations(list(sides), settings.herd_rounds):
         for name in order:
+            if not takes_part(name, len(samples[name].seconds), settings.slow_herds):
+                continue
             seconds, worst, calls, tokens = await cold_herd(sides[name], aws, size)
             samples[name].seconds.append(seconds)
             samples[name].worst_lags.append(worst)
@@ -436,8 +467,23 @@ async def steady_throughput(
 @dataclass
 class PeerResults:
     latency: dict[str, ConnectSamples]
+    herd: int
     herds: dict[str, HerdSamples]
     steady: dict[str, SteadySamples]
+
+
+async def free_connection_slots() -> int:
+    """Connections PostgreSQL still accepts from a non-superuser (the gateway's login user)."""
+    server = await asyncpg.connect(PG_UPSTREAM)
+    try:
+        free: int = await server.fetchval(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int - count(*)"
+            " FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        )
+    finally:
+        await server.close()
+    return free
 
 
 async def run_peers(aws: FakeAws, gateway: IamGateway, settings: Settings) -> PeerResults:
@@ -461,15 +507,25 @@ async def run_peers(aws: FakeAws, gateway: IamGateway, settings: Settings) -> Pe
     }
     try:
         progress(f"new connection latency: {settings.connects} connects per side")
-        latency = await new_connection_latency(sides, aws, settings.connects)
-        progress(f"cold herds: {settings.herd_rounds} herds of {settings.herd} per side")
-        herds = await cold_herds(sides, aws, settings.herd, settings.herd_rounds)
+        latency = await new_connection_latency(sides, aws, settings)
+        herd = settings.herd
+        free = await free_connection_slots()
+        if free - HERD_MARGIN < herd:  # other clients of a shared server need theirs
+            herd = max(free - HERD_MARGIN, 0)
+            if herd < 10:
+                raise SystemExit(
+                    f"bench_peers: PostgreSQL has {free} free connection slots, too few for a "
+                    f"herd; raise max_connections or retry when the server is quieter"
+                )
+            progress(f"PostgreSQL has {free} free connection slots: herds of {herd}")
+        progress(f"cold herds: {settings.herd_rounds} herds of {herd} per side")
+        herds = await cold_herds(sides, aws, herd, settings)
         progress(f"steady throughput: {settings.steady_rounds} rounds")
         steady = await steady_throughput(sides, aws, settings)
     finally:
         for side in sides.values():
             await side.aclose()
-    return PeerResults(latency, herds, steady)
+    return PeerResults(latency, herd, herds, steady)
 
 
 # -- scale --------------------------------------------------------------------------------------
@@ -480,14 +536,14 @@ class EndpointsRow:
     endpoints: int
     warm_us: float
     auth_bytes: float  # per endpoint: the ``auth_for`` object the application keeps, unused
-    cache_bytes: float  # per endpoint: what its first credentials() added (token, entry, ...)
+    cache_bytes: float  # per endpoint: token entries kept x bytes per entry / N
     first_pass_us: float | None  # per endpoint, untraced: its first token, 256 at a time
     cache_size: int
     signed_while_measuring: int
     measured_calls: int
 
 
-TRACED_SEGMENT = 1_000  # endpoints at the end of the first pass whose allocations are traced
+TRACED_SEGMENT = 1_000  # endpoints at the start of the first pass whose allocations are traced
 
 
 def traced_bytes() -> int:
@@ -498,21 +554,23 @@ def traced_bytes() -> int:
 async def endpoints_in_rotation(
     config: AwsIamConfig, count: int, settings: Settings
 ) -> EndpointsRow:
-    """N endpoints called round-robin; memory is what an endpoint adds at N.
+    """N endpoints called round-robin, and the memory they hold.
 
-    The authenticators' memory is traced while all N are built. What their first credentials
-    add (token, cache entry, whatever holds them) is traced over the last ``TRACED_SEGMENT``
-    endpoints of the first pass only (tracing slows signing several times: botocore allocates
-    a lot per token): the growth per endpoint there, with the others already in, is what one
-    more endpoint costs.
+    An endpoint's ``auth_for`` object is traced while all N are built. What its credentials
+    hold in the cache (token, entry) is traced over the first ``TRACED_SEGMENT`` endpoints of
+    the first pass, before the LRU evicts anything (tracing slows signing several times, and
+    frees of blocks allocated before tracing started are not seen, so a later segment could not
+    tell an entry that replaced an evicted one); the cache's share per endpoint is that size
+    times the token entries it still holds at the end, divided by N.
     """
     cache = CredentialCache()
     try:
         # The cache's fixed costs first (its AWS client, the role's STS credentials), on an
-        # endpoint of its own, so the memory below is what each endpoint adds.
+        # endpoint of its own, so the memory below is what the endpoints add.
         await auth_for(
             config, host="db-warm-up.bench.internal", port=5432, cache=cache
         ).credentials()
+        fixed_entries = cache.stats()["size"]
         tracemalloc.start()
         before = traced_bytes()
         auths = [
@@ -520,19 +578,19 @@ async def endpoints_in_rotation(
             for index in range(count)
         ]
         auth_bytes = (traced_bytes() - before) / count
-        tracemalloc.stop()
 
-        untraced = max(0, count - TRACED_SEGMENT)
+        traced = min(count, TRACED_SEGMENT)
+        before = traced_bytes()
+        for start in range(0, traced, 256):  # the first pass: every endpoint's token
+            segment = auths[start : min(start + 256, traced)]
+            await asyncio.gather(*(auth.credentials() for auth in segment))
+        entry_bytes = (traced_bytes() - before) / traced
+        tracemalloc.stop()
         started = time.perf_counter()
-        for start in range(0, untraced, 256):  # the first pass: every endpoint's token
+        for start in range(traced, count, 256):
             await asyncio.gather(*(auth.credentials() for auth in auths[start : start + 256]))
         first_pass = time.perf_counter() - started
-        tracemalloc.start()
-        before = traced_bytes()
-        for start in range(untraced, count, 256):
-            await asyncio.gather(*(auth.credentials() for auth in auths[start : start + 256]))
-        cache_bytes = (traced_bytes() - before) / (count - untraced)
-        tracemalloc.stop()
+        kept = cache.stats()["size"] - fixed_entries
 
         signed = cache.stats()["tokens_signed"]
         batches: list[float] = []
@@ -551,8 +609,8 @@ async def endpoints_in_rotation(
             endpoints=count,
             warm_us=statistics.median(batches) * 1e6,
             auth_bytes=auth_bytes,
-            cache_bytes=cache_bytes,
-            first_pass_us=first_pass / untraced * 1e6 if untraced else None,
+            cache_bytes=entry_bytes * kept / count,
+            first_pass_us=first_pass / (count - traced) * 1e6 if count > traced else None,
             cache_size=stats["size"],
             signed_while_measuring=stats["tokens_signed"] - signed,
             measured_calls=len(batches) * 100,
@@ -643,7 +701,10 @@ def report_peers(results: PeerResults, settings: Settings) -> None:
     latency = results.latency
     floor_p50 = statistics.median(latency[FLOOR].seconds)
     floor_p99 = percentile(latency[FLOOR].seconds, 99)
-    print(f"New connection, {settings.connects} sequential connects per side, interleaved\n")
+    print(
+        f"New connection, {settings.connects} sequential connects per side (C: "
+        f"{min(settings.slow_samples, settings.connects)}), interleaved\n"
+    )
     rows = [("side", "p50", "x floor", "p99", "x floor", "AssumeRole", "worst loop stall")]
     for name, label in LABELS.items():
         samples = latency[name]
@@ -664,8 +725,9 @@ def report_peers(results: PeerResults, settings: Settings) -> None:
     herds = results.herds
     floor_herd = statistics.median(herds[FLOOR].seconds)
     print(
-        f"\nCold herd: {settings.herd} concurrent first connects, {settings.herd_rounds} herds "
-        "per side, interleaved (medians; worst stall over all herds)\n"
+        f"\nCold herd: {results.herd} concurrent first connects, {settings.herd_rounds} herds "
+        f"per side (C: {min(settings.slow_herds, settings.herd_rounds)}), interleaved (medians; "
+        "worst stall over all herds)\n"
     )
     rows = [("side", "herd time", "x floor", "AssumeRole/herd", "tokens/herd", "loop stall")]
     for name, label in LABELS.items():
