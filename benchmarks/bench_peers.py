@@ -33,14 +33,15 @@ Scale (public API only, ``CredentialCache()`` at its default settings, credentia
   time of a first token, and the tokens signed while measuring (0 when every endpoint stays
   cached);
 - waiters on one cold key: N tasks awaiting ``credentials()`` of one endpoint on an empty cache:
-  the time until all are served, the longest event-loop stall, AssumeRole calls and tokens.
+  the time until all are served, the longest event-loop stall, AssumeRole calls and tokens;
+  and, as the floor, the same N tasks awaiting one ``asyncio.Event`` set at once.
 
-Run: ``.venv/bin/python benchmarks/bench_peers.py`` (about 7 minutes here, half of it the
-scale half's 100,000 endpoints; ``--quick``: about 2 minutes, smaller samples and no 100k rows;
-``--only peers`` or ``--only scale``). Prints numbers, never secrets. ``IAMPOOL_TEST_PG_DSN``
-names the upstream server (default: PostgreSQL at 127.0.0.1:5432 as postgres). A herd opens
-``--herd`` (default 50) server connections at once; the script leaves 25 of the server's free
-connection slots to its other clients and shrinks the herd, saying so, when it must.
+Run: ``.venv/bin/python benchmarks/bench_peers.py`` (about 3-4 minutes here; ``--quick``: about
+2 minutes, smaller samples and no 100k rows; ``--only peers`` or ``--only scale``). Prints
+numbers, never secrets. ``IAMPOOL_TEST_PG_DSN`` names the upstream server (default: PostgreSQL at
+127.0.0.1:5432 as postgres). A herd opens ``--herd`` (default 50) server connections at once;
+the script leaves 25 of the server's free connection slots to its other clients and shrinks the
+herd, saying so, when it must.
 """
 
 from __future__ import annotations
@@ -628,6 +629,20 @@ class WaitersRow:
     worst_lag: float
     assume_role: int
     tokens_signed: int
+    floor_seconds: float  # the same tasks waking from one asyncio.Event: asyncio's own cost
+    floor_lag: float
+
+
+async def event_waiters(count: int) -> tuple[float, float]:
+    """The floor for a herd of waiters: ``count`` tasks await one ``asyncio.Event``, set as soon
+    as the loop gets to it; (seconds until all are done, worst loop stall)."""
+    event = asyncio.Event()
+    async with LoopLag() as lag:
+        started = time.perf_counter()
+        asyncio.get_running_loop().call_soon(event.set)
+        await asyncio.gather(*(event.wait() for _ in range(count)))
+        elapsed = time.perf_counter() - started
+    return elapsed, lag.worst
 
 
 async def waiters_on_one_cold_key(config: AwsIamConfig, aws: FakeAws, count: int) -> WaitersRow:
@@ -639,12 +654,15 @@ async def waiters_on_one_cold_key(config: AwsIamConfig, aws: FakeAws, count: int
             started = time.perf_counter()
             await asyncio.gather(*(auth.credentials() for _ in range(count)))
             elapsed = time.perf_counter() - started
+        floor_seconds, floor_lag = await event_waiters(count)
         return WaitersRow(
             waiters=count,
             seconds=elapsed,
             worst_lag=lag.worst,
             assume_role=aws.calls["AssumeRole"] - calls,
             tokens_signed=cache.stats()["tokens_signed"],
+            floor_seconds=floor_seconds,
+            floor_lag=floor_lag,
         )
     finally:
         await cache.aclose()
@@ -805,8 +823,22 @@ def report_scale(endpoints: list[EndpointsRow], waiters: list[WaitersRow]) -> No
             )
         )
     print_table(rows)
-    print("\nWaiters on one cold key: N tasks await credentials() of one endpoint, empty cache\n")
-    rows = [("waiters", "all served", "worst loop stall", "AssumeRole", "tokens signed")]
+    print(
+        "\nWaiters on one cold key: N tasks await credentials() of one endpoint, empty cache; "
+        "floor: the same\nN tasks await one asyncio.Event set at once (asyncio's own cost of "
+        "waking N tasks)\n"
+    )
+    rows = [
+        (
+            "waiters",
+            "all served",
+            "worst loop stall",
+            "AssumeRole",
+            "tokens signed",
+            "floor: served",
+            "floor: stall",
+        )
+    ]
     for row in waiters:
         rows.append(
             (
@@ -815,6 +847,8 @@ def report_scale(endpoints: list[EndpointsRow], waiters: list[WaitersRow]) -> No
                 ms(row.worst_lag),
                 str(row.assume_role),
                 str(row.tokens_signed),
+                ms(row.floor_seconds),
+                ms(row.floor_lag),
             )
         )
     print_table(rows)
