@@ -665,6 +665,29 @@ async def test_a_cancelled_query_frees_its_slot_at_once_and_its_connection_close
     assert redshift.gateway.accepted == 3
 
 
+async def test_a_pool_that_cannot_fill_leaves_no_thread_and_no_socket(
+    redshift: IamDatabase, cache: CredentialCache
+) -> None:
+    before = set(threading.enumerate())
+    redshift.gateway.reject_next(2)
+
+    with pytest.raises(AuthTokenRejected):
+        await iampool.create_pool(
+            redshift.dsn, aws_iam=redshift.config, min_size=1, max_size=2, cache=cache
+        )
+
+    started = [
+        thread
+        for thread in set(threading.enumerate()) - before
+        if thread.name.startswith("iampool-redshift-")
+    ]
+    assert 1 <= len(started) <= 2  # the connect and its retry ran in the pool's own threads ...
+    for thread in started:
+        await anyio.to_thread.run_sync(thread.join, 10)
+    assert not any(thread.is_alive() for thread in started)  # ... which exit without the GC
+    assert open_sockets_to(redshift.gateway.port) == []
+
+
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_the_pool_serves_trio_tasks_too(redshift: IamDatabase, fake_aws: FakeAws) -> None:
     cache = CredentialCache()

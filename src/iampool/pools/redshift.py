@@ -566,7 +566,11 @@ async def create_pool(
         connect_rate=connect_rate,
         **driver_kwargs,
     )
-    await pool._slots.start()
+    try:
+        await pool._slots.start()  # closes what it opened when filling fails
+    except BaseException:
+        pool.terminate()  # and the threads exit
+        raise
     return pool
 
 
