@@ -115,9 +115,9 @@ def hostless(dsn: str) -> str:
     return f"{scheme}:///{rest.split('/', 1)[1]}"
 
 
-def anyio_worker_threads() -> int:
-    """Worker threads anyio started (the pools run every driver call in one of them)."""
-    return sum(thread.name == "AnyIO worker thread" for thread in threading.enumerate())
+def driver_threads() -> int:
+    """Threads RedshiftPools started under asyncio (each driver call runs in one of them)."""
+    return sum(thread.name.startswith("iampool-redshift-") for thread in threading.enumerate())
 
 
 def open_sockets_to(port: int) -> list[socket.socket]:
@@ -146,7 +146,7 @@ async def test_200_tasks_on_a_pool_of_10_share_one_assume_role_and_one_cluster_p
     redshift: IamDatabase, fake_aws: FakeAws, cache: CredentialCache
 ) -> None:
     before = Counter(fake_aws.calls)
-    workers_before = anyio_worker_threads()
+    workers_before = driver_threads()
     pool = await iampool.create_pool(
         redshift.dsn, aws_iam=redshift.config, max_size=10, cache=cache
     )
@@ -160,7 +160,7 @@ async def test_200_tasks_on_a_pool_of_10_share_one_assume_role_and_one_cluster_p
             async with pool.acquire() as connection:
                 peak_size = max(peak_size, pool.get_size())
                 users.append(await connection.fetchval("SELECT current_user"))
-                peak_workers = max(peak_workers, anyio_worker_threads() - workers_before)
+                peak_workers = max(peak_workers, driver_threads() - workers_before)
 
         async with anyio.create_task_group() as group:
             for _ in range(200):
@@ -173,7 +173,8 @@ async def test_200_tasks_on_a_pool_of_10_share_one_assume_role_and_one_cluster_p
     stats = cache.stats()
     assert (stats["sts_calls"], stats["api_calls"], stats["errors"]) == (1, 1, 0)
     assert peak_size <= 10
-    assert peak_workers <= 10  # the pool's thread limiter: threads never outnumber connections
+    assert 1 <= peak_workers <= 10  # the pool's own threads never outnumber its connections
+    assert driver_threads() == workers_before  # close() waited for them to exit
     assert 1 <= redshift.gateway.accepted <= 10
     assert redshift.gateway.rejected == Counter()
     await wait_idle(redshift.gateway)
@@ -623,6 +624,68 @@ async def test_a_connection_closed_inside_acquire_is_not_handed_out_again_nor_it
     finally:
         await pool.close()
     assert redshift.gateway.accepted == 2
+
+
+async def test_a_cancelled_query_frees_its_slot_at_once_and_its_connection_closes_after_it(
+    redshift: IamDatabase, cache: CredentialCache
+) -> None:
+    # The victim's query waits for an advisory lock the test holds, so it cannot end before
+    # the test lets it: whatever happens while the lock is held happened during the query.
+    threads_before = driver_threads()
+    pool = await iampool.create_pool(
+        redshift.dsn, aws_iam=redshift.config, min_size=2, max_size=2, cache=cache
+    )
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    try:
+        async with pool.acquire() as holder:
+            await holder.execute("SELECT pg_advisory_lock(1616)")
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(pool.fetchval, "SELECT pg_advisory_lock(1616)")
+                    with anyio.fail_after(10):  # the victim's query reaches the server
+                        while await holder.fetchval(waiting) == 0:  # noqa: ASYNC110
+                            await anyio.sleep(0.01)
+                    scope.cancel()
+            assert scope.cancelled_caught  # returned while its query still waits for the lock
+            assert await holder.fetchval(waiting) == 1
+            assert pool.get_size() == 1  # the victim's slot is free, its connection discarded
+
+            # The slot can be used at once; the new connection's calls run in the idle thread.
+            async with pool.acquire() as newcomer:
+                assert await newcomer.fetchval("SELECT 1") == 1
+                assert 1 <= driver_threads() - threads_before <= 2
+            await holder.execute("SELECT pg_advisory_unlock(1616)")
+    finally:
+        await pool.close()  # waits for the victim's query to end and its connection to close
+
+    assert driver_threads() <= threads_before
+    await wait_idle(redshift.gateway)
+    assert redshift.gateway.active == 0
+    assert open_sockets_to(redshift.gateway.port) == []
+    assert redshift.gateway.accepted == 3
+
+
+async def test_a_pool_that_cannot_fill_leaves_no_thread_and_no_socket(
+    redshift: IamDatabase, cache: CredentialCache
+) -> None:
+    before = set(threading.enumerate())
+    redshift.gateway.reject_next(2)
+
+    with pytest.raises(AuthTokenRejected):
+        await iampool.create_pool(
+            redshift.dsn, aws_iam=redshift.config, min_size=1, max_size=2, cache=cache
+        )
+
+    started = [
+        thread
+        for thread in set(threading.enumerate()) - before
+        if thread.name.startswith("iampool-redshift-")
+    ]
+    assert 1 <= len(started) <= 2  # the connect and its retry ran in the pool's own threads ...
+    for thread in started:
+        await anyio.to_thread.run_sync(thread.join, 10)
+    assert not any(thread.is_alive() for thread in started)  # ... which exit without the GC
+    assert open_sockets_to(redshift.gateway.port) == []
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])

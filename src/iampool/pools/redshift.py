@@ -1,19 +1,24 @@
 """Redshift through redshift-connector, the official (synchronous) driver, from worker threads.
 
 ``RedshiftPool`` offers asyncpg's shape (``acquire()``, ``fetch``/``fetchrow``/``fetchval``/
-``execute``, ``close()``). Every driver call runs in a worker thread through anyio, under a
-capacity limiter sized to the pool, so threads never outnumber connections. redshift-connector
-is given the temporary user and password and ``iam=False``: it makes no AWS call of its own.
+``execute``, ``close()``). Every driver call runs in a worker thread, at most ``max_size`` of
+them, so threads never outnumber connections: under asyncio the pool's own threads
+(:class:`_DriverThreads`), under trio anyio's, through a capacity limiter. redshift-connector is
+given the temporary user and password and ``iam=False``: it makes no AWS call of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import io
+import queue
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -63,6 +68,142 @@ def _breaks_connection(exc: BaseException) -> bool:
     return type(exc).__name__ in _CONNECTION_ERRORS
 
 
+_Job = tuple[
+    Callable[[], Any],
+    asyncio.AbstractEventLoop,
+    "asyncio.Future[Any]",
+    "Callable[[Any], None] | None",
+]
+
+
+class _DriverThreads:
+    """Where one pool's blocking driver calls run: at most ``size`` threads, never more.
+
+    Under asyncio the pool has threads of its own, one more for each connection it opens until
+    there are ``size``, all waiting on one queue: a call is one queue put, and its answer one
+    ``call_soon_threadsafe``. (``anyio.to_thread`` adds two event-loop passes, a cancel scope
+    and a limiter to every call; ``asyncio.to_thread`` a shared executor's locks and futures.)
+    A cancelled caller stops waiting at once; its call finishes in its thread, which stays
+    counted until then. Under any other event loop (trio) calls go through anyio's worker
+    threads, under a capacity limiter of ``size``.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._limiter: anyio.CapacityLimiter | None = None  # made on first use, under trio
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
+        self._lock = threading.Lock()  # guards what the threads touch: _running, _exit_waiters
+        self._running = 0
+        self._exit_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    async def run(
+        self,
+        function: Callable[[], T],
+        *,
+        connects: bool = False,
+        discard: Callable[[T], None] | None = None,
+    ) -> T:
+        """``function()`` in a worker thread; its result or exception.
+
+        ``connects``: the call opens a connection, so the pool may need one more thread.
+        ``discard``: what to do with the result when the caller was cancelled and nobody
+        will receive it (close a connection that was opened for nobody).
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio: trio. anyio waits for the thread when its caller
+            # is cancelled and returns the result; the cancellation comes at the next await.
+            if self._limiter is None:
+                self._limiter = anyio.CapacityLimiter(self._size)
+            return await anyio.to_thread.run_sync(function, limiter=self._limiter)
+        if self._stopped:
+            raise RuntimeError("the pool's driver threads were stopped")
+        if (connects or not self._threads) and len(self._threads) < self._size:
+            self._start_thread()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((function, loop, future, discard))
+        return await future
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._serve, name=f"iampool-redshift-{len(self._threads)}", daemon=True
+        )
+        with self._lock:
+            self._running += 1
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self._running -= 1
+            raise
+        self._threads.append(thread)
+
+    def _serve(self) -> None:
+        try:
+            while (job := self._jobs.get()) is not None:
+                function, loop, future, discard = job
+                try:
+                    outcome: tuple[Any, BaseException | None] = (function(), None)
+                except BaseException as exc:  # handed to the caller, whatever it is
+                    outcome = (None, exc)
+                del job, function  # the driver call's frame and arguments, not kept till the next
+                try:
+                    loop.call_soon_threadsafe(_settle, future, *outcome, discard)
+                except RuntimeError:  # the loop is closed: nobody will receive it
+                    if discard is not None and outcome[1] is None:
+                        discard(outcome[0])
+                del future, outcome, discard
+        finally:
+            with self._lock:
+                self._running -= 1
+                waiters = self._exit_waiters if self._running == 0 else []
+            for loop, exited in waiters:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, exited, None, None, None)
+
+    def stop(self) -> None:
+        """Let every thread exit once the calls queued before this one are done."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    async def aclose(self) -> None:
+        """``stop()``, then wait until every thread has exited (its last call included)."""
+        self.stop()
+        if not self._threads:  # none under trio
+            return
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._running:
+                self._exit_waiters.append((loop, exited))
+            else:
+                exited.set_result(None)
+        await exited
+        for thread in self._threads:
+            thread.join()  # past its last statement: only the interpreter's cleanup is left
+
+
+def _settle(
+    future: asyncio.Future[Any],
+    result: Any,
+    error: BaseException | None,
+    discard: Callable[[Any], None] | None,
+) -> None:
+    if future.done():  # its caller was cancelled
+        if discard is not None and error is None:
+            discard(result)
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
 class RedshiftConnection:
     """One redshift-connector connection with async methods; each call runs in a worker thread.
 
@@ -70,53 +211,80 @@ class RedshiftConnection:
     connection for anything else (use it from a thread: ``anyio.to_thread.run_sync``).
     """
 
-    def __init__(self, raw: Any, limiter: anyio.CapacityLimiter) -> None:
+    def __init__(self, raw: Any, threads: _DriverThreads, *, owns_threads: bool = False) -> None:
         self.raw = raw
-        self._limiter = limiter
+        self._threads = threads
+        self._owns_threads = owns_threads
         self._closed = False
         self._broken = False
+        # Held by the thread running a call: calls on one connection never overlap, and a
+        # close() that arrives meanwhile (its caller was cancelled) is left to that thread.
+        self._busy = threading.Lock()
+        self._raw_closed = False
+        # One cursor for the connection's life, as the driver's own Connection.run() keeps:
+        # building a redshift-connector Cursor costs more CPU than a short query's round trip.
+        self._cursor: Any = None
+        if owns_threads:  # a connection dropped without close() stops its thread all the same
+            weakref.finalize(self, threads.stop)
 
     async def execute(self, query: str, *args: Any) -> None:
         """Run a statement."""
-        await self._run(self._query, query, args, None)
+        await self._run(query, args, None)
 
     async def fetch(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
         """All rows of a query, as tuples."""
-        rows: list[tuple[Any, ...]] = await self._run(self._query, query, args, "all")
+        rows: list[tuple[Any, ...]] = await self._run(query, args, "all")
         return rows
 
     async def fetchrow(self, query: str, *args: Any) -> tuple[Any, ...] | None:
         """The first row, or None."""
-        row: tuple[Any, ...] | None = await self._run(self._query, query, args, "one")
+        row: tuple[Any, ...] | None = await self._run(query, args, "one")
         return row
 
     async def fetchval(self, query: str, *args: Any, column: int = 0) -> Any:
         """One value of the first row, or None."""
-        row = await self.fetchrow(query, *args)
+        row = await self._run(query, args, "one")
         return None if row is None else row[column]
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+    async def _run(self, query: str, args: tuple[Any, ...], fetch: str | None) -> Any:
+        if self._closed:  # its threads may be gone: fail as the driver does on a closed one
+            from redshift_connector.error import InterfaceError
+
+            raise InterfaceError("connection is closed")
         try:
-            return await anyio.to_thread.run_sync(
-                functools.partial(function, *args), limiter=self._limiter
-            )
+            return await self._threads.run(functools.partial(self._in_thread, query, args, fetch))
         except Exception as exc:
             # Remembered even when the caller swallows the error, so a pool discards it.
             self._broken = self._broken or _breaks_connection(exc)
             raise
 
+    def _in_thread(self, query: str, args: tuple[Any, ...], fetch: str | None) -> Any:
+        try:
+            with self._busy:
+                return self._query(query, args, fetch)
+        finally:
+            if self._closed:  # closed while this call ran: the close is this thread's to do
+                self._close_raw()
+
     def _query(self, query: str, args: tuple[Any, ...], fetch: str | None) -> Any:
-        cursor = self.raw.cursor()
+        cursor = self._cursor
+        if cursor is None:
+            cursor = self._cursor = self.raw.cursor()
         try:
             cursor.execute(query, args or None)
-            if fetch == "all":
-                return [tuple(row) for row in cursor.fetchall()]
-            if fetch == "one":
-                row = cursor.fetchone()
-                return None if row is None else tuple(row)
-            return None
-        finally:
-            cursor.close()
+        except BaseException:
+            self._cursor = None  # a fresh cursor after an error, whatever state it left
+            raise
+        if fetch == "all":
+            return [tuple(row) for row in cursor.fetchall()]
+        if fetch == "one":
+            row = cursor.fetchone()
+            if cursor.redshift_rowcount > 1:
+                self._cursor = None  # drop the rows the caller did not ask for with it
+            return None if row is None else tuple(row)
+        if cursor.redshift_rowcount > 0 and cursor.description is not None:
+            self._cursor = None  # same for a row-returning statement run by execute()
+        return None
 
     def is_closed(self) -> bool:
         """Whether it was closed or its connection was lost (a pool then discards it)."""
@@ -127,13 +295,35 @@ class RedshiftConnection:
 
         Never raises: redshift-connector raises ``InterfaceError`` when closing a connection
         that is already closed or broken, which would otherwise escape from a pool's release
-        and cost the pool that connection's slot.
+        and cost the pool that connection's slot. When a call whose caller was cancelled is
+        still running in a worker thread, that thread closes the connection as it finishes.
         """
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(Exception):
-            self.raw.close()
+        self._close_raw()
+        if self._owns_threads:
+            self._threads.stop()
+
+    def _close_raw(self) -> None:
+        # Whoever holds the connection closes it: this thread now, or the running call's
+        # thread when it lets go (it checks _closed after releasing _busy).
+        if not self._busy.acquire(blocking=False):
+            return
+        try:
+            if not self._raw_closed:
+                self._raw_closed = True
+                self._cursor = None
+                with contextlib.suppress(Exception):
+                    self.raw.close()
+        finally:
+            self._busy.release()
+
+
+def _close_quietly(raw: Any) -> None:
+    """Close a driver connection that was opened for a caller who is gone."""
+    with contextlib.suppress(Exception):
+        raw.close()
 
 
 def _connect_closing_on_failure(connect: Callable[..., Any], **options: Any) -> Any:
@@ -176,9 +366,11 @@ def _close_half_built(exc: BaseException) -> None:
 def _opener(
     target: Target,
     auth: DbAuth,
-    limiter: anyio.CapacityLimiter,
+    threads: _DriverThreads,
     rate: ConnectRate | None,
     driver_kwargs: dict[str, Any],
+    *,
+    owns_threads: bool = False,
 ) -> Callable[[], Awaitable[RedshiftConnection]]:
     import redshift_connector
     import redshift_connector.error
@@ -195,7 +387,7 @@ def _opener(
     async def attempt() -> RedshiftConnection:
         login = await auth.credentials()
         try:
-            raw = await anyio.to_thread.run_sync(
+            raw = await threads.run(
                 functools.partial(
                     _connect_closing_on_failure,
                     redshift_connector.connect,
@@ -209,14 +401,15 @@ def _opener(
                     sslmode=sslmode,
                     **driver_kwargs,
                 ),
-                limiter=limiter,
+                connects=True,
+                discard=_close_quietly,
             )
         except redshift_connector.error.InterfaceError as exc:
             if "refuses SSL" in str(exc):  # it stops before sending the password
                 raise tls_not_offered(target.endpoint) from None
             raise
         raw.autocommit = True
-        return RedshiftConnection(raw, limiter)
+        return RedshiftConnection(raw, threads, owns_threads=owns_threads)
 
     async def open_connection() -> RedshiftConnection:
         return await connect_with_retry(
@@ -232,6 +425,41 @@ def _opener(
     return open_connection
 
 
+def _reusable(idle: RedshiftConnection) -> bool:
+    return not idle.is_closed()
+
+
+class _Lease:
+    """What ``RedshiftPool.acquire()`` returns: takes a connection, gives it back on exit.
+
+    A plain class rather than ``@asynccontextmanager``: it runs around every query.
+    """
+
+    __slots__ = ("_connection", "_slots")
+
+    def __init__(self, slots: ConnectionSlots[RedshiftConnection]) -> None:
+        self._slots = slots
+        self._connection: RedshiftConnection | None = None
+
+    async def __aenter__(self) -> RedshiftConnection:
+        self._connection = await self._slots.acquire(_reusable)
+        return self._connection
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        # Kept after success or a SQL error; not after a lost connection or a cancellation
+        # (a cancelled call may still be running in its thread).
+        reuse = exc is None or (isinstance(exc, Exception) and not _breaks_connection(exc))
+        self._slots.release(connection, reuse=reuse and not connection.is_closed())
+
+
 class RedshiftPool:
     """An async pool of redshift-connector connections, each opened with IAM credentials."""
 
@@ -245,15 +473,16 @@ class RedshiftPool:
         connect_rate: float | None = None,
         **driver_kwargs: Any,
     ) -> None:
-        self._limiter = anyio.CapacityLimiter(1)
         rate = connect_rate_for(target.endpoint, connect_rate)
+        # The sizes are checked by the slots; the threads read theirs only when they start one.
+        self._threads = _DriverThreads(max_size)
+        weakref.finalize(self, self._threads.stop)  # dropped without close(): threads exit
         self._slots: ConnectionSlots[RedshiftConnection] = ConnectionSlots(
-            _opener(target, auth, self._limiter, rate, driver_kwargs),
+            _opener(target, auth, self._threads, rate, driver_kwargs),
             RedshiftConnection.close,
             min_size=min_size,
             max_size=max_size,
         )
-        self._limiter.total_tokens = max_size  # checked by the slots
 
     def get_size(self) -> int:
         """Connections open or opening."""
@@ -272,19 +501,9 @@ class RedshiftPool:
         """Open connections until ``min_size`` exist."""
         await self._slots.fill()
 
-    @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[RedshiftConnection]:
+    def acquire(self) -> AbstractAsyncContextManager[RedshiftConnection]:
         """``async with pool.acquire() as conn``: a connection for the block's duration."""
-        connection = await self._slots.acquire(lambda idle: not idle.is_closed())
-        reuse = False
-        try:
-            yield connection
-            reuse = True
-        except Exception as exc:
-            reuse = not _breaks_connection(exc)
-            raise
-        finally:
-            self._slots.release(connection, reuse=reuse and not connection.is_closed())
+        return _Lease(self._slots)
 
     async def execute(self, query: str, *args: Any) -> None:
         """Run a statement on a pooled connection."""
@@ -310,10 +529,12 @@ class RedshiftPool:
         """Wait for acquired connections to come back, then close everything."""
         self._slots.close()
         await self._slots.wait_released()
+        await self._threads.aclose()  # a call whose caller was cancelled may still be running
 
     def terminate(self) -> None:
         """Close every connection now, in use or not."""
         self._slots.terminate()
+        self._threads.stop()
 
     async def __aenter__(self) -> RedshiftPool:
         return self
@@ -345,14 +566,23 @@ async def create_pool(
         connect_rate=connect_rate,
         **driver_kwargs,
     )
-    await pool._slots.start()
+    try:
+        await pool._slots.start()  # closes what it opened when filling fails
+    except BaseException:
+        pool.terminate()  # and the threads exit
+        raise
     return pool
 
 
 async def connect(
     target: Target, auth: DbAuth, *, connect_rate: float | None = None, **driver_kwargs: Any
 ) -> RedshiftConnection:
-    """One :class:`RedshiftConnection` (it runs its calls in worker threads)."""
-    limiter = anyio.CapacityLimiter(1)
+    """One :class:`RedshiftConnection` (it runs its calls in a worker thread of its own)."""
+    threads = _DriverThreads(1)
     rate = connect_rate_for(target.endpoint, connect_rate)
-    return await _opener(target, auth, limiter, rate, driver_kwargs)()
+    opener = _opener(target, auth, threads, rate, driver_kwargs, owns_threads=True)
+    try:
+        return await opener()
+    except BaseException:
+        threads.stop()
+        raise
