@@ -34,6 +34,11 @@ class TokenKind:
 class TokenAuth:
     """``DbAuth`` for a token per (endpoint, user, kind of token, signing identity)."""
 
+    # An application may hold one per endpoint (query workers serving many tenant databases).
+    __slots__ = (
+        "_config", "_context", "_host", "_key", "_kind", "_leases", "_port", "_sts_key", "_user"
+    )  # fmt: skip
+
     def __init__(
         self, config: AwsIamConfig, kind: TokenKind, *, host: str, port: int, context: MintContext
     ) -> None:
@@ -46,7 +51,6 @@ class TokenAuth:
         self._context = context
         self._leases = context.leases
         self._sts_key = sts_key(config)
-        self._mint_aws = functools.partial(context.mint_aws_credentials, config)
         # Tokens follow the identity that signs them: the configuration's STS cache key. The
         # parts every endpoint of one configuration shares are one tuple (a small key per token).
         self._key = (host, port, _scope(kind, self._user, config.region, self._sts_key))
@@ -77,7 +81,10 @@ class TokenAuth:
         self._leases.invalidate(self._key)
 
     def _mint_now(self, current: DbCredentials | None) -> Lease[DbCredentials] | None:
-        aws = self._leases.peek(self._sts_key, self._mint_aws)
+        sts = self._key[2][3]
+        aws = self._leases.peek(
+            sts, functools.partial(self._context.mint_aws_credentials, self._config)
+        )
         return None if aws is None else self._sign(aws)
 
     async def _mint(self) -> Lease[DbCredentials]:

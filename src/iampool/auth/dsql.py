@@ -33,6 +33,8 @@ class DsqlAuth(TokenAuth):
     """``DbAuth`` for Aurora DSQL: a token per (cluster host, role, region, lifetime, identity),
     reused as ``TokenAuth`` says, never longer than ``token_duration``."""
 
+    __slots__ = ()
+
     def __init__(self, config: AwsIamConfig, *, host: str, port: int, context: MintContext) -> None:
         problems = []
         if config.backend != "dsql":

@@ -17,6 +17,8 @@ class RdsIamAuth(TokenAuth):
     """``DbAuth`` for Aurora PostgreSQL / MySQL and RDS: a token per (endpoint, user), valid
     15 minutes, bound to ``host:port`` and the database user (see ``TokenAuth`` for reuse)."""
 
+    __slots__ = ()
+
     def __init__(self, config: AwsIamConfig, *, host: str, port: int, context: MintContext) -> None:
         problems = []
         if config.backend != "rds":

@@ -29,6 +29,10 @@ class RedshiftAuth:
     (cached like credentials).
     """
 
+    __slots__ = (
+        "_config", "_context", "_endpoint_key", "_host", "_key", "_label", "_leases", "_port"
+    )  # fmt: skip
+
     def __init__(
         self,
         config: AwsIamConfig,
@@ -65,6 +69,7 @@ class RedshiftAuth:
             port,
         )
         self._label = f"{kind} {selector}"
+        context.prepare(config)
 
     @property
     def config(self) -> AwsIamConfig:
