@@ -6,9 +6,11 @@ RDS (IAM tokens), Redshift (temporary passwords) or Aurora DSQL (DSQL tokens) do
 plugin (``iampool.testing.plugin``) wires them together as ready fixtures; see docs/testing.md.
 """
 
-from ._aws import FakeAws, Faults, IssuedKey, IssuedRedshiftPassword
+from ._aws import FakeAws
 from ._database import IamDatabase
+from ._faults import Faults
 from ._gateway import IamGateway, PlaintextSecret
+from ._issued import IssuedKey, IssuedRedshiftPassword
 from ._verify import (
     CredentialAuthority,
     RedshiftPassword,
