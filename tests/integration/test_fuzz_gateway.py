@@ -113,6 +113,8 @@ def gateways(fake_aws: FakeAws) -> Iterator[dict[str, IamGateway]]:
             started[protocol] = gateway.start()
             gateway.ensure_user("app")
         yield started
+        for gateway in started.values():
+            gateway.drop_created_users()
     finally:
         for gateway in started.values():
             gateway.stop()

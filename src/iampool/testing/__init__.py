@@ -9,8 +9,9 @@ plugin (``iampool.testing.plugin``) wires them together as ready fixtures; see d
 from ._aws import FakeAws
 from ._database import IamDatabase
 from ._faults import Faults
-from ._gateway import IamGateway, PlaintextSecret
+from ._gateway import IamGateway
 from ._issued import IssuedKey, IssuedRedshiftPassword
+from ._logins import PlaintextSecret
 from ._verify import (
     CredentialAuthority,
     RedshiftPassword,
