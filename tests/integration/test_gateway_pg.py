@@ -194,6 +194,7 @@ async def test_a_token_signed_long_ago_for_an_hour_is_refused_after_rds_15_minut
     assert str(refused.value) == 'PAM authentication failed for user "app"'
     assert gateway.rejected == {"expired": 1}
     assert gateway.accepted == 0
+    await wait_idle(gateway)
 
 
 async def test_a_token_signed_14_minutes_ago_for_an_hour_still_logs_in(
