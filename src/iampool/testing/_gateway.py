@@ -30,6 +30,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.streams.stapled import MultiListener
 
 from . import mysql, pg
+from ._admission import Admission
 from ._front import STREAM_ERRORS, Mode, Peer, ProtocolViolation, Upstream
 from ._logins import LoginRecord, PlaintextSecret, WireProtocol
 from ._tls import TlsMaterial
@@ -37,9 +38,6 @@ from ._users import UpstreamUsers
 from ._verify import (
     CredentialAuthority,
     RejectReason,
-    verify_dsql_token,
-    verify_rds_token,
-    verify_redshift_password,
 )
 
 __all__ = ["IamGateway", "PlaintextSecret"]
@@ -113,7 +111,7 @@ class IamGateway:
         if self._upstream.scheme != protocol:
             raise ValueError(f"the upstream DSN is not a {protocol}:// DSN")
         self._users = UpstreamUsers(self._upstream)
-        self._authority = authority
+        self._admission = Admission(mode, authority, self._users, region)
         self._region = region
         self._mode: Mode = mode
         self._offer_tls = offer_tls
@@ -464,54 +462,11 @@ class IamGateway:
         return self._server_context if self._offer_tls else None
 
     async def admit(self, user: str, secret: str, database: str | None) -> RejectReason | None:
-        """Verify a login's password and count the outcome (used by the protocol fronts).
-
-        In Redshift mode a valid password for a user that does not exist creates the user when
-        it was issued to (``auto_create``: Serverless, ``AutoCreate``), else is
-        ``no_such_user``, as Redshift refuses such a login.
-        """
-        now = self._clock()
-        reason: RejectReason | None
-        if self._mode == "dsql":
-            reason = verify_dsql_token(
-                secret,
-                user=user,
-                host=self._host,
-                region=self._region,
-                signing_key=self._authority.signing_key,
-                now=now,
-            )
-        elif self._mode == "redshift":
-            reason = verify_redshift_password(
-                secret,
-                user=user,
-                database=database,
-                lookup=self._authority.redshift_password,
-                now=now,
-            )
-            if reason is None:
-                reason = await self._redshift_user(user, secret)
-        else:
-            reason = verify_rds_token(
-                secret,
-                user=user,
-                host=self._host,
-                port=self._port,
-                region=self._region,
-                signing_key=self._authority.signing_key,
-                now=now,
-            )
+        """Verify a login's password and count the outcome (used by the protocol fronts)."""
+        reason = await self._admission.judge(
+            user, secret, database, host=self._host, port=self._port, now=self._clock()
+        )
         return self._logins.decide(reason)
-
-    async def _redshift_user(self, user: str, password: str) -> RejectReason | None:
-        """Make sure the database user exists, as Redshift does at an IAM login."""
-        if await self._users.exists(user):
-            return None
-        issued = self._authority.redshift_password(user, password)
-        if getattr(issued, "auto_create", False):
-            await self._users.ensure(user)
-            return None
-        return "no_such_user"
 
     def refuse(self, reason: RejectReason) -> None:
         """Count a connection refused before its password was checked."""
