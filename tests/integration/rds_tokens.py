@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+from unittest import mock
+from urllib.parse import quote
 
+import botocore.auth
 import botocore.session
+from botocore.auth import SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from iampool.testing import FakeAws, IamGateway, SigningKey
 
@@ -53,17 +61,58 @@ class Tokens:
         port: int | None = None,
         region: str = REGION,
         without_session_token: bool = False,
+        expires_in: int = 900,
+        signed_at: datetime | None = None,
     ) -> str:
+        """``generate_db_auth_token``; with ``expires_in`` other than its fixed 900 s, the same
+        presigned URL from botocore's ``SigV4QueryAuth``. ``signed_at`` sets botocore's clock."""
         key = key or self.key
-        client = BOTOCORE.create_client(
-            "rds",
-            region_name=region,
-            aws_access_key_id=key.access_key_id,
-            aws_secret_access_key=key.secret_access_key,
-            aws_session_token=None if without_session_token else key.session_token,
-        )
+        session_token = None if without_session_token else key.session_token
         endpoint = (host or gateway.host, port or gateway.port)
-        return str(client.generate_db_auth_token(*endpoint, user, region))
+        with botocore_clock(signed_at):
+            if expires_in != 900:
+                return presigned_token(*endpoint, user, region, key, session_token, expires_in)
+            client = BOTOCORE.create_client(
+                "rds",
+                region_name=region,
+                aws_access_key_id=key.access_key_id,
+                aws_secret_access_key=key.secret_access_key,
+                aws_session_token=session_token,
+            )
+            return str(client.generate_db_auth_token(*endpoint, user, region))
+
+
+@contextmanager
+def botocore_clock(moment: datetime | None) -> Iterator[None]:
+    """botocore's signer reads the time as ``moment`` (aware UTC) inside the block."""
+    if moment is None:
+        yield
+        return
+
+    def now(remove_tzinfo: bool = True) -> datetime:
+        utc = moment.astimezone(timezone.utc)
+        return utc.replace(tzinfo=None) if remove_tzinfo else utc
+
+    with mock.patch.object(botocore.auth, "get_current_datetime", now):
+        yield
+
+
+def presigned_token(
+    host: str,
+    port: int,
+    user: str,
+    region: str,
+    key: SigningKey,
+    session_token: str | None,
+    expires_in: int,
+) -> str:
+    """An RDS token as ``generate_db_auth_token`` makes it, but asking for ``expires_in`` s."""
+    request = AWSRequest(
+        method="GET", url=f"https://{host}:{port}/?Action=connect&DBUser={quote(user, safe='')}"
+    )
+    credentials = Credentials(key.access_key_id, key.secret_access_key, session_token)
+    SigV4QueryAuth(credentials, "rds-db", region, expires=expires_in).add_auth(request)
+    return str(request.url).removeprefix("https://")
 
 
 def assumed_role_tokens(fake_aws: FakeAws, role_name: str) -> Tokens:

@@ -6,8 +6,11 @@ parsers to the fake on 127.0.0.1, and nothing can reach real AWS (``export_env``
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -20,6 +23,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
+from iampool import AwsIamConfig, CredentialCache, CredentialError, auth_for
 from iampool.testing._aws import FakeAws, IssuedKey, IssuedRedshiftPassword
 
 REGION = "us-east-1"
@@ -156,6 +160,238 @@ async def test_require_external_id_denies_missing_or_wrong_and_allows_right(
     fake.require_external_id(role_arn, None)
     await assume(fake, role_arn)
     assert fake.calls["AssumeRole"] == 4
+
+
+def denial(
+    role_arn: str, caller: str = f"arn:aws:iam::{ACCOUNT}:user/test"
+) -> tuple[str, int, str]:
+    """STS's answer to an AssumeRole it refuses: the same whether or not the role exists."""
+    message = f"User: {caller} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
+    return ("AccessDenied", 403, message)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "role_arn",
+    [
+        f"arn:aws:iam::{ACCOUNT}:role/app-rol",  # a typo
+        f"arn:aws:iam::{ACCOUNT}:role/team/app-role",  # a path the role does not have
+        "arn:aws:iam::210987654321:role/app-role",  # another account
+        f"arn:aws:iam::{ACCOUNT}:role/never-created",
+    ],
+)
+async def test_assume_role_on_a_role_that_does_not_exist_is_access_denied_like_sts(
+    fake: FakeAws, role_arn: str
+) -> None:
+    fake.create_role("app-role")
+
+    with pytest.raises(ClientError) as caught:
+        await assume(fake, role_arn)
+
+    assert error_of(caught) == denial(role_arn)
+    assert fake.calls["AssumeRole"] == 1
+    assert len(fake.issued_secrets()) == 1  # the base key's secret only: nothing was issued
+
+
+@pytest.mark.anyio
+async def test_a_mistyped_role_arn_fails_iampool_with_access_denied_naming_the_role(
+    fake: FakeAws,
+) -> None:
+    fake.create_role("app-db")
+    mistyped = f"arn:aws:iam::{ACCOUNT}:role/app_db"
+    config = AwsIamConfig.from_extra(
+        {"enabled": True, "region": REGION, "role_arn": mistyped, "db_username": "app"}
+    )
+    cache = CredentialCache()
+
+    with pytest.raises(CredentialError) as caught:
+        await auth_for(config, host="127.0.0.1", port=5432, cache=cache).credentials()
+
+    assert caught.value.code == "AccessDenied"
+    assert str(caught.value).startswith(f"Unable to assume IAM role {mistyped} in {REGION}")
+
+
+@pytest.mark.anyio
+async def test_a_trust_policy_naming_one_user_lets_that_user_in_and_keeps_others_out(
+    fake: FakeAws,
+) -> None:
+    async with client(fake, "iam") as iam:
+        await iam.create_user(UserName="deployer")
+        created = (await iam.create_access_key(UserName="deployer"))["AccessKey"]
+    deployer = fake.signing_key(created["AccessKeyId"])
+    assert deployer is not None
+    role_arn = fake.create_role(
+        "deploy-role",
+        trust_policy={
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/deployer"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        },
+    )
+
+    with pytest.raises(ClientError) as caught:
+        await assume(fake, role_arn)  # as user "test", the base key
+    async with client(fake, "sts", deployer) as sts:
+        response = await sts.assume_role(RoleArn=role_arn, RoleSessionName="deploy")
+
+    assert error_of(caught) == denial(role_arn)
+    assert response["AssumedRoleUser"]["Arn"] == (
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/deploy-role/deploy"
+    )
+
+
+@pytest.mark.anyio
+async def test_a_trust_policy_naming_a_role_admits_its_sessions_for_role_chaining(
+    fake: FakeAws,
+) -> None:
+    hub_arn = fake.create_role("hub")
+    hub_session = as_key((await assume(fake, hub_arn))["Credentials"])
+    spoke_arn = fake.create_role(
+        "spoke",
+        trust_policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": [hub_arn]},
+                    "Action": ["sts:AssumeRole", "sts:TagSession"],
+                },
+            }
+        ),
+    )
+
+    with pytest.raises(ClientError) as caught:
+        await assume(fake, spoke_arn)
+    async with client(fake, "sts", hub_session) as sts:
+        await sts.assume_role(RoleArn=spoke_arn, RoleSessionName="chained")
+
+    assert error_of(caught) == denial(spoke_arn)
+
+
+@pytest.mark.anyio
+async def test_a_deny_statement_in_the_trust_policy_wins_over_an_allow(fake: FakeAws) -> None:
+    role_arn = fake.create_role(
+        "guarded",
+        trust_policy={
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": ACCOUNT}, "Action": "sts:AssumeRole"},
+                {
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": "sts:*",
+                    "Condition": {"StringLike": {"aws:PrincipalArn": "*:user/te?t"}},
+                },
+            ],
+        },
+    )
+
+    with pytest.raises(ClientError) as caught:
+        await assume(fake, role_arn)
+
+    assert error_of(caught) == denial(role_arn)
+
+
+@pytest.mark.anyio
+async def test_a_trust_policy_condition_on_the_external_id_is_judged(fake: FakeAws) -> None:
+    role_arn = fake.create_role(
+        "vendor",
+        trust_policy={
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"StringEquals": {"sts:ExternalId": ["id-1", "id-2"]}},
+                }
+            ],
+        },
+    )
+
+    for given in ({}, {"ExternalId": "id-3"}):
+        with pytest.raises(ClientError) as caught:
+            await assume(fake, role_arn, **given)
+        assert error_of(caught) == denial(role_arn)
+    await assume(fake, role_arn, ExternalId="id-2")
+
+
+@pytest.mark.parametrize(
+    ("policy", "named"),
+    [
+        ({"Statement": [{"Effect": "Allow", "NotPrincipal": {"AWS": "*"}}]}, "NotPrincipal"),
+        (
+            {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "*"},
+                        "Action": "sts:AssumeRole",
+                        "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+                    }
+                ]
+            },
+            "IpAddress",
+        ),
+        ("not json", "not valid JSON"),
+    ],
+)
+def test_a_trust_policy_the_fake_cannot_judge_is_refused_when_the_role_is_created(
+    fake: FakeAws, policy: object, named: str
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        fake.create_role("unjudgeable", trust_policy=policy)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_assume_role_longer_than_the_roles_max_session_duration_is_a_validation_error(
+    fake: FakeAws,
+) -> None:
+    default = fake.create_role("one-hour")
+    long = fake.create_role("twelve-hours", max_session_duration=43200)
+
+    with pytest.raises(ClientError) as caught:
+        await assume(fake, default, DurationSeconds=3601)
+    await assume(fake, long, DurationSeconds=43200)
+
+    assert error_of(caught) == (
+        "ValidationError",
+        400,
+        "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+    )
+
+
+def test_require_external_id_on_a_role_that_does_not_exist_says_to_create_it(
+    fake: FakeAws,
+) -> None:
+    missing = f"arn:aws:iam::{ACCOUNT}:role/missing"
+
+    with pytest.raises(LookupError, match="create_role"):
+        fake.require_external_id(missing, "ext")
+
+
+@pytest.mark.anyio
+async def test_resetting_one_fake_keeps_the_roles_and_clusters_another_running_one_created(
+    fake: FakeAws, fake_aws: FakeAws
+) -> None:
+    survivor = fake_aws.create_role("survivor-role")
+    fake_aws.create_redshift_cluster("survivor-cluster")
+    mine = fake.create_role("my-role")
+
+    fake.reset()
+
+    async with client(fake_aws, "sts") as sts:
+        await sts.assume_role(RoleArn=survivor, RoleSessionName="after-reset")
+    async with client(fake_aws, "redshift") as redshift:
+        await redshift.describe_clusters(ClusterIdentifier="survivor-cluster")
+    with pytest.raises(ClientError) as caught:
+        await assume(fake, mine)
+    assert error_of(caught) == denial(mine)  # this fake's own role is gone
 
 
 @pytest.mark.anyio
@@ -401,10 +637,12 @@ async def test_redshift_cluster_credentials_are_counted_and_the_password_is_foun
         database="warehouse",
         cluster_identifier="analytics",
         workgroup_name=None,
+        auto_create=False,
     )
     issued = fake.redshift_password("IAMA:etl", auto_created["DbPassword"])
     assert issued is not None
     assert (issued.user, issued.database) == ("IAMA:etl", None)  # no DbName: any database
+    assert issued.auto_create is True  # the first login creates the user
     assert fake.redshift_password("IAM:app", "never-issued") is None
 
 
@@ -473,6 +711,7 @@ async def test_serverless_credentials_for_an_assumed_role_are_iamr_and_found(
         None,
     )
     assert abs(issued.expires_at - credentials["expiration"]) < timedelta(milliseconds=1)
+    assert issued.auto_create is True  # Serverless creates the database user at login
 
 
 @pytest.mark.anyio
@@ -623,3 +862,88 @@ async def test_async_context_manager_serves_then_releases_its_port(fake: FakeAws
         socket.create_connection((other.host, other.port), timeout=2)
     with pytest.raises(RuntimeError, match="not started"):
         other.endpoint_url  # noqa: B018
+
+
+# -- the wire: strict HTTP clients ---------------------------------------------------------------
+
+
+def raw_headers(fake: FakeAws, request: bytes) -> list[str]:
+    """The header names of the fake's answer to a raw HTTP request, as sent (lower-cased)."""
+    with socket.create_connection((fake.host, fake.port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    return [line.split(":", 1)[0].strip().lower() for line in head]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "Action=GetCallerIdentity&Version=2011-06-15",  # answered by the fake itself
+        "Action=DescribeClusters&Version=2012-12-01",  # answered by moto
+    ],
+)
+def test_every_answer_carries_each_singleton_header_once(fake: FakeAws, form: str) -> None:
+    service = "sts" if "Caller" in form else "redshift"
+    scope = f"{fake.base_key.access_key_id}/20260101/{REGION}/{service}/aws4_request"
+    body = form.encode()
+    request = (
+        f"POST / HTTP/1.1\r\nHost: {fake.host}:{fake.port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n"
+        f"Authorization: AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host, Signature=0\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+    names = raw_headers(fake, request)
+
+    for singleton in ("server", "content-type", "content-length", "date"):
+        assert names.count(singleton) == 1, (singleton, names)
+
+
+DEV_MODE_CLIENT = """
+import asyncio
+from aiobotocore.session import get_session
+from iampool.testing import FakeAws
+
+async def main():
+    async with FakeAws() as aws:
+        with aws.export_env():
+            role_arn = aws.create_role("dev-mode")
+            async with get_session().create_client("sts") as sts:
+                await sts.get_caller_identity()
+                await sts.assume_role(RoleArn=role_arn, RoleSessionName="dev-mode")
+            async with get_session().create_client("redshift") as redshift:
+                await redshift.describe_clusters()
+    print("every call answered")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "variables"),
+    [(["-X", "dev"], {}), ([], {"PYTHONASYNCIODEBUG": "1"})],
+    ids=["python -X dev", "PYTHONASYNCIODEBUG=1"],
+)
+def test_aiobotocore_in_asyncio_debug_mode_parses_every_answer(
+    flags: list[str], variables: dict[str, str]
+) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(variables)
+    result = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, *flags, "-W", "ignore::DeprecationWarning", "-c", DEV_MODE_CLIENT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert "Duplicate" not in result.stderr
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "every call answered"

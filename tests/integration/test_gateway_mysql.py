@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import ssl
+import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiomysql
 import anyio
@@ -16,7 +19,7 @@ import pymysql
 import pytest
 
 import iampool
-from iampool.testing import FakeAws, IamDatabase, IamGateway
+from iampool.testing import FakeAws, IamDatabase, IamGateway, plugin
 
 from .rds_tokens import (
     NEVER_ISSUED,
@@ -42,6 +45,7 @@ def gateway(fake_aws: FakeAws) -> Iterator[IamGateway]:
     with IamGateway("mysql", upstream=UPSTREAM, authority=fake_aws) as gateway:
         gateway.ensure_user("app")
         yield gateway
+        gateway.drop_created_users()
 
 
 @pytest.fixture(autouse=True)
@@ -146,6 +150,7 @@ def test_a_sync_pymysql_client_verifies_the_certificate_and_logs_in(
         ("token for another port", "wrong_endpoint"),
         ("token for another region", "wrong_region"),
         ("key the authority never issued", "unknown_key"),
+        ("token signed 20 minutes ago asking for an hour", "expired"),
     ],
 )
 async def test_an_invalid_token_is_refused_with_access_denied(
@@ -157,6 +162,11 @@ async def test_an_invalid_token_is_refused_with_access_denied(
         "token for another port": lambda: token_for(gateway, port=gateway.port + 1),
         "token for another region": lambda: token_for(gateway, region="eu-west-1"),
         "key the authority never issued": lambda: token_for(gateway, key=NEVER_ISSUED),
+        "token signed 20 minutes ago asking for an hour": lambda: token_for(
+            gateway,
+            expires_in=3600,
+            signed_at=datetime.now(timezone.utc) - timedelta(minutes=20),
+        ),
     }[variant]()
 
     with pytest.raises(pymysql.err.OperationalError) as refused:
@@ -350,3 +360,66 @@ async def test_the_iam_mysql_fixture_lets_iampool_connect_as_the_iam_user(
 
     assert gateway.accepted == 1
     assert gateway.rejected == {}
+
+
+# -- login users: created when missing, dropped by whoever created them --------------------------
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def admin_query(sql: str, *args: object) -> tuple[tuple[Any, ...], ...]:
+    upstream = urlsplit(UPSTREAM)
+    with (
+        pymysql.connect(
+            host=upstream.hostname,
+            port=upstream.port or 3306,
+            user=upstream.username or "root",
+            password=upstream.password or "",
+        ) as conn,
+        conn.cursor() as cursor,
+    ):
+        cursor.execute(sql, args or None)
+        rows: tuple[tuple[Any, ...], ...] = cursor.fetchall()
+    return rows
+
+
+def user_exists(name: str) -> bool:
+    return bool(admin_query("SELECT 1 FROM mysql.user WHERE User = %s AND Host = '%%'", name))
+
+
+async def test_the_plugin_drops_the_login_user_it_created_when_the_session_ends(
+    fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch, token_for: Tokens
+) -> None:
+    login = unique("session_login")
+    monkeypatch.setattr(plugin, "LOGIN_USER", login)
+
+    with plugin._gateway(
+        "mysql", "IAMPOOL_TEST_MYSQL_DSN", plugin.DEFAULT_MYSQL_DSN, fake_aws, "rds"
+    ) as gateway:
+        database = plugin._rds_database(gateway, fake_aws, role_name="iampool-test-cleanup")
+        conn = await connect(gateway, token_for(gateway, login), user=database.user)
+        assert await current_user(conn) == f"{login}@%"
+        await close(conn, gateway)
+        assert gateway.created_users == (login,)
+
+    assert not user_exists(login)
+
+
+async def test_the_plugin_leaves_a_login_user_that_existed_before_the_session(
+    fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    login = unique("their_login")
+    monkeypatch.setattr(plugin, "LOGIN_USER", login)
+    admin_query(f"CREATE USER '{login}'@'%'")
+    try:
+        with plugin._gateway(
+            "mysql", "IAMPOOL_TEST_MYSQL_DSN", plugin.DEFAULT_MYSQL_DSN, fake_aws, "rds"
+        ) as gateway:
+            plugin._rds_database(gateway, fake_aws, role_name="iampool-test-cleanup")
+            assert gateway.created_users == ()
+
+        assert user_exists(login)
+    finally:
+        admin_query(f"DROP USER IF EXISTS '{login}'@'%'")

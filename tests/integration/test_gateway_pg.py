@@ -9,6 +9,7 @@ import os
 import socket
 import ssl
 import struct
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -45,6 +46,7 @@ def gateway(fake_aws: FakeAws) -> Iterator[IamGateway]:
         gateway.ensure_user("app")
         gateway.ensure_user("other")
         yield gateway
+        gateway.drop_created_users()
 
 
 @pytest.fixture(autouse=True)
@@ -176,6 +178,36 @@ async def test_an_expired_token_is_refused(token_for: Tokens, fake_aws: FakeAws)
             await connect(shifted, token_for(shifted))
 
         assert shifted.rejected == {"expired": 1}
+
+
+@pytest.mark.parametrize("minutes_ago", [20, 30])
+async def test_a_token_signed_long_ago_for_an_hour_is_refused_after_rds_15_minutes(
+    gateway: IamGateway, token_for: Tokens, minutes_ago: int
+) -> None:
+    signed = datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)
+    token = token_for(gateway, expires_in=3600, signed_at=signed)
+    assert "&X-Amz-Expires=3600&" in token  # still valid by its own word
+
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError) as refused:
+        await connect(gateway, token)
+
+    assert str(refused.value) == 'PAM authentication failed for user "app"'
+    assert gateway.rejected == {"expired": 1}
+    assert gateway.accepted == 0
+    await wait_idle(gateway)
+
+
+async def test_a_token_signed_14_minutes_ago_for_an_hour_still_logs_in(
+    gateway: IamGateway, token_for: Tokens
+) -> None:
+    signed = datetime.now(timezone.utc) - timedelta(minutes=14)
+    token = token_for(gateway, expires_in=3600, signed_at=signed)
+
+    conn = await connect(gateway, token)
+    await conn.close()
+
+    assert gateway.accepted == 1
+    assert gateway.rejected == {}
 
 
 async def test_a_two_kilobyte_token_arrives_whole(gateway: IamGateway, token_for: Tokens) -> None:
@@ -451,3 +483,104 @@ def test_the_plugin_fails_with_how_to_start_a_server_that_does_not_answer(
     assert f"127.0.0.1:{port} does not answer" in str(failed.value)
     assert "pg_ctlcluster" in str(failed.value)
     assert "IAMPOOL_TEST_PG_DSN" in str(failed.value)
+
+
+# -- login users: created when missing, dropped by whoever created them --------------------------
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+async def role_exists(name: str) -> bool:
+    conn = await asyncpg.connect(UPSTREAM)
+    try:
+        return bool(await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name))
+    finally:
+        await conn.close()
+
+
+async def test_drop_created_users_drops_the_users_the_gateway_created(fake_aws: FakeAws) -> None:
+    name = unique("made_here")
+    async with IamGateway("postgresql", upstream=UPSTREAM, authority=fake_aws) as gateway:
+        assert gateway.ensure_user(name) is True
+        assert gateway.ensure_user(name) is False  # it exists now
+        assert gateway.created_users == (name,)
+        assert await role_exists(name)
+
+        await anyio.to_thread.run_sync(gateway.drop_created_users)
+
+        assert gateway.created_users == ()
+    assert not await role_exists(name)
+
+
+async def test_drop_created_users_leaves_a_user_that_existed_before(fake_aws: FakeAws) -> None:
+    name = unique("preexisting")
+    admin = await asyncpg.connect(UPSTREAM)
+    try:
+        await admin.execute(f'CREATE ROLE "{name}" LOGIN')
+        async with IamGateway("postgresql", upstream=UPSTREAM, authority=fake_aws) as gateway:
+            assert gateway.ensure_user(name) is False
+            await anyio.to_thread.run_sync(gateway.drop_created_users)
+
+        assert gateway.created_users == ()
+        assert await role_exists(name)
+    finally:
+        await admin.execute(f'DROP OWNED BY "{name}"')
+        await admin.execute(f'DROP ROLE "{name}"')
+        await admin.close()
+
+
+async def test_a_user_two_gateways_rely_on_is_dropped_by_the_last_one_done(
+    fake_aws: FakeAws,
+) -> None:
+    name = unique("shared")
+    async with (
+        IamGateway("postgresql", upstream=UPSTREAM, authority=fake_aws) as first,
+        IamGateway("postgresql", upstream=UPSTREAM, authority=fake_aws) as second,
+    ):
+        assert first.ensure_user(name) is True
+        assert second.ensure_user(name) is False
+
+        await anyio.to_thread.run_sync(first.drop_created_users)
+        assert await role_exists(name)  # the second gateway still relies on it
+
+        await anyio.to_thread.run_sync(second.drop_created_users)
+        assert not await role_exists(name)
+
+
+async def test_the_plugin_drops_the_login_user_it_created_when_the_session_ends(
+    fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch, token_for: Tokens
+) -> None:
+    login = unique("session_login")
+    monkeypatch.setattr(plugin, "LOGIN_USER", login)
+
+    with plugin._gateway(
+        "postgresql", "IAMPOOL_TEST_PG_DSN", plugin.DEFAULT_PG_DSN, fake_aws, "rds"
+    ) as gateway:
+        database = plugin._rds_database(gateway, fake_aws, role_name="iampool-test-cleanup")
+        conn = await connect(gateway, token_for(gateway, login), user=database.user)
+        await conn.close()
+        assert await role_exists(login)
+
+    assert not await role_exists(login)
+
+
+async def test_the_plugin_leaves_a_login_user_that_existed_before_the_session(
+    fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    login = unique("their_login")
+    monkeypatch.setattr(plugin, "LOGIN_USER", login)
+    admin = await asyncpg.connect(UPSTREAM)
+    try:
+        await admin.execute(f'CREATE ROLE "{login}" LOGIN')
+        with plugin._gateway(
+            "postgresql", "IAMPOOL_TEST_PG_DSN", plugin.DEFAULT_PG_DSN, fake_aws, "rds"
+        ) as gateway:
+            plugin._rds_database(gateway, fake_aws, role_name="iampool-test-cleanup")
+
+        assert await role_exists(login)
+    finally:
+        await admin.execute(f'DROP OWNED BY "{login}"')
+        await admin.execute(f'DROP ROLE "{login}"')
+        await admin.close()

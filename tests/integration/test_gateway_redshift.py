@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import struct
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.anyio
 UPSTREAM = os.environ.get("IAMPOOL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 LOGIN = "IAM:app"
 CLUSTER = "gateway-test"
+BOTOCORE = botocore.session.get_session()
 
 
 Issue = Callable[..., tuple[str, str]]
@@ -45,9 +47,15 @@ def issue(fake_aws: FakeAws) -> Issue:
         aws_secret_access_key=fake_aws.base_key.secret_access_key,
     )
 
-    def issue(user: str = "app", database: str = "postgres") -> tuple[str, str]:
+    def issue(
+        user: str = "app", database: str = "postgres", *, auto_create: bool = False
+    ) -> tuple[str, str]:
         answer = redshift.get_cluster_credentials(
-            DbUser=user, ClusterIdentifier=CLUSTER, DbName=database, DurationSeconds=900
+            DbUser=user,
+            ClusterIdentifier=CLUSTER,
+            DbName=database,
+            DurationSeconds=900,
+            AutoCreate=auto_create,
         )
         return answer["DbUser"], answer["DbPassword"]
 
@@ -68,6 +76,7 @@ def gateway(fake_aws: FakeAws) -> Iterator[IamGateway]:
     ) as gateway:
         gateway.ensure_user(LOGIN)
         yield gateway
+        gateway.drop_created_users()
 
 
 @pytest.fixture(autouse=True)
@@ -111,7 +120,10 @@ def refused(gateway: IamGateway, password: str, **kwargs: object) -> dict[str, s
 
 def login_error(gateway: IamGateway, password: str, **kwargs: object) -> dict[str, str]:
     # A function of its own: the traceback holding the leaked socket dies with this frame.
-    with pytest.raises(redshift_connector.InterfaceError) as error:
+    # InterfaceError for a refused login; ProgrammingError for SQLSTATE class 42 (no such user)
+    with pytest.raises(
+        (redshift_connector.InterfaceError, redshift_connector.ProgrammingError)
+    ) as error:
         connect(gateway, password, **kwargs)
     return dict(error.value.args[0])
 
@@ -166,6 +178,134 @@ def test_a_password_issued_to_another_user_is_refused(gateway: IamGateway, issue
     with connect(gateway, others_password, user=other) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT current_user")
         assert cursor.fetchall() == (["IAM:other"],)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def role_exists(name: str) -> bool:
+    async def query() -> bool:
+        conn = await asyncpg.connect(UPSTREAM)
+        try:
+            return bool(await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name))
+        finally:
+            await conn.close()
+
+    return anyio.run(query)
+
+
+def current_user(gateway: IamGateway, password: str, user: str) -> str:
+    with connect(gateway, password, user=user) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        [[name]] = cursor.fetchall()
+    return str(name)
+
+
+def test_a_cluster_password_for_a_user_that_does_not_exist_is_refused_as_redshift_does(
+    gateway: IamGateway, issue: Issue
+) -> None:
+    user, password = issue(unique("nobody"))  # AutoCreate=False: the user must exist already
+
+    error = refused(gateway, password, user=user)
+
+    assert (error["C"], error["M"]) == ("42704", f'user "{user}" does not exist')
+    assert gateway.rejected == {"no_such_user": 1}
+    assert gateway.accepted == 0
+    assert not role_exists(user)
+
+
+def test_with_auto_create_the_first_login_creates_the_cluster_user(
+    gateway: IamGateway, issue: Issue
+) -> None:
+    name = unique("newcomer")
+    user, password = issue(name, auto_create=True)
+    assert user == f"IAMA:{name}"  # the DbUser GetClusterCredentials returns with AutoCreate
+    assert not role_exists(user)
+
+    assert current_user(gateway, password, user) == user
+    assert current_user(gateway, password, user) == user  # the second login finds it
+
+    assert gateway.accepted == 2
+    assert gateway.rejected == {}
+    assert user in gateway.created_users  # dropped with the module's gateway
+
+
+def serverless_login(
+    fake_aws: FakeAws, gateway: IamGateway, key: dict[str, str]
+) -> tuple[str, str]:
+    """GetCredentials on a workgroup served by ``gateway``, signed with ``key``."""
+    workgroup = unique("wg")
+    fake_aws.create_workgroup(
+        workgroup, db_name="postgres", address=gateway.host, port=gateway.port
+    )
+    serverless = BOTOCORE.create_client(
+        "redshift-serverless",
+        region_name=fake_aws.region,
+        endpoint_url=fake_aws.endpoint_url,
+        **key,
+    )
+    answer = serverless.get_credentials(workgroupName=workgroup)
+    return answer["dbUser"], answer["dbPassword"]
+
+
+def test_a_serverless_login_creates_the_role_user_as_serverless_does(
+    fake_aws: FakeAws, gateway: IamGateway
+) -> None:
+    role = unique("analyst")
+    sts = BOTOCORE.create_client(
+        "sts",
+        region_name=fake_aws.region,
+        endpoint_url=fake_aws.endpoint_url,
+        aws_access_key_id=fake_aws.base_key.access_key_id,
+        aws_secret_access_key=fake_aws.base_key.secret_access_key,
+    )
+    issued = sts.assume_role(RoleArn=fake_aws.create_role(role), RoleSessionName="report")
+    session = issued["Credentials"]
+
+    user, password = serverless_login(
+        fake_aws,
+        gateway,
+        {
+            "aws_access_key_id": session["AccessKeyId"],
+            "aws_secret_access_key": session["SecretAccessKey"],
+            "aws_session_token": session["SessionToken"],
+        },
+    )
+
+    assert user == f"IAMR:{role}"
+    assert not role_exists(user)
+    assert current_user(gateway, password, user) == user
+    assert gateway.accepted == 1
+    assert user in gateway.created_users
+
+
+def test_a_serverless_login_as_an_iam_user_creates_the_iam_user_user(
+    fake_aws: FakeAws, gateway: IamGateway
+) -> None:
+    name = unique("analyst")
+    iam = BOTOCORE.create_client(
+        "iam",
+        region_name=fake_aws.region,
+        endpoint_url=fake_aws.endpoint_url,
+        aws_access_key_id=fake_aws.base_key.access_key_id,
+        aws_secret_access_key=fake_aws.base_key.secret_access_key,
+    )
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+
+    user, password = serverless_login(
+        fake_aws,
+        gateway,
+        {
+            "aws_access_key_id": key["AccessKeyId"],
+            "aws_secret_access_key": key["SecretAccessKey"],
+        },
+    )
+
+    assert user == f"IAM:{name}"
+    assert current_user(gateway, password, user) == user
+    assert user in gateway.created_users
 
 
 def test_a_password_issued_for_another_database_is_refused(

@@ -66,8 +66,10 @@ def botocore_token(
     return str(client.generate_db_auth_token(host, port, user, Region=region))
 
 
-def presigned_by_botocore(*, service: str = "rds-db", action: str = "connect") -> str:
-    """A presigned URL from botocore's ``SigV4QueryAuth`` for another service or action."""
+def presigned_by_botocore(
+    *, service: str = "rds-db", action: str = "connect", expires: int = 900
+) -> str:
+    """A presigned URL from botocore's ``SigV4QueryAuth``: another service, action or lifetime."""
     request = AWSRequest(
         method="GET",
         url=f"https://{HOST}:{PORT}/",
@@ -76,7 +78,7 @@ def presigned_by_botocore(*, service: str = "rds-db", action: str = "connect") -
     credentials = Credentials(
         TEMPORARY.access_key_id, TEMPORARY.secret_access_key, TEMPORARY.session_token
     )
-    SigV4QueryAuth(credentials, service, REGION, expires=900).add_auth(request)
+    SigV4QueryAuth(credentials, service, REGION, expires=expires).add_auth(request)
     return str(request.url).removeprefix("https://")
 
 
@@ -192,6 +194,28 @@ def test_a_token_is_valid_for_its_900_seconds_and_expired_after() -> None:
 
     assert verify(token, now=start + timedelta(seconds=899)) is None
     assert verify(token, now=start + timedelta(seconds=900)) == "expired"
+
+
+@pytest.mark.parametrize("expires", [901, 1800, 3600, 7 * 24 * 3600])
+def test_a_token_asking_to_live_longer_than_900_seconds_expires_after_900_as_rds_decides(
+    expires: int,
+) -> None:
+    token = presigned_by_botocore(expires=expires)
+    start = signed_at(token)
+
+    assert f"&X-Amz-Expires={expires}&" in token
+    assert verify(token, now=start + timedelta(seconds=899)) is None
+    assert verify(token, now=start + timedelta(seconds=900)) == "expired"
+    assert verify(token, now=start + timedelta(minutes=20)) == "expired"
+    assert verify(token, now=start + timedelta(minutes=30)) == "expired"
+
+
+def test_a_token_asking_for_less_than_900_seconds_expires_when_it_asked() -> None:
+    token = presigned_by_botocore(expires=60)
+    start = signed_at(token)
+
+    assert verify(token, now=start + timedelta(seconds=59)) is None
+    assert verify(token, now=start + timedelta(seconds=60)) == "expired"
 
 
 def test_a_token_dated_beyond_the_clock_skew_is_not_yet_valid() -> None:

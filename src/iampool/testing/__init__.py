@@ -6,9 +6,12 @@ RDS (IAM tokens), Redshift (temporary passwords) or Aurora DSQL (DSQL tokens) do
 plugin (``iampool.testing.plugin``) wires them together as ready fixtures; see docs/testing.md.
 """
 
-from ._aws import FakeAws, Faults, IssuedKey, IssuedRedshiftPassword
+from ._aws import FakeAws
 from ._database import IamDatabase
-from ._gateway import IamGateway, PlaintextSecret
+from ._faults import Faults
+from ._gateway import IamGateway
+from ._issued import IssuedKey, IssuedRedshiftPassword
+from ._logins import PlaintextSecret
 from ._verify import (
     CredentialAuthority,
     RedshiftPassword,

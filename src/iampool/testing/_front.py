@@ -111,7 +111,7 @@ class FrontDesk(Protocol):
         """The context to accept TLS with, or ``None`` when TLS is not offered."""
         ...
 
-    def admit(self, user: str, secret: str, database: str | None) -> RejectReason | None:
+    async def admit(self, user: str, secret: str, database: str | None) -> RejectReason | None:
         """Verify a login's password; counts the acceptance or the rejection."""
         ...
 

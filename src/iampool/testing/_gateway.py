@@ -18,11 +18,10 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Protocol
 from urllib.parse import quote, urlencode
 
 import anyio
@@ -31,21 +30,19 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.streams.stapled import MultiListener
 
 from . import mysql, pg
+from ._admission import Admission
 from ._front import STREAM_ERRORS, Mode, Peer, ProtocolViolation, Upstream
+from ._logins import LoginRecord, PlaintextSecret, WireProtocol
 from ._tls import TlsMaterial
+from ._users import UpstreamUsers
 from ._verify import (
     CredentialAuthority,
     RejectReason,
-    verify_dsql_token,
-    verify_rds_token,
-    verify_redshift_password,
 )
 
 __all__ = ["IamGateway", "PlaintextSecret"]
 
 _log = logging.getLogger("iampool.testing.gateway")
-
-WireProtocol = Literal["postgresql", "mysql"]
 
 
 class _Front(Protocol):
@@ -58,24 +55,10 @@ _FRONTS: dict[WireProtocol, _Front] = {
     "postgresql": pg.serve_client,
     "mysql": mysql.serve_client,
 }
-_ADMIN: dict[WireProtocol, Callable[[Upstream, list[str]], Any]] = {
-    "postgresql": pg.run_admin_statements,
-    "mysql": mysql.run_admin_statements,
-}
 
 
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class PlaintextSecret:
-    """A password a client sent without TLS: who sent it, its length and SHA-256, never itself."""
-
-    protocol: WireProtocol
-    user: str
-    length: int
-    sha256: str
 
 
 class IamGateway:
@@ -127,7 +110,8 @@ class IamGateway:
         self._upstream = Upstream.from_dsn(upstream)
         if self._upstream.scheme != protocol:
             raise ValueError(f"the upstream DSN is not a {protocol}:// DSN")
-        self._authority = authority
+        self._users = UpstreamUsers(self._upstream)
+        self._admission = Admission(mode, authority, self._users, region)
         self._region = region
         self._mode: Mode = mode
         self._offer_tls = offer_tls
@@ -138,12 +122,9 @@ class IamGateway:
         self._clock = clock
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._accepted = 0
-        self._rejected: Counter[str] = Counter()
+        self._logins = LoginRecord(protocol)
         self._active = 0
         self._upstream_active = 0
-        self._plaintext: list[PlaintextSecret] = []
-        self._forced_rejections = 0
         self._tls: TlsMaterial | None = None
         self._server_context: ssl.SSLContext | None = None
         self._portal_manager: AbstractContextManager[BlockingPortal] | None = None
@@ -188,16 +169,20 @@ class IamGateway:
         except BaseException:
             self.stop()
             raise
+        self._users.hold_again()
         return self
 
     def stop(self) -> None:
         """Close every connection and the listener and stop the loop (``start()`` may follow).
 
         The TLS files stay for a restart; they are deleted with the gateway object (when it is
-        garbage collected, at the latest when the interpreter exits).
+        garbage collected, at the latest when the interpreter exits). The upstream users stay
+        too; a stopped gateway no longer counts as relying on them (see
+        :meth:`drop_created_users`).
         """
         portal, manager = self._portal, self._portal_manager
         self._portal = self._portal_manager = None
+        self._users.let_go()
         try:
             if portal is not None and self._stop_serving is not None:
                 portal.call(self._stop_serving.cancel)
@@ -363,13 +348,12 @@ class IamGateway:
     @property
     def accepted(self) -> int:
         """Logins whose credentials were verified (and then relayed to the upstream)."""
-        return self._accepted
+        return self._logins.accepted
 
     @property
     def rejected(self) -> Counter[str]:
         """Refused logins by reason (a copy), e.g. ``{"bad_signature": 1, "not_tls": 2}``."""
-        with self._lock:
-            return Counter(self._rejected)
+        return self._logins.rejected
 
     @property
     def active(self) -> int:
@@ -384,8 +368,7 @@ class IamGateway:
     @property
     def secrets_seen_in_plaintext(self) -> tuple[PlaintextSecret, ...]:
         """Passwords clients sent over connections without TLS, as hashes (in arrival order)."""
-        with self._lock:
-            return tuple(self._plaintext)
+        return self._logins.plaintext
 
     def saw_in_plaintext(self, secret: str) -> bool:
         """Whether this exact secret reached the gateway without TLS."""
@@ -394,18 +377,11 @@ class IamGateway:
 
     def reject_next(self, n: int = 1) -> None:
         """Reject the next ``n`` otherwise valid logins as a bad password would be (``forced``)."""
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        with self._lock:
-            self._forced_rejections += n
+        self._logins.reject_next(n)
 
     def reset_counters(self) -> None:
         """Zero ``accepted``, ``rejected``, the plaintext record and pending forced rejections."""
-        with self._lock:
-            self._accepted = 0
-            self._rejected.clear()
-            self._plaintext.clear()
-            self._forced_rejections = 0
+        self._logins.reset()
 
     def wait_idle(self, timeout: float = 5.0) -> None:
         """Block until no client or upstream connection is open.
@@ -426,28 +402,57 @@ class IamGateway:
 
     # -- upstream users ----------------------------------------------------------------------
 
-    def ensure_user(self, name: str) -> None:
+    def ensure_user(self, name: str) -> bool:
         """Create the login user ``name`` on the upstream if missing (e.g. ``IAM:app``).
 
         PostgreSQL: ``CREATE ROLE "<name>" LOGIN`` plus USAGE and CREATE on schema ``public``.
-        MySQL: ``CREATE USER IF NOT EXISTS '<name>'@'%'`` plus all privileges on the upstream
-        DSN's database. The upstream DSN's password, if any, becomes the user's password.
+        MySQL: ``CREATE USER '<name>'@'%'`` plus all privileges on the upstream DSN's database.
+        The upstream DSN's password, if any, becomes the user's password.
+
+        Returns:
+            ``True`` when the user was created now, ``False`` when it existed (see
+            :attr:`created_users`).
 
         Raises:
             ValueError: a name the upstream cannot take safely.
             ConnectionError: the upstream refused the admin login or a statement failed.
             RuntimeError: the gateway is not running.
         """
+        return self._running_portal().call(self._users.ensure, name)
+
+    def drop_user(self, name: str) -> None:
+        """Drop user ``name`` from the upstream, with what it owns there; no error if absent.
+
+        Raises:
+            ConnectionError: the upstream refused the admin login or a statement failed.
+            RuntimeError: the gateway is not running.
+        """
+        self._running_portal().call(self._users.drop, name)
+
+    @property
+    def created_users(self) -> tuple[str, ...]:
+        """Users created on the upstream in this process (by :meth:`ensure_user` or by a
+        Redshift login that creates its user) that this gateway relies on, by name."""
+        return self._users.created
+
+    def drop_created_users(self) -> None:
+        """Stop relying on the upstream users this gateway used, and drop every user created in
+        this process on its upstream that no running gateway relies on. Users that existed
+        before (created by hand, or by another process) are left alone.
+
+        Call it when done with the gateway, before ``stop()`` (the pytest fixtures do, at the
+        end of the session). A stopped gateway no longer counts as relying on its users.
+
+        Raises:
+            ConnectionError: a user could not be dropped (the others still are).
+            RuntimeError: the gateway is not running.
+        """
+        self._running_portal().call(self._users.release)
+
+    def _running_portal(self) -> BlockingPortal:
         if self._portal is None:
             raise RuntimeError("the gateway is not running: call start() first")
-        statements, tolerated = _user_statements(self._upstream, name)
-        states = self._portal.call(_ADMIN[self._protocol], self._upstream, statements)
-        failed = [state for state in states if state not in tolerated]
-        if failed:
-            raise ConnectionError(
-                f"creating user {name!r} on {self._upstream.endpoint} failed (SQLSTATE "
-                f"{', '.join(failed)})"
-            )
+        return self._portal
 
     # -- the front desk, as the protocol fronts see it ---------------------------------------
 
@@ -456,62 +461,20 @@ class IamGateway:
         """The server-side TLS context, or ``None`` when TLS is not offered."""
         return self._server_context if self._offer_tls else None
 
-    def admit(self, user: str, secret: str, database: str | None) -> RejectReason | None:
+    async def admit(self, user: str, secret: str, database: str | None) -> RejectReason | None:
         """Verify a login's password and count the outcome (used by the protocol fronts)."""
-        now = self._clock()
-        reason: RejectReason | None
-        if self._mode == "dsql":
-            reason = verify_dsql_token(
-                secret,
-                user=user,
-                host=self._host,
-                region=self._region,
-                signing_key=self._authority.signing_key,
-                now=now,
-            )
-        elif self._mode == "redshift":
-            reason = verify_redshift_password(
-                secret,
-                user=user,
-                database=database,
-                lookup=self._authority.redshift_password,
-                now=now,
-            )
-        else:
-            reason = verify_rds_token(
-                secret,
-                user=user,
-                host=self._host,
-                port=self._port,
-                region=self._region,
-                signing_key=self._authority.signing_key,
-                now=now,
-            )
-        with self._lock:
-            if reason is None and self._forced_rejections > 0:
-                self._forced_rejections -= 1
-                reason = "forced"
-            if reason is None:
-                self._accepted += 1
-            else:
-                self._rejected[reason] += 1
-        return reason
+        reason = await self._admission.judge(
+            user, secret, database, host=self._host, port=self._port, now=self._clock()
+        )
+        return self._logins.decide(reason)
 
     def refuse(self, reason: RejectReason) -> None:
         """Count a connection refused before its password was checked."""
-        with self._lock:
-            self._rejected[reason] += 1
+        self._logins.refuse(reason)
 
     def capture_plaintext(self, user: str, secret: str) -> None:
         """Record a password that arrived without TLS (hash and length only)."""
-        record = PlaintextSecret(
-            protocol=self._protocol,
-            user=user,
-            length=len(secret),
-            sha256=hashlib.sha256(secret.encode()).hexdigest(),
-        )
-        with self._lock:
-            self._plaintext.append(record)
+        self._logins.capture(user, secret)
 
     @asynccontextmanager
     async def connect_upstream(self) -> AsyncIterator[Peer]:
@@ -529,28 +492,3 @@ class IamGateway:
                 with self._lock:
                     self._upstream_active -= 1
                     self._idle.notify_all()
-
-
-def _user_statements(upstream: Upstream, name: str) -> tuple[list[str], set[str]]:
-    """SQL creating ``name`` on ``upstream``, and the SQLSTATEs that mean "already there"."""
-    if not name or "\0" in name:
-        raise ValueError("a user name must be non-empty and contain no NUL")
-    if upstream.scheme == "postgresql":
-        role = '"' + name.replace('"', '""') + '"'
-        create = f"CREATE ROLE {role} LOGIN"
-        if upstream.password is not None:
-            create += " PASSWORD '" + upstream.password.replace("'", "''") + "'"
-        # 42710 duplicate_object; 23505 when a concurrent CREATE ROLE won the race.
-        return [create, f"GRANT USAGE, CREATE ON SCHEMA public TO {role}"], {"", "42710", "23505"}
-    if any(char in name for char in "'\\`") or len(name) > 80:
-        raise ValueError("MySQL user names here must be <= 80 characters without ' \\ or `")
-    account = f"'{name}'@'%'"
-    create = f"CREATE USER IF NOT EXISTS {account}"
-    if upstream.password is not None:
-        password = upstream.password.replace("\\", "\\\\").replace("'", "\\'")
-        create += f" IDENTIFIED BY '{password}'"
-    statements = [create]
-    if upstream.database:
-        database = "`" + upstream.database.replace("`", "``") + "`"
-        statements.append(f"GRANT ALL PRIVILEGES ON {database}.* TO {account}")
-    return statements, {""}

@@ -8,7 +8,9 @@ presigned ``GET https://host:port/?Action=connect&DBUser=...`` signed by ``SigV4
 (``botocore/auth.py``) for service ``rds-db`` with ``X-Amz-Expires=900``, minus the ``https://``.
 Its canonical request hashes an EMPTY payload (SHA-256 of ``b""``, not ``UNSIGNED-PAYLOAD``),
 signs only the ``host`` header (``host:port``, the port dropped only when it is 443) and carries a
-session token, when there is one, as ``X-Amz-Security-Token`` inside the signed query.
+session token, when there is one, as ``X-Amz-Security-Token`` inside the signed query. RDS
+accepts a token for 15 minutes after its ``X-Amz-Date`` at most, even one signed with a longer
+``X-Amz-Expires``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import quote, unquote
 
 __all__ = [
     "CLOCK_SKEW",
+    "RDS_TOKEN_LIFETIME",
     "CredentialAuthority",
     "RdsToken",
     "RedshiftPassword",
@@ -43,7 +46,7 @@ RejectReason = Literal[
     "wrong_endpoint",  # signed for another host:port than the gateway's endpoint
     "wrong_service",  # credential scope names another service than rds-db
     "wrong_region",  # credential scope names another region than the gateway's
-    "expired",  # X-Amz-Date + X-Amz-Expires (or the Redshift password's expiry) has passed
+    "expired",  # 900 s after X-Amz-Date at most (or the Redshift password's expiry) have passed
     "not_yet_valid",  # X-Amz-Date lies further in the future than the allowed clock skew
     "unknown_key",  # the AWS stand-in never issued this access key id
     "bad_signature",  # the signature does not match the issued secret
@@ -55,10 +58,15 @@ RejectReason = Literal[
     "not_tls",  # a password on a connection without TLS
     "malformed_packet",  # bytes that are not the database's wire protocol
     "forced",  # a valid login rejected on purpose by ``IamGateway.reject_next``
+    "no_such_user",  # Redshift: valid credentials for a database user that does not exist
 ]
 
 CLOCK_SKEW = timedelta(minutes=5)
 """How far in the future an ``X-Amz-Date`` may lie (AWS tolerates a few minutes of skew)."""
+
+RDS_TOKEN_LIFETIME = timedelta(minutes=15)
+"""How long RDS accepts an IAM token after its ``X-Amz-Date``, whatever ``X-Amz-Expires`` says
+(a presigned URL may ask for up to 7 days; RDS still refuses it after 15 minutes)."""
 
 _MAX_TOKEN_CHARS = 16_384
 _MAX_EXPIRES = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
@@ -280,25 +288,9 @@ def verify_rds_token(
         return "wrong_endpoint"
     if parsed.service != "rds-db":
         return "wrong_service"
-    if parsed.region != region:
-        return "wrong_region"
-    if now >= parsed.signed_at + timedelta(seconds=parsed.expires_in):
-        return "expired"
-    if parsed.signed_at > now + CLOCK_SKEW:
-        return "not_yet_valid"
-    key = signing_key(parsed.access_key_id)
-    if key is None:
-        return "unknown_key"
-    expected = parsed.expected_signature(key.secret_access_key)
-    if not hmac.compare_digest(expected.encode(), parsed.signature.encode()):
-        return "bad_signature"
-    if key.session_token is not None and parsed.session_token is None:
-        return "no_session_token"
-    if not _same_optional_secret(key.session_token, parsed.session_token):
-        return "wrong_session_token"
-    if key.expires_at is not None and now >= key.expires_at:
-        return "expired_key"
-    return None
+    return _check_signed(
+        parsed, region=region, signing_key=signing_key, now=now, longest=RDS_TOKEN_LIFETIME
+    )
 
 
 def verify_redshift_password(
@@ -427,11 +419,18 @@ def _check_signed(
     region: str,
     signing_key: Callable[[str], SigningKey | None],
     now: datetime,
+    longest: timedelta | None = None,
 ) -> RejectReason | None:
-    """Region, validity window, key, signature and session token of a presigned token."""
+    """Region, validity window, key, signature and session token of a presigned token.
+
+    Args:
+        longest: how long the service accepts a token at most, whatever its ``X-Amz-Expires``
+            (RDS: 15 minutes); ``None`` honours ``X-Amz-Expires``.
+    """
     if parsed.region != region:
         return "wrong_region"
-    if now >= parsed.signed_at + timedelta(seconds=parsed.expires_in):
+    lifetime = timedelta(seconds=parsed.expires_in)
+    if now >= parsed.signed_at + (lifetime if longest is None else min(lifetime, longest)):
         return "expired"
     if parsed.signed_at > now + CLOCK_SKEW:
         return "not_yet_valid"

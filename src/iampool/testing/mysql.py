@@ -97,7 +97,7 @@ async def _handshake(client: Peer, upstream: Peer, desk: FrontDesk) -> bool:
         message += "--require_secure_transport=ON."
         await _send_packet(client, reply, _error(3159, "HY000", message))
         return False
-    if desk.admit(user, password, response.database) is not None:
+    if await desk.admit(user, password, response.database) is not None:
         message = f"Access denied for user '{user}'@'{client.remote_host}' (using password: YES)"
         await _send_packet(client, reply, _error(1045, "28000", message))
         return False
@@ -353,7 +353,8 @@ async def run_admin_statements(upstream: Upstream, statements: list[str]) -> lis
     """Run SQL statements as the upstream's admin user (COM_QUERY each).
 
     Returns:
-        The SQLSTATE of each statement that failed ("" for those that succeeded).
+        For each statement, ``""`` when it succeeded, else its SQLSTATE and MySQL error number,
+        e.g. ``"HY000 (1396)"``.
 
     Raises:
         OSError: the upstream does not answer.
@@ -391,7 +392,8 @@ async def run_admin_statements(upstream: Upstream, statements: list[str]) -> lis
             await _send_packet(peer, 0, b"\x03" + sql.encode())
             _, result = await _read_packet(peer, _MAX_UPSTREAM_PACKET)
             if result[:1] == b"\xff":
-                states.append(result[4:9].decode(errors="replace"))
+                errno = int.from_bytes(result[1:3], "little")
+                states.append(f"{result[4:9].decode(errors='replace')} ({errno})")
             elif result[:1] == b"\x00":
                 states.append("")
             else:

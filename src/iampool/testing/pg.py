@@ -6,7 +6,9 @@ A client's conversation, as RDS PostgreSQL or Redshift holds it::
     StartupMessage(user, database, ...)      (no TLS -> FATAL 28000, after capturing any password)
     <- AuthenticationCleartextPassword
     PasswordMessage(token or temporary password)
-    <- FATAL 28000 "PAM authentication failed for user ..."   or, once verified:
+    <- FATAL 28000 "PAM authentication failed for user ..."
+       (Redshift, valid password, no such user: FATAL 42704 'user "..." does not exist')
+    or, once verified:
     the gateway logs in to the upstream as the same user and relays AuthenticationOk,
     ParameterStatus, BackendKeyData, ReadyForQuery and then every byte both ways.
 
@@ -135,7 +137,11 @@ async def _client_login(client: Peer, desk: FrontDesk) -> tuple[dict[str, str], 
         return None
     await client.send(_ASK_CLEARTEXT_PASSWORD)
     password = await _read_password(client)
-    if desk.admit(user, password, params["database"]) is not None:
+    reason = await desk.admit(user, password, params["database"])
+    if reason == "no_such_user":  # what Redshift answers valid credentials for a missing user
+        await client.send(_fatal("42704", f'user "{user}" does not exist'))
+        return None
+    if reason is not None:
         await client.send(_fatal("28000", f'PAM authentication failed for user "{user}"'))
         return None
     return params, password

@@ -20,7 +20,9 @@ Fixtures (all session-scoped, started on first use):
     ``DbConnectAdmin`` tokens for the ``admin`` role, with an ``aws_iam`` block saying
     ``"dsql": true`` (and the region: the gateway's host names none).
 
-A server that does not answer fails the test with how to start it; nothing is skipped.
+A server that does not answer fails the test with how to start it; nothing is skipped. At the end
+of the session the gateways drop the login users they created (``app``, ``IAM:app``, users a
+Redshift login created); users that existed before the session are left as they were.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
     from ._aws import FakeAws
     from ._database import IamDatabase
     from ._front import Mode
-    from ._gateway import IamGateway, WireProtocol
+    from ._gateway import IamGateway
+    from ._logins import WireProtocol
 
 __all__ = ["fake_aws", "iam_dsql", "iam_mysql", "iam_postgres", "iam_redshift"]
 
@@ -186,7 +189,12 @@ def _gateway(
     try:
         yield gateway
     finally:
-        gateway.stop()
+        try:
+            # The login users this session created go; those that existed before it stay
+            # (another session may be using them).
+            gateway.drop_created_users()
+        finally:
+            gateway.stop()
 
 
 @contextmanager
