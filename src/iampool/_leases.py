@@ -138,12 +138,20 @@ class Leases:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None = None) -> V:
+    async def get(
+        self,
+        key: Hashable,
+        mint: Mint[V],
+        mint_now: MintNow[V] | None = None,
+        *,
+        fresh: bool = False,
+    ) -> V:
         """The value for ``key``, or the result of ONE shared ``mint()`` call.
 
         ``mint`` runs on the service loop and returns a :class:`Lease`; ``mint_now``, when given,
-        is tried first on the caller's thread (see the module docstring). Keys must include every
-        field that changes what they return.
+        is tried first on the caller's thread (see the module docstring). ``fresh`` asks for a
+        value that is not due for its refresh: a due one is refreshed first (and served anyway
+        if that fails). Keys must include every field that changes what they return.
         """
         entry = self._entries.get(key)
         if entry is not None:
@@ -153,12 +161,13 @@ class Leases:
                 entry.used = True
                 value: V = snapshot.value
                 return value
-        return await self._get_slow(key, mint, mint_now)
+        return await self._get_slow(key, mint, mint_now, fresh)
 
-    def peek(self, key: Hashable, mint: Mint[V]) -> V | None:
+    def peek(self, key: Hashable, mint: Mint[V], *, fresh: bool = False) -> V | None:
         """The value for ``key`` if one can be served now, else None; never waits.
 
-        Like :meth:`get` for a served value, it starts the refresh that is due.
+        Like :meth:`get` for a served value, it starts the refresh that is due; with ``fresh``,
+        a value due for refresh is not served.
         """
         with self._lock:
             now = self._clock()
@@ -167,9 +176,11 @@ class Leases:
             if entry is None or snapshot is None or not _servable(entry, snapshot, now):
                 return None
             served: V = self._serve_locked(key, entry, snapshot, now, mint, None)
-            return served
+            return None if fresh and now >= snapshot.refresh_at else served
 
-    async def _get_slow(self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None) -> V:
+    async def _get_slow(
+        self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None, fresh: bool
+    ) -> V:
         with self._lock:
             now = self._clock()
             entry = self._entries.get(key)
@@ -178,19 +189,27 @@ class Leases:
                 self._evict_locked()
             snapshot = entry.snapshot
             if snapshot is not None and _servable(entry, snapshot, now):
-                # Fresh means a fetch landed after the lock-free check in get(): nothing is due.
+                # The lock-free check in get() passed it by: it is due for refresh, or a fetch
+                # landed meanwhile.
                 served: V = self._serve_locked(key, entry, snapshot, now, mint, mint_now)
-                return served
-            self._counters.misses += 1
-            if entry.flight is None and mint_now is not None:
-                lease = mint_now(None)
-                if lease is not None:
-                    self._land_locked(entry, lease, now, background=False)
-                    minted: V = lease.value
-                    return minted
-            flight = entry.flight or self._fly(key, entry, mint, background=False)
-            # Past the ttl but still valid: if this refresh fails, the old value still works.
-            fallback = snapshot if snapshot is not None and now < snapshot.valid_until else None
+                wants_newer = fresh and now >= snapshot.refresh_at and served is snapshot.value
+                if not wants_newer or entry.flight is None:  # no flight: a failure's backoff
+                    return served
+                # A value not due for refresh is wanted: wait for the refresh just started; if
+                # it fails, this one is served after all.
+                flight: Any = entry.flight
+                fallback: _Snapshot[V] | None = snapshot
+            else:
+                self._counters.misses += 1
+                if entry.flight is None and mint_now is not None:
+                    lease = mint_now(None)
+                    if lease is not None:
+                        self._land_locked(entry, lease, now, background=False)
+                        minted: V = lease.value
+                        return minted
+                flight = entry.flight or self._fly(key, entry, mint, background=False)
+                # Past the ttl but still valid: if this refresh fails, the old value still works.
+                fallback = snapshot if snapshot is not None and now < snapshot.valid_until else None
         try:
             result: V = await wait(flight)
         except concurrent.futures.CancelledError:
@@ -199,11 +218,10 @@ class Leases:
             ) from None
         except CredentialError:
             # Not if it was invalidated meanwhile (a database refused it) or has expired since.
-            if fallback is None or entry.snapshot is not fallback:
+            still = entry.snapshot  # the value the failed fetch would have replaced
+            if fallback is None or still is not fallback or self._clock() >= still.valid_until:
                 raise
-            if self._clock() >= fallback.valid_until:
-                raise
-            stale: V = fallback.value
+            stale: V = still.value
             return stale
         return result
 

@@ -54,13 +54,14 @@ class MintContext:
         """Build, in the background, the AWS client ``config``'s first fetch will need."""
         self.service.prepare(config.region)
 
-    async def aws_credentials(self, config: AwsIamConfig) -> AwsCredentials:
-        """AWS credentials for ``config``: AssumeRole when it has a role, else the default chain."""
-        return await self.leases.get(sts_key(config), lambda: self.mint_aws_credentials(config))
+    async def aws_credentials(self, config: AwsIamConfig, *, fresh: bool = False) -> AwsCredentials:
+        """AWS credentials for ``config``: AssumeRole when it has a role, else the default chain.
 
-    def peek_aws_credentials(self, config: AwsIamConfig) -> AwsCredentials | None:
-        """The cached AWS credentials for ``config`` if they can be used now, else None."""
-        return self.leases.peek(sts_key(config), lambda: self.mint_aws_credentials(config))
+        ``fresh``: credentials not due for their refresh (a retry after a refused login).
+        """
+        return await self.leases.get(
+            sts_key(config), lambda: self.mint_aws_credentials(config), fresh=fresh
+        )
 
     def expire_before(self, expires_at: float, now: float) -> float:
         """The last moment a credential expiring at ``expires_at`` may be served.

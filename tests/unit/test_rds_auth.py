@@ -304,3 +304,22 @@ async def test_creating_authenticators_prepares_the_aws_client_once_per_region(
         auth_for(ROLE, host=f"db-{index}.example.com", port=5432, cache=cache)
     await wait_until(lambda: source.prepared == ["us-east-1"])
     assert source.calls == Counter()  # building a client is not an AWS call
+
+
+async def test_the_token_after_a_refused_login_is_signed_with_credentials_not_due_for_refresh(
+    cache: CredentialCache, source: FakeSource, clock: FakeClock
+) -> None:
+    auth = auth_for(ROLE, host=HOST, port=5432, cache=cache)
+    await auth.credentials()
+    clock.advance(545)  # the STS credentials (ttl 600) are due for their refresh since 540
+    source.gate.close()
+    auth.invalidate()  # the database refused the token: the pool retries once
+    assert await without_waiting(auth.credentials) == []  # it waits for the new credentials
+    source.gate.open()
+    retried = await auth.credentials()
+
+    assert "X-Amz-Credential=ASIAFAKE000000000002%2F" in retried.password
+    assert source.calls == Counter(AssumeRole=2)
+    # An ordinary miss does not wait: it signs with the credentials at hand.
+    other = auth_for(ROLE, host="replica.example.com", port=5432, cache=cache)
+    assert len(await without_waiting(other.credentials)) == 1

@@ -36,7 +36,8 @@ class TokenAuth:
 
     # An application may hold one per endpoint (query workers serving many tenant databases).
     __slots__ = (
-        "_config", "_context", "_host", "_key", "_kind", "_leases", "_port", "_sts_key", "_user"
+        "_config", "_context", "_fresh", "_host", "_key", "_kind", "_leases", "_port", "_sts_key",
+        "_user",
     )  # fmt: skip
 
     def __init__(
@@ -51,6 +52,7 @@ class TokenAuth:
         self._context = context
         self._leases = context.leases
         self._sts_key = sts_key(config)
+        self._fresh = False  # sign the next token with credentials not due for refresh
         # Tokens follow the identity that signs them: the configuration's STS cache key. The
         # parts every endpoint of one configuration shares are one tuple (a small key per token).
         self._key = (host, port, _scope(kind, self._user, config.region, self._sts_key))
@@ -77,21 +79,26 @@ class TokenAuth:
         return await self._leases.get(self._key, self._mint, self._mint_now)
 
     def invalidate(self) -> None:
-        """Drop the cached token (after the database refused it)."""
+        """Drop the cached token (after the database refused it).
+
+        The next token is signed with credentials that are not due for their refresh: the one
+        retry after a refused login must not get a token whose credentials are about to expire.
+        """
+        self._fresh = True
         self._leases.invalidate(self._key)
 
     def _mint_now(self, current: DbCredentials | None) -> Lease[DbCredentials] | None:
-        sts = self._key[2][3]
-        aws = self._leases.peek(
-            sts, functools.partial(self._context.mint_aws_credentials, self._config)
-        )
+        mint = functools.partial(self._context.mint_aws_credentials, self._config)
+        aws = self._leases.peek(self._sts_key, mint, fresh=self._fresh)
         return None if aws is None else self._sign(aws)
 
     async def _mint(self) -> Lease[DbCredentials]:
-        return self._sign(await self._context.aws_credentials(self._config))
+        aws = await self._context.aws_credentials(self._config, fresh=self._fresh)
+        return self._sign(aws)
 
     def _sign(self, aws: AwsCredentials) -> Lease[DbCredentials]:
         context, kind = self._context, self._kind
+        self._fresh = False
         now = context.clock()
         token = context.signer.sign(
             aws,
