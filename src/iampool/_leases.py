@@ -366,8 +366,8 @@ def describe(key: Hashable) -> str:
     if key[0] == "aws":
         return f"AWS credentials for {key[1] or 'the default chain'} in {key[2]}"
     scope = key[-1]
-    if isinstance(scope, tuple) and scope and hasattr(scope[0], "service"):  # a token's key
-        host, port, (kind, user, *_) = key
-        return f"the {kind.name} for {user} at {host}:{port}"
+    if len(key) == 3 and isinstance(scope, tuple) and str(scope[0]).endswith("token"):
+        host, port, (kind, user, *_) = key  # a token's: (host, port, (kind, user, ...))
+        return f"the {kind} for {user} at {host}:{port}"
     # Plain parts only: a nested tuple may be an STS key.
     return " ".join(str(part) for part in key[:5] if isinstance(part, (str, int)))
