@@ -225,6 +225,25 @@ class Leases:
             return stale
         return result
 
+    def prefetch(self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None = None) -> None:
+        """Start minting ``key``'s value unless one is cached or on its way; never waits.
+
+        For callers that know the value will be wanted soon (a pool being created). A failure
+        is counted and forgotten: the first ``get`` tries again and reports it.
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = _Entry()
+                self._evict_locked()
+            if entry.snapshot is not None or entry.flight is not None:
+                return
+            lease = mint_now(None) if mint_now is not None else None
+            if lease is not None:
+                self._land_locked(entry, lease, self._clock(), background=False)
+            else:
+                self._fly(key, entry, mint, background=False)
+
     def invalidate(self, key: Hashable) -> None:
         """Forget the value for ``key``; the next ``get`` mints anew."""
         with self._lock:

@@ -6,11 +6,12 @@ from .._cache import CredentialCache, default_cache, mint_context
 from .._config import AwsIamConfig, ConfigLike, coerce_config
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
+from ._token import TokenAuth
 from .dsql import DsqlAuth
 from .rds import RdsIamAuth
 from .redshift import RedshiftAuth
 
-__all__ = ["DsqlAuth", "RdsIamAuth", "RedshiftAuth", "auth_for"]
+__all__ = ["DsqlAuth", "RdsIamAuth", "RedshiftAuth", "auth_for", "prefetch"]
 
 
 def auth_for(
@@ -56,3 +57,10 @@ def auth_for(
         assert port is not None
         return RdsIamAuth(config, host=host, port=port, context=context)
     return RedshiftAuth(config, context=context, host=host, port=port)
+
+
+def prefetch(auth: DbAuth) -> None:
+    """Start minting ``auth``'s credentials in the background (a pool is being created: its
+    first connections will want them); nothing for an authenticator iampool did not build."""
+    if isinstance(auth, (TokenAuth, RedshiftAuth)):
+        auth.prefetch()

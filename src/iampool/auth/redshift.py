@@ -83,6 +83,10 @@ class RedshiftAuth:
         """The current temporary login; a cached one when warm."""
         return await self._leases.get(self._key, self._mint)
 
+    def prefetch(self) -> None:
+        """Start minting a password (and its credentials) in the background, if none is cached."""
+        self._leases.prefetch(self._key, self._mint)
+
     def invalidate(self) -> None:
         """Drop the cached password (after the database refused it)."""
         self._leases.invalidate(self._key)

@@ -17,7 +17,7 @@ from .._cache import CredentialCache, default_cache
 from .._config import SUPERSET_NO_REDSHIFT_SELECTOR, ConfigLike, coerce_config
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
-from ..auth import auth_for
+from ..auth import auth_for, prefetch
 from ._dsn import SCHEMES, Driver, Target, parse_target
 
 __all__ = ["DEFAULT_SIZES", "DriverModule", "connect", "create_pool", "driver_module", "resolve"]
@@ -140,6 +140,7 @@ def resolve(
         port=target.port,
         cache=cache if cache is not None else default_cache(),
     )
+    prefetch(auth)  # a pool or a connection is on its way: its credentials can start now
     return target, auth
 
 
