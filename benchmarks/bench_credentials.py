@@ -5,10 +5,11 @@
 3. refresh under 1 s of STS latency: the longest caller wait with refresh-ahead vs a blocking
    refresh (the same cache with ``refresh_margin=0``, so callers wait when credentials expire).
 
-The AWS stand-in is ``iampool.testing.FakeAws`` (moto's server with fault injection), started in
-this process on 127.0.0.1; its ``export_env()`` points every SDK at it and removes every other
-``AWS_*`` variable, so nothing reaches AWS. STS latency is injected by the stand-in
-(``faults.latency``), so the service thread really waits on the socket.
+The AWS stand-in is ``iampool.testing.FakeAws`` (moto's server with fault injection) on
+127.0.0.1: in this process for 1 and 2, in a process of its own for 3 (as real STS is remote, its
+threads must not compete with the callers for the GIL). Its environment points every SDK at it
+and removes every other ``AWS_*`` variable, so nothing reaches AWS. STS latency is injected by
+the stand-in (``faults.latency``), so the service thread really waits on the socket.
 
 Run: ``.venv/bin/python benchmarks/bench_credentials.py [--refresh-runs 10]`` (about 30 s, and
 3 s per extra refresh run). Prints numbers, never secrets.
@@ -18,10 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import botocore.session
@@ -169,7 +174,7 @@ async def caller_waits(
     return waits
 
 
-async def bench_refresh(aws: FakeAws, *, refresh_ahead: bool) -> dict[str, float]:
+async def bench_refresh(aws: FakeAws | RemoteAws, *, refresh_ahead: bool) -> dict[str, float]:
     config = rds_config(aws.create_role("bench-refresh"))
     shift = [0.0]
     # Small lifetimes so the refresh window comes quickly; the clock is shifted to enter it.
@@ -201,6 +206,88 @@ async def bench_refresh(aws: FakeAws, *, refresh_ahead: bool) -> dict[str, float
     }
 
 
+class RemoteAws:
+    """FakeAws in a process of its own, driven over a pipe, for the refresh measurement.
+
+    Real STS is remote: its XML is built elsewhere. In this process, the stand-in's threads
+    would compete with the callers for the GIL and be counted as iampool's waits.
+    """
+
+    _SERVER = (
+        "import json, sys\n"
+        "from iampool.testing import FakeAws\n"
+        "with FakeAws(region=sys.argv[1]) as aws:\n"
+        "    print(json.dumps(aws.env()), flush=True)\n"
+        "    for line in sys.stdin:\n"
+        "        op, *args = json.loads(line)\n"
+        "        if op == 'role':\n"
+        "            answer = aws.create_role(args[0])\n"
+        "        elif op == 'latency':\n"
+        "            answer = aws.faults.latency(*args)\n"
+        "        else:\n"
+        "            answer = aws.calls[args[0]]\n"
+        "        print(json.dumps(answer), flush=True)\n"
+    )
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(  # noqa: S603 - the script above, on this Python
+            [sys.executable, "-c", self._SERVER, REGION],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.env: dict[str, str] = json.loads(self._ask_line())
+        self.faults = self  # aws.faults.latency(...) as on a FakeAws
+        self.calls = _RemoteCalls(self)
+
+    def _ask_line(self) -> str:
+        assert self._process.stdout is not None
+        return self._process.stdout.readline()
+
+    def ask(self, *command: Any) -> Any:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(command) + "\n")
+        self._process.stdin.flush()
+        return json.loads(self._ask_line())
+
+    def create_role(self, name: str) -> str:
+        role: str = self.ask("role", name)
+        return role
+
+    def latency(self, api: str, seconds: float | None) -> None:
+        self.ask("latency", api, seconds)
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(30)
+
+
+class _RemoteCalls:
+    def __init__(self, aws: RemoteAws) -> None:
+        self._aws = aws
+
+    def __getitem__(self, api: str) -> int:
+        count: int = self._aws.ask("calls", api)
+        return count
+
+
+@contextlib.contextmanager
+def remote_aws() -> Iterator[RemoteAws]:
+    """A RemoteAws whose endpoint the SDKs in this process use while the block runs."""
+    aws = RemoteAws()
+    saved = dict(os.environ)
+    try:
+        for name in [name for name in os.environ if name.startswith("AWS_")]:
+            del os.environ[name]
+        os.environ.update(aws.env)
+        yield aws
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        aws.close()
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -215,8 +302,9 @@ def main() -> int:
     with FakeAws(region=REGION) as aws, aws.export_env():
         warm = asyncio.run(bench_warm(rds_config(aws.create_role("bench-warm"))))
         herd = asyncio.run(bench_herd(aws))
-        aheads = [asyncio.run(bench_refresh(aws, refresh_ahead=True)) for _ in range(runs)]
-        blocking = asyncio.run(bench_refresh(aws, refresh_ahead=False))
+    with remote_aws() as remote:
+        aheads = [asyncio.run(bench_refresh(remote, refresh_ahead=True)) for _ in range(runs)]
+        blocking = asyncio.run(bench_refresh(remote, refresh_ahead=False))
     ahead = max(aheads, key=lambda run: run["max_wait_ms"])  # the worst run is the one shown
 
     rows = [
