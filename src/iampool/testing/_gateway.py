@@ -296,7 +296,8 @@ class IamGateway:
 
     @property
     def endpoint(self) -> str:
-        """``host:port``, the endpoint RDS tokens must be signed for."""
+        """``host:port``, where the gateway listens (and, without ``server_name``, the endpoint
+        RDS tokens must be signed for: see :attr:`signed_endpoint`)."""
         return f"{self._host}:{self._port}"
 
     @property
