@@ -9,8 +9,10 @@ comes from the endpoint's name.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -318,3 +320,22 @@ async def test_a_region_that_disagrees_with_iam_host_fails_before_dialling(
     assert "'us-east-1'" in str(caught.value)
     assert forwarder.connections == 0
     assert cache.stats()["sts_calls"] == 0
+
+
+async def test_iampool_check_through_a_tunnel_reads_the_region_from_iam_host(
+    rds_postgres: Endpoint,
+) -> None:
+    rds_postgres.gateway.reset_counters()
+
+    async with tunnel_to(rds_postgres.gateway) as forwarder:
+        dsn = tunnel_dsn("postgresql", rds_postgres, forwarder, iam_host=PG_NAME)
+        extra = json.dumps(rds_postgres.block)
+        command = [sys.executable, "-m", "iampool", "check", dsn, "--extra", extra]
+        result = await anyio.run_process(command, check=False)
+
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, output
+    assert "AWS credentials" in output
+    assert "X-Amz-Signature" not in output
+    assert rds_postgres.gateway.accepted >= 1
+    assert forwarder.connections >= 1
