@@ -339,3 +339,38 @@ async def test_iampool_check_through_a_tunnel_reads_the_region_from_iam_host(
     assert "X-Amz-Signature" not in output
     assert rds_postgres.gateway.accepted >= 1
     assert forwarder.connections >= 1
+
+
+async def test_an_aurora_dsql_token_through_a_tunnel_is_signed_for_iam_host(
+    fake_aws: FakeAws, role_arn: str, cache: CredentialCache
+) -> None:
+    name = "abcdefghijklmnopqrst12345.dsql.us-east-1.on.aws"
+    gateway = IamGateway(
+        "postgresql",
+        upstream=UPSTREAMS["postgresql"],
+        authority=fake_aws,
+        region="us-east-1",
+        mode="dsql",
+        server_name=name,
+    )
+    block = {"enabled": True, "dsql": True, "role_arn": role_arn, "db_username": "admin"}
+    with gateway:
+        gateway.ensure_user("admin")
+        try:
+            async with tunnel_to(gateway) as forwarder:
+                database = gateway.upstream.database or ""
+                dsn = (
+                    f"postgresql://admin@127.0.0.1:{forwarder.port}/{database}"
+                    f"?sslrootcert={gateway.ca_path}&iam_host={name}"  # verify-full: DSQL's default
+                )
+                connection = await iampool.connect(dsn, aws_iam=block, cache=cache)
+                try:
+                    user = await connection.fetchval("SELECT current_user")
+                finally:
+                    await connection.close()
+        finally:
+            gateway.drop_created_users()
+
+    assert user == "admin"
+    assert gateway.accepted == 1
+    assert forwarder.connections == 1
