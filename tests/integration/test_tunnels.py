@@ -149,10 +149,12 @@ async def cache() -> AsyncIterator[CredentialCache]:
     await cache.aclose()
 
 
-def tunnel_dsn(scheme: str, endpoint: Endpoint, forwarder: Forwarder, **query: str) -> str:
+def tunnel_dsn(
+    scheme: str, endpoint: Endpoint, forwarder: Forwarder, host: str = "127.0.0.1", **query: str
+) -> str:
     parameters = {"sslmode": "verify-full", "sslrootcert": str(endpoint.gateway.ca_path), **query}
     encoded = "&".join(f"{name}={value}" for name, value in parameters.items())
-    return f"{scheme}://{USER}@127.0.0.1:{forwarder.port}/{endpoint.database}?{encoded}"
+    return f"{scheme}://{USER}@{host}:{forwarder.port}/{endpoint.database}?{encoded}"
 
 
 async def current_user(scheme: str, connection: Any) -> str:
@@ -219,6 +221,26 @@ async def test_verify_full_through_a_tunnel_signs_and_verifies_for_iam_host(
     assert endpoint.gateway.accepted == 1  # a token signed for <name>:<server port>
     assert endpoint.gateway.rejected == {}
     assert cache.stats()["tokens_signed"] == 1
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_a_tunnel_dialled_by_name_is_resolved_and_still_verified_for_iam_host(
+    scheme: str, endpoint_for: Any, cache: CredentialCache
+) -> None:
+    # psycopg: libpq dials numeric addresses only (hostaddr); iampool resolves "localhost" (to
+    # ::1 and 127.0.0.1 where both exist: the forwarder listens on the second only).
+    endpoint = endpoint_for(scheme)
+
+    async with tunnel_to(endpoint.gateway) as forwarder:
+        dsn = tunnel_dsn(scheme, endpoint, forwarder, host="localhost", iam_host=endpoint.name)
+        connection = await iampool.connect(dsn, aws_iam=endpoint.block, cache=cache)
+        try:
+            user = await current_user(scheme, connection)
+        finally:
+            await close(scheme, connection)
+
+    assert user == USER
+    assert endpoint.gateway.accepted == 1
 
 
 @pytest.mark.parametrize("scheme", ["postgresql+asyncpg", "mysql+aiomysql"])

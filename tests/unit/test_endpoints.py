@@ -13,6 +13,7 @@ import pytest
 
 from iampool import AwsIamConfig, ConfigError, CredentialCache, auth_for
 from iampool._endpoints import EndpointName, endpoint_name, region_of_host, with_region
+from iampool.pools import _dsn
 from iampool.pools._dsn import ServerNamedContext, parse_target, tls_context
 
 pytestmark = pytest.mark.anyio
@@ -318,3 +319,30 @@ def test_an_ssl_context_of_ones_own_cannot_be_combined_with_iam_host() -> None:
 
     assert caught.value.fields == ["ssl"]
     assert "sslrootcert" in str(caught.value)
+
+
+async def test_libpq_dials_the_tunnels_addresses_and_verifies_the_endpoints_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        assert (host, port) == ("tunnel.internal", 15432)
+        found = [("::1", 15432, 0, 0), ("127.0.0.1", 15432), ("127.0.0.1", 15432)]
+        return [(None, None, None, "", address) for address in found]
+
+    monkeypatch.setattr(_dsn.anyio, "getaddrinfo", resolve)
+    target = parse_target(
+        f"postgresql://app@tunnel.internal:15432/db?iam_host={RDS_HOST}", NO_REGION
+    )
+
+    settings = await _dsn.libpq_server_name(target)
+
+    # psycopg makes one attempt per (host, hostaddr) pair, libpq checking each against host.
+    assert settings == {"host": f"{RDS_HOST},{RDS_HOST}", "hostaddr": "::1,127.0.0.1"}
+
+
+async def test_libpq_dials_an_ip_address_as_is_and_nothing_changes_without_iam_host() -> None:
+    tunnel = parse_target(f"postgresql://app@[::1]:15432/db?iam_host={RDS_HOST}", NO_REGION)
+    direct = parse_target(f"postgresql://app@{RDS_HOST}/db", NO_REGION)
+
+    assert await _dsn.libpq_server_name(tunnel) == {"host": RDS_HOST, "hostaddr": "::1"}
+    assert await _dsn.libpq_server_name(direct) == {}
