@@ -10,6 +10,7 @@ the shapes; a host matches only as a whole, in ASCII, so ``rds.amazonaws.com.att
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -122,4 +123,11 @@ def with_region(config: AwsIamConfig, host: str | None) -> AwsIamConfig:
         raise ConfigError(
             ConfigProblem("region", f"is required (an AWS region name such as 'us-east-1'): {why}")
         )
-    return dataclasses.replace(config, region=named)
+    return _with(config, named)
+
+
+@functools.lru_cache(maxsize=256)
+def _with(config: AwsIamConfig, region: str) -> AwsIamConfig:
+    # One configuration per (block, region): authenticators for many endpoints of one block
+    # (tenants, replicas) share it, as they share the block.
+    return dataclasses.replace(config, region=region)

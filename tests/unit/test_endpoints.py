@@ -346,3 +346,9 @@ async def test_libpq_dials_an_ip_address_as_is_and_nothing_changes_without_iam_h
 
     assert await _dsn.libpq_server_name(tunnel) == {"host": RDS_HOST, "hostaddr": "::1"}
     assert await _dsn.libpq_server_name(direct) == {}
+
+
+def test_endpoints_of_one_block_share_one_configuration_with_the_region() -> None:
+    other_host = "replica.c9akciq32.eu-west-1.rds.amazonaws.com"
+
+    assert with_region(NO_REGION, RDS_HOST) is with_region(NO_REGION, other_host)
