@@ -79,6 +79,8 @@ def endpoint_name(host: str) -> EndpointName | None:
         return None
     name = host.lower()
     name = name[:-1] if name.endswith(".") else name
+    if len(name) > 253:  # no DNS name is longer; the patterns need not look at more
+        return None
     for service, _, pattern in ENDPOINT_PATTERNS:
         found = pattern.fullmatch(name)
         if found:

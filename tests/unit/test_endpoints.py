@@ -86,11 +86,17 @@ def test_other_hosts_and_lookalikes_name_no_region(host: str) -> None:
     assert region_of_host(host) is None
 
 
-def test_a_long_hostile_host_is_judged_quickly() -> None:
-    # Nested quantifiers must not backtrack catastrophically: 10,000 labels, then a mismatch.
-    hostile = "a-" * 20 + "." + "a." * 10_000 + "us-east-1.rds.amazonaws.com!"
-
-    assert endpoint_name(hostile) is None
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("a." * 10_000 + "x.us-east-1.rds.amazonaws.com", id="longer than DNS allows"),
+        pytest.param(("a" * 61 + ".") * 3 + "cluster-x.us-east-1.rds.amazonaws.co", id="near miss"),
+    ],
+)
+def test_long_hosts_are_no_endpoints(host: str) -> None:
+    # Names over 253 characters are not scanned (the patterns' nested repetitions would take
+    # their time over them); up to that, a near miss costs ~0.2 ms here.
+    assert endpoint_name(host) is None
 
 
 def test_a_block_without_region_takes_the_hosts() -> None:
