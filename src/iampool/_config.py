@@ -74,8 +74,9 @@ class AwsIamConfig:
         """Which AWS API mints the database password: ``dsql`` when the block says so, else
         derived from the selectors present.
 
-        A ``dsql`` block may leave ``region`` empty: it then comes from the endpoint's host
-        (``<id>.dsql.<region>.on.aws``).
+        Any block may leave ``region`` empty (``""``): it then comes from the endpoint's host
+        name (``<name>.<id>.<region>.rds.amazonaws.com``, ``<id>.dsql.<region>.on.aws``, ...)
+        when credentials are made for an endpoint; see ``iampool._endpoints``.
         """
         if self.dsql:
             return "dsql"
@@ -105,12 +106,14 @@ class AwsIamConfig:
         return _parse_block(extra)
 
     def to_dict(self) -> dict[str, Any]:
-        """The block as JSON-ready data: ``enabled``, ``region`` and every non-default field."""
+        """The block as JSON-ready data: ``enabled``, ``region`` (unless empty) and every
+        non-default field."""
         defaults = AwsIamConfig(enabled=self.enabled, region=self.region)
         data = {
             name: value
             for name, value in asdict(self).items()
-            if name in ("enabled", "region") or value != getattr(defaults, name)
+            # An empty region means "from the endpoint's host": left out, as it was written.
+            if name == "enabled" or (name == "region" and value) or value != getattr(defaults, name)
         }
         if self.db_groups:
             data["db_groups"] = list(self.db_groups)
@@ -231,11 +234,13 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
     enabled = check.boolean("enabled", required=True)
     dsql = check.boolean("dsql")
     region: str | None
-    if dsql and block.get("region") in (None, ""):
-        region = ""  # Aurora DSQL: from the endpoint's host, <id>.dsql.<region>.on.aws
+    if block.get("region") in (None, ""):
+        # From the endpoint's host when credentials are made for it (iampool._endpoints); as
+        # in Superset, an empty region is a missing one.
+        region = ""
     else:
         region = check.string(
-            "region", required=True, pattern=_REGION, rule="an AWS region name such as 'us-east-1'"
+            "region", pattern=_REGION, rule="an AWS region name such as 'us-east-1'"
         )
     role_arn = check.string(
         "role_arn",
@@ -331,7 +336,7 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
         )
     if check.problems:
         raise ConfigError(check.problems)
-    assert region is not None  # a missing region is a problem recorded above
+    assert region is not None  # an invalid region is a problem recorded above
     return AwsIamConfig(
         enabled=enabled,
         region=region,

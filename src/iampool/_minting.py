@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 from ._aws import AwsCredentials, AwsSource, default_session_name
 from ._config import AwsIamConfig
+from ._errors import ConfigError, ConfigProblem
 from ._leases import Clock, Counters, Lease, Leases
 from ._service import ServiceLoop, current_source
 from ._sigv4 import TokenSigner
@@ -71,7 +72,17 @@ class MintContext:
         return expires_at - min(self.expiry_margin, max(expires_at - now, 0.0) / 4)
 
     async def mint_aws_credentials(self, config: AwsIamConfig) -> Lease[AwsCredentials]:
-        """Fetch ``config``'s AWS credentials (the mint behind :meth:`aws_credentials`)."""
+        """Fetch ``config``'s AWS credentials (the mint behind :meth:`aws_credentials`).
+
+        Raises:
+            ConfigError: the block has no region and none was read from an endpoint's host
+                (``iampool._endpoints.with_region``); no AWS call is made.
+        """
+        if not config.region:
+            raise ConfigError(
+                ConfigProblem("region", "is required (an AWS region name such as 'us-east-1'): "
+                                        "no endpoint host was given to read it from")
+            )  # fmt: skip
         source = self.source
         if config.role_arn is not None:
             self.counters.sts_calls += 1

@@ -263,7 +263,7 @@ async def _check(args: argparse.Namespace) -> int:
         target, auth = resolve(dsn, config, cache)
         tls_mode = _tls_mode(target)  # every local check done: the AWS calls start below
         started = time.perf_counter()
-        aws = await mint_context(cache).aws_credentials(config)
+        aws = await mint_context(cache).aws_credentials(auth.config)  # region from the host
         report.append(("AWS credentials", f"{aws.source} ({_ms(started)})"))
         started = time.perf_counter()
         credentials = await auth.credentials()

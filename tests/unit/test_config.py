@@ -261,11 +261,12 @@ def test_to_dict_leaves_out_defaults() -> None:
 
 
 @pytest.mark.parametrize("base", [AURORA, PROVISIONED, SERVERLESS], ids=["aurora", "prov", "sls"])
-def test_region_is_required_for_every_backend(base: dict[str, Any]) -> None:
-    message = problem_of(with_fields(base, region=...), "region")
-
-    assert message.startswith("is required")
-    assert "us-east-1" in message  # shows what a region looks like
+@pytest.mark.parametrize("region", [..., ""], ids=["missing", "empty"])
+def test_a_block_may_leave_region_to_the_endpoints_host_name(
+    base: dict[str, Any], region: object
+) -> None:
+    # Checked where credentials are made for an endpoint: tests/unit/test_endpoints.py.
+    assert AwsIamConfig.from_extra(with_fields(base, region=region)).region == ""
 
 
 @pytest.mark.parametrize("base", [AURORA, PROVISIONED, SERVERLESS], ids=["aurora", "prov", "sls"])
@@ -303,8 +304,8 @@ def test_missing_db_name_is_reported_even_when_the_cluster_identifier_is_invalid
     assert err.fields == ["cluster_identifier", "db_name"]
 
 
-def test_an_empty_block_reports_enabled_region_and_db_username() -> None:
-    assert config_error({}).fields == ["enabled", "region", "db_username"]
+def test_an_empty_block_reports_enabled_and_db_username() -> None:
+    assert config_error({}).fields == ["enabled", "db_username"]
 
 
 # --- enabled ---------------------------------------------------------------------------------
@@ -339,14 +340,13 @@ def test_region_accepts_aws_region_names(region: str) -> None:
 
 @pytest.mark.parametrize(
     "region",
-    ["US-EAST-1", "us-east", "useast1", "us-east-1 ", "us_east_1", "", "us-east-\u0661"],
+    ["US-EAST-1", "us-east", "useast1", "us-east-1 ", "us_east_1", "us-east-\u0661"],
     ids=[
         "uppercase",
         "no number",
         "no dashes",
         "trailing space",
         "underscores",
-        "empty",
         "unicode",
     ],
 )
@@ -545,7 +545,7 @@ def test_a_redshift_dsn_without_a_selector_still_reports_the_blocks_other_proble
     with pytest.raises(ConfigError) as caught:
         resolve("redshift://", {"enabled": True, "regoin": "us-east-1"}, None)
 
-    assert caught.value.fields == ["aws_iam", "regoin", "region"]
+    assert caught.value.fields == ["aws_iam", "regoin"]
     assert caught.value.errors[0].message == SUPERSET_NO_SELECTOR
 
 
@@ -677,10 +677,12 @@ def test_every_unknown_key_is_reported() -> None:
     assert err.fields == ["1", "colour", "regoin"]
 
 
-def test_unknown_key_typo_of_a_required_field_reports_both() -> None:
+def test_unknown_key_typo_of_region_names_the_field_it_meant() -> None:
+    # region itself may be left out (it then comes from the endpoint's host): the typo remains.
     err = config_error(with_fields(AURORA, region=..., regoin="us-east-1"))
 
-    assert err.fields == ["regoin", "region"]
+    assert err.fields == ["regoin"]
+    assert "did you mean 'region'?" in str(err)
 
 
 # --- documents that are not a block ----------------------------------------------------------

@@ -99,10 +99,17 @@ def test_the_region_comes_from_the_host_when_the_block_omits_it(cache: Credentia
     assert "eu-west-1" in repr(auth)
 
 
-def test_a_region_in_the_block_wins_over_the_host(cache: CredentialCache) -> None:
+def test_a_region_in_the_block_that_disagrees_with_the_host_is_a_config_error(
+    cache: CredentialCache,
+) -> None:
     config = AwsIamConfig.from_extra({**BLOCK, "region": "us-east-2"})
 
-    assert auth_for(config, host=HOST, port=5432, cache=cache).config.region == "us-east-2"
+    with pytest.raises(ConfigError) as caught:
+        auth_for(config, host=HOST, port=5432, cache=cache)
+
+    assert caught.value.fields == ["region"]
+    assert "'us-east-2'" in str(caught.value)
+    assert "'eu-west-1'" in str(caught.value)
 
 
 def test_without_a_region_a_host_that_names_none_is_a_config_error(
@@ -194,10 +201,6 @@ async def test_a_herd_of_200_first_callers_makes_one_assume_role_and_one_signatu
         pytest.param(
             {"config": AwsIamConfig.from_extra({**BLOCK, "token_duration": 3600})},
             id="another lifetime",
-        ),
-        pytest.param(
-            {"config": AwsIamConfig.from_extra({**BLOCK, "region": "eu-west-2"})},
-            id="another region",
         ),
         pytest.param(
             {

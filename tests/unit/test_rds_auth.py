@@ -193,9 +193,9 @@ async def test_authenticators_differing_in_a_key_field_never_share_a_token(
             port=5432,
             context=mint_context(cache),
         ),
-        RdsIamAuth(
+        RdsIamAuth(  # the host names no region (a CNAME): the block's is signed for
             AwsIamConfig.from_extra({**BLOCK, "region": "eu-west-1"}),
-            host=HOST,
+            host="replica.example.com",
             port=5432,
             context=mint_context(cache),
         ),
@@ -221,7 +221,7 @@ async def test_authenticators_differing_in_a_key_field_never_share_a_token(
 async def test_same_account_config_signs_with_the_default_chain(
     cache: CredentialCache, source: FakeSource
 ) -> None:
-    config = AwsIamConfig.from_extra({"enabled": True, "region": "eu-west-1", "db_username": "a"})
+    config = AwsIamConfig.from_extra({"enabled": True, "region": "us-east-1", "db_username": "a"})
     credentials = await auth_for(config, host=HOST, port=3306, cache=cache).credentials()
     assert "X-Amz-Credential=ASIAFAKE000000000001%2F" in credentials.password
     assert source.calls == Counter(DefaultChain=1)

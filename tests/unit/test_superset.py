@@ -91,7 +91,7 @@ def test_an_enabled_block_with_the_flag_on_gives_its_config(encrypted_extra: Any
         ({"aws_iam": {**BLOCK, "session_duration": 60}}, ["session_duration"]),
         ({"aws_iam": {**BLOCK, "regoin": "us-east-1"}}, ["regoin"]),
         ({"aws_iam": {**BLOCK, "enabled": "true"}}, ["enabled"]),
-        ({"aws_iam": {"enabled": True}}, ["region", "db_username"]),
+        ({"aws_iam": {"enabled": True}}, ["db_username"]),  # region: from the host
         ({"aws_iam": "enabled"}, ["aws_iam"]),
         ('{"aws_iam": {"enabled": true,}}', ["encrypted_extra"]),
         ("[]", ["encrypted_extra"]),

@@ -25,10 +25,15 @@ def auth_for(
     passwords.
 
     ``host`` and ``port`` are the database endpoint: required for RDS and DSQL, whose tokens are
-    signed for one endpoint (a DSQL block without ``region`` takes it from the host); optional
-    for Redshift, whose endpoint is then looked up with
-    DescribeClusters / GetWorkgroup. ``port`` falls back to the block's ``port``.
+    signed for one endpoint (behind a tunnel: the endpoint's name, not the address dialled);
+    optional for Redshift, whose endpoint is then looked up with DescribeClusters /
+    GetWorkgroup. ``port`` falls back to the block's ``port``. A block without ``region`` takes
+    it from the host's name (``<name>.<id>.<region>.rds.amazonaws.com`` and the like).
     ``cache=None`` uses :func:`iampool.default_cache`.
+
+    Raises:
+        ConfigError: a missing host or port, or no region: neither in the block nor in the
+            host's name (or the two disagree). Always before any AWS call.
     """
     config = coerce_config(config)
     context = mint_context(cache if cache is not None else default_cache())

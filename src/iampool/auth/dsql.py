@@ -8,11 +8,10 @@ from the endpoint's host name, ``<cluster id>.dsql.<region>.on.aws``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import re
 
 from .._config import AwsIamConfig
+from .._endpoints import endpoint_name, with_region
 from .._errors import ConfigError, ConfigProblem
 from .._minting import MintContext
 from ._token import TokenAuth, TokenKind
@@ -20,13 +19,12 @@ from ._token import TokenAuth, TokenKind
 __all__ = ["ADMIN_ROLE", "DsqlAuth", "region_of_endpoint"]
 
 ADMIN_ROLE = "admin"
-_ENDPOINT = re.compile(r"[a-z0-9]+\.dsql(?:-[a-z0-9]+)?\.([a-z]{2}(?:-[a-z]+)+-\d{1,2})\.on\.aws")
 
 
 def region_of_endpoint(host: str) -> str | None:
     """The region an Aurora DSQL endpoint names (``abc.dsql.us-east-1.on.aws``), else None."""
-    found = _ENDPOINT.fullmatch(host.lower().rstrip("."))
-    return found.group(1) if found else None
+    found = endpoint_name(host)
+    return found.region if found is not None and found.service == "dsql" else None
 
 
 class DsqlAuth(TokenAuth):
@@ -46,17 +44,9 @@ class DsqlAuth(TokenAuth):
             )  # fmt: skip
         if not host:
             problems.append(ConfigProblem("host", "the cluster endpoint host is required"))
-        region = config.region or (region_of_endpoint(host) if host else None)
-        if host and not region:
-            problems.append(
-                ConfigProblem("region", f"is required: the host {host!r} does not name one (a "
-                                        "DSQL endpoint reads <id>.dsql.<region>.on.aws)")
-            )  # fmt: skip
         if problems:
             raise ConfigError(problems)
-        assert region is not None
-        if region != config.region:
-            config = dataclasses.replace(config, region=region)
+        config = with_region(config, host)
         kind = _kind(admin=config.db_username == ADMIN_ROLE, lifetime=config.token_duration)
         super().__init__(config, kind, host=host, port=port, context=context)  # region resolved
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._config import AwsIamConfig
+from .._endpoints import with_region
 from .._errors import ConfigError, ConfigProblem
 from .._minting import MintContext
 from .._sigv4 import RDS_TOKEN_LIFETIME
@@ -31,4 +32,5 @@ class RdsIamAuth(TokenAuth):
             problems.append(ConfigProblem("host", "the database endpoint host is required"))
         if problems:
             raise ConfigError(problems)
+        config = with_region(config, host)
         super().__init__(config, RDS_TOKEN, host=host, port=port, context=context)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from .._aws import AwsCredentials, RedshiftLogin
 from .._config import AwsIamConfig
 from .._credentials import DbCredentials
+from .._endpoints import with_region
 from .._errors import ConfigError, ConfigProblem
 from .._leases import Lease
 from .._minting import MintContext, sts_key
@@ -50,6 +51,8 @@ class RedshiftAuth:
                 ConfigProblem("backend", "RedshiftAuth needs a cluster_identifier or a "
                                          "workgroup_name in the configuration")
             )  # fmt: skip
+        # Without a host, the region also says where DescribeClusters / GetWorkgroup look.
+        config = with_region(config, host)
         self._config = config
         self._context = context
         self._leases = context.leases

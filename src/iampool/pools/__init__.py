@@ -136,8 +136,8 @@ def resolve(
         )
     auth = auth_for(
         config,
-        host=target.host,
-        port=target.port,
+        host=target.signed_host,  # the endpoint's name when the DSN's host is a tunnel
+        port=target.signed_port,
         cache=cache if cache is not None else default_cache(),
     )
     prefetch(auth)  # a pool or a connection is on its way: its credentials can start now

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+import anyio
 
 from .._config import AwsIamConfig
 from .._errors import ConfigError, ConfigProblem
@@ -15,7 +20,9 @@ __all__ = [
     "SCHEMES",
     "Driver",
     "Engine",
+    "ServerNamedContext",
     "Target",
+    "libpq_server_name",
     "libpq_tls",
     "parse_target",
     "tls_context",
@@ -56,6 +63,21 @@ class Target:
     sslrootcert: str | None
     options: dict[str, str] = field(default_factory=dict)  # other DSN query parameters
     discover_from: str | None = None  # "cluster <id>" / "workgroup <name>" when host is None
+    # Token-host override (?iam_host=, ?iam_port=): the endpoint tokens are signed for and TLS
+    # verifies, while host:port above is the address dialled (a tunnel, a port-forward, a
+    # custom DNS name). None: the dialled host is the endpoint.
+    iam_host: str | None = None
+    iam_port: int | None = None
+
+    @property
+    def signed_host(self) -> str | None:
+        """The host credentials are for: ``iam_host``, else the dialled host."""
+        return self.iam_host if self.iam_host is not None else self.host
+
+    @property
+    def signed_port(self) -> int:
+        """The port credentials are for: ``iam_port`` with an ``iam_host``, else the dialled one."""
+        return self.iam_port if self.iam_port is not None else self.port
 
     @property
     def endpoint(self) -> str:
@@ -103,6 +125,7 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
         except ValueError:
             problems.append(ConfigProblem("dsn", "the port is not a number from 1 to 65535"))
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    iam_host, iam_port = _token_endpoint(options, engine, config, problems)
     # libpq and asyncpg also read the user from "?user=": it must agree with db_username too.
     named = [name for name in (unquote(parts.username or ""), options.pop("user", "")) if name]
     user = named[0] if named else None
@@ -163,7 +186,60 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
             if config.workgroup_name
             else f"cluster {config.cluster_identifier}"
         ),
+        iam_host=iam_host,
+        iam_port=iam_port,
     )
+
+
+# A DNS name (an IPv4 address reads as one too): what an endpoint is signed for and verified as.
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?",
+    re.ASCII,
+)
+
+
+def _token_endpoint(
+    options: dict[str, str], engine: Engine, config: AwsIamConfig, problems: list[ConfigProblem]
+) -> tuple[str | None, int | None]:
+    """Take ``iam_host`` and ``iam_port`` out of the DSN's query: the endpoint that tokens are
+    signed for and TLS verifies when the DSN's host is a tunnel (aws-advanced-python-wrapper's
+    ``iam_host`` and ``iam_default_port``). ``iam_port`` defaults to the block's ``port``, else
+    the engine's default port: a tunnel's local port is rarely the server's."""
+    host = options.pop("iam_host", None)
+    port_text = options.pop("iam_port", None)
+    if host is None:
+        if port_text is not None:
+            problems.append(
+                ConfigProblem("iam_port", "needs iam_host: it is the port of the endpoint that "
+                                          "tokens are signed for")
+            )  # fmt: skip
+        return None, None
+    if engine == "redshift":
+        problems.append(
+            ConfigProblem("iam_host", "does not apply to redshift://: passwords are not signed "
+                                      "for a host, and redshift-connector verifies TLS against "
+                                      "the host it dials; through a tunnel use sslmode=verify-ca "
+                                      "and name the region in aws_iam")
+        )  # fmt: skip
+        return None, None
+    if ":" in host or not _DNS_NAME.fullmatch(host):
+        problems.append(
+            ConfigProblem("iam_host", f"must be the endpoint's DNS name, such as "
+                                      f"'db.cluster-abc.us-east-1.rds.amazonaws.com' (got "
+                                      f"{host[:80]!r}); give its port as iam_port")
+        )  # fmt: skip
+        host = None
+    port = config.port or DEFAULT_PORTS[engine]
+    if port_text is not None:
+        if port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535:
+            port = int(port_text)
+        else:
+            problems.append(
+                ConfigProblem("iam_port", f"must be a port number from 1 to 65535 (got "
+                                          f"{port_text[:20]!r})")
+            )  # fmt: skip
+    return (host, port) if host is not None else (None, None)
 
 
 def _redshift_problems(
@@ -192,6 +268,13 @@ def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:
     ``False``/``"disable"`` are refused because IAM credentials must not travel in plain text.
     """
     if isinstance(ssl_option, ssl.SSLContext):
+        if target.iam_host is not None:
+            raise ConfigError(
+                ConfigProblem("ssl", "an SSLContext cannot be combined with iam_host: the driver "
+                                     "would verify the certificate against the address it dials; "
+                                     "give the CA as sslrootcert in the DSN instead"),
+                context="driver keyword",
+            )  # fmt: skip
         return ssl_option
     if ssl_option not in (None, True, "require", "verify-ca", "verify-full"):
         raise ConfigError(
@@ -202,6 +285,8 @@ def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:
     mode = ssl_option if isinstance(ssl_option, str) else target.sslmode
     if target.sslrootcert is not None and mode == "require":
         mode = "verify-full"  # a CA was given: use it (libpq does the same)
+    if target.iam_host is not None:
+        return _server_named_context(target.iam_host, mode, target.sslrootcert)
     if mode == "require":
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
@@ -210,6 +295,80 @@ def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=target.sslrootcert)
     context.check_hostname = mode == "verify-full"
     return context
+
+
+class ServerNamedContext(ssl.SSLContext):
+    """An ``SSLContext`` that names one server whatever address is dialled: the endpoint behind
+    a tunnel (``iam_host``).
+
+    Drivers pass the host they dial as ``server_hostname`` (asyncio's ``start_tls`` and
+    ``open_connection`` hand it to :meth:`wrap_bio`; blocking drivers to :meth:`wrap_socket`);
+    this context replaces it, so SNI and the ``verify-full`` name check are for the endpoint.
+    """
+
+    server_name: str
+
+    def wrap_socket(  # same parameters; server_hostname is replaced
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        """``SSLContext.wrap_socket`` for :attr:`server_name`."""
+        return super().wrap_socket(
+            sock, server_side, do_handshake_on_connect, suppress_ragged_eofs, self.server_name,
+            session,
+        )  # fmt: skip
+
+    def wrap_bio(  # same parameters; server_hostname is replaced
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        """``SSLContext.wrap_bio`` for :attr:`server_name`."""
+        return super().wrap_bio(incoming, outgoing, server_side, self.server_name, session)
+
+
+def _server_named_context(name: str, mode: str, cafile: str | None) -> ServerNamedContext:
+    # PROTOCOL_TLS_CLIENT starts as create_default_context's: CERT_REQUIRED, check_hostname,
+    # its secure options; the CA is loaded the same way.
+    context = ServerNamedContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.server_name = name
+    if mode == "require":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if cafile is not None:
+        context.load_verify_locations(cafile=cafile)
+    else:
+        context.load_default_certs()
+    context.check_hostname = mode == "verify-full"
+    return context
+
+
+async def libpq_server_name(target: Target) -> dict[str, str]:
+    """libpq's settings to dial ``target.host`` while verifying TLS for ``iam_host``: ``host``
+    is the name libpq checks the certificate against (and sends as SNI), ``hostaddr`` the
+    addresses it dials, which libpq takes numeric only: a name is resolved here, at each
+    connect, every address tried in turn as libpq would. Empty without ``iam_host``.
+    """
+    if target.iam_host is None or target.host is None:
+        return {}
+    try:
+        addresses = [str(ipaddress.ip_address(target.host))]
+    except ValueError:
+        found = await anyio.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in found))
+    return {
+        "host": ",".join([target.iam_host] * len(addresses)),
+        "hostaddr": ",".join(addresses),
+    }
 
 
 def libpq_tls(target: Target) -> dict[str, str]:

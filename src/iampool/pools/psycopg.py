@@ -26,7 +26,7 @@ from ._connect import (
     refuse_owned_kwargs,
     tls_not_offered,
 )
-from ._dsn import Target, libpq_tls
+from ._dsn import Target, libpq_server_name, libpq_tls
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -115,7 +115,11 @@ def _connection_settings(
         fixed["dbname"] = target.database
 
     async def settings() -> dict[str, Any]:
-        return {**fixed, "password": (await auth.credentials()).password}
+        return {
+            **fixed,
+            **await libpq_server_name(target),  # iam_host: dial host, verify TLS for the name
+            "password": (await auth.credentials()).password,
+        }
 
     return settings
 

@@ -82,6 +82,11 @@ class IamGateway:
         host: the address to listen on, also the host tokens must be signed for.
         port: the port to listen on; 0 picks a free one at each start, a fixed port keeps
             the endpoint across a restart (``stop()`` then ``start()``).
+        server_name: the DNS name the gateway stands for, as an RDS endpoint reached through a
+            tunnel: its certificate then carries this name only, and tokens must be signed for
+            it (with ``server_port``) instead of ``host`` and the listening port.
+        server_port: the port tokens are signed for with ``server_name`` (default: the
+            listening port).
         handshake_timeout: seconds a client and the upstream get to complete a login.
         clock: returns the current aware UTC time (tests shift it to expire tokens).
     """
@@ -97,6 +102,8 @@ class IamGateway:
         offer_tls: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        server_name: str | None = None,
+        server_port: int | None = None,
         handshake_timeout: float = 30.0,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
@@ -117,6 +124,8 @@ class IamGateway:
         self._offer_tls = offer_tls
         self._host = host
         self._requested_port = port
+        self._server_name = server_name
+        self._server_port = server_port
         self._port = 0
         self._handshake_timeout = handshake_timeout
         self._clock = clock
@@ -198,6 +207,8 @@ class IamGateway:
         directory = Path(tempfile.mkdtemp(prefix="iampool-gateway-"))
         # The files outlive stop() so that a restart presents the same certificate.
         weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
+        if self._server_name is not None:  # like an RDS certificate: the endpoint's name only
+            return TlsMaterial.create(directory, names=[self._server_name])
         return TlsMaterial.create(directory, names=[self._host, "localhost", "127.0.0.1"])
 
     def __enter__(self) -> IamGateway:
@@ -285,8 +296,17 @@ class IamGateway:
 
     @property
     def endpoint(self) -> str:
-        """``host:port``, the endpoint RDS tokens must be signed for."""
+        """``host:port``, where the gateway listens (and, without ``server_name``, the endpoint
+        RDS tokens must be signed for: see :attr:`signed_endpoint`)."""
         return f"{self._host}:{self._port}"
+
+    @property
+    def signed_endpoint(self) -> tuple[str, int]:
+        """The host and port RDS and DSQL tokens must be signed for: ``server_name`` and
+        ``server_port`` when given, else the listening host and port."""
+        if self._server_name is None:
+            return self._host, self._port
+        return self._server_name, self._server_port or self._port
 
     @property
     def protocol(self) -> WireProtocol:
@@ -463,8 +483,9 @@ class IamGateway:
 
     async def admit(self, user: str, secret: str, database: str | None) -> RejectReason | None:
         """Verify a login's password and count the outcome (used by the protocol fronts)."""
+        host, port = self.signed_endpoint
         reason = await self._admission.judge(
-            user, secret, database, host=self._host, port=self._port, now=self._clock()
+            user, secret, database, host=host, port=port, now=self._clock()
         )
         return self._logins.decide(reason)
 

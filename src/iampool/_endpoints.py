@@ -1,0 +1,135 @@
+"""What an AWS database endpoint's host name says: which service it belongs to and its region.
+
+RDS, Aurora, RDS Proxy, Redshift, Redshift Serverless and Aurora DSQL endpoint names all carry
+their region, so a block may leave ``region`` out when the host names it (the DSN's host, or
+the ``iam_host`` a tunnelled connection signs for). One table, :data:`ENDPOINT_PATTERNS`, holds
+the shapes; a host matches only as a whole, in ASCII, so ``rds.amazonaws.com.attacker.net`` or
+``evil.com?x.us-east-1.rds.amazonaws.com`` names no region.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from ._errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    from ._config import AwsIamConfig
+
+__all__ = ["ENDPOINT_PATTERNS", "EndpointName", "endpoint_name", "region_of_host", "with_region"]
+
+Service = Literal["rds", "redshift", "redshift-serverless", "dsql"]
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_REGION = r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d{1,2})"
+# Aurora writer, reader and custom endpoints, RDS Proxy (and its own endpoints,
+# <name>.endpoint.proxy-<id>...) and Aurora Limitless shard groups put a prefix before the id.
+_RDS_ID = r"(?:cluster-ro-|cluster-custom-|cluster-|proxy-|shardgrp-)?[a-z0-9]+"
+
+# (service, what it is, pattern): each pattern matches a whole, lower-cased host name.
+_TABLE: tuple[tuple[Service, str, str], ...] = (
+    (
+        "rds",
+        "RDS, Aurora or RDS Proxy: <name>.[cluster-|cluster-ro-|cluster-custom-|proxy-]<id>."
+        "<region>.rds.amazonaws.com (also .com.cn)",
+        rf"(?:{_LABEL}\.)+{_RDS_ID}\.{_REGION}\.rds\.amazonaws\.com(?:\.cn)?",
+    ),
+    (
+        "rds",
+        "RDS in China, newer names: <name>.<id>.rds.<region>.amazonaws.com.cn",
+        rf"(?:{_LABEL}\.)+{_RDS_ID}\.rds\.{_REGION}\.amazonaws\.com\.cn",
+    ),
+    (
+        "redshift",
+        "Redshift provisioned: <cluster>.<id>.<region>.redshift.amazonaws.com",
+        rf"{_LABEL}\.[a-z0-9]+\.{_REGION}\.redshift\.amazonaws\.com(?:\.cn)?",
+    ),
+    (
+        "redshift-serverless",
+        "Redshift Serverless: <workgroup>.<account>.<region>.redshift-serverless.amazonaws.com",
+        rf"{_LABEL}\.\d{{12}}\.{_REGION}\.redshift-serverless\.amazonaws\.com(?:\.cn)?",
+    ),
+    (
+        "dsql",
+        "Aurora DSQL: <cluster id>.dsql.<region>.on.aws",
+        rf"[a-z0-9]+\.dsql(?:-[a-z0-9]+)?\.{_REGION}\.on\.aws",
+    ),
+)
+ENDPOINT_PATTERNS: tuple[tuple[Service, str, re.Pattern[str]], ...] = tuple(
+    (service, kind, re.compile(pattern, re.ASCII)) for service, kind, pattern in _TABLE
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointName:
+    """An AWS database endpoint recognised by its host name."""
+
+    service: Service
+    region: str
+
+
+def endpoint_name(host: str) -> EndpointName | None:
+    """The service and region an endpoint's host name carries, or ``None`` for any other host
+    (an address, a tunnel, a custom DNS name, a lookalike)."""
+    if not host.isascii():  # "K".lower() is "k": match what was written, not a folding of it
+        return None
+    name = host.lower()
+    name = name[:-1] if name.endswith(".") else name
+    if len(name) > 253:  # no DNS name is longer; the patterns need not look at more
+        return None
+    for service, _, pattern in ENDPOINT_PATTERNS:
+        found = pattern.fullmatch(name)
+        if found:
+            return EndpointName(service, found.group("region"))
+    return None
+
+
+def region_of_host(host: str) -> str | None:
+    """The region an endpoint's host name carries, else ``None``."""
+    found = endpoint_name(host)
+    return found.region if found else None
+
+
+def with_region(config: AwsIamConfig, host: str | None) -> AwsIamConfig:
+    """``config`` with its region: the block's, else the one the endpoint's host names.
+
+    ``host`` is the endpoint the credentials are for (for a tunnelled connection, ``iam_host``,
+    not the address dialled).
+
+    Raises:
+        ConfigError: the block's region and the host's disagree, or neither names one.
+    """
+    named = region_of_host(host) if host else None
+    if config.region:
+        if named is not None and named != config.region:
+            raise ConfigError(
+                ConfigProblem("region", f"is {config.region!r} but the endpoint {host!r} is in "
+                                        f"{named!r}; fix one of them, or leave region out to "
+                                        "take the endpoint's")
+            )  # fmt: skip
+        return config
+    if named is None:
+        if host:
+            why = (
+                f"the host {host!r} names no region (endpoint names do: "
+                "<name>.<id>.<region>.rds.amazonaws.com, <cluster>.<id>.<region>."
+                "redshift.amazonaws.com, <id>.dsql.<region>.on.aws; through a tunnel, add "
+                "iam_host=<endpoint name> to the DSN)"
+            )
+        else:
+            why = "no endpoint host is given to read it from"
+        raise ConfigError(
+            ConfigProblem("region", f"is required (an AWS region name such as 'us-east-1'): {why}")
+        )
+    return _with(config, named)
+
+
+@functools.lru_cache(maxsize=256)
+def _with(config: AwsIamConfig, region: str) -> AwsIamConfig:
+    # One configuration per (block, region): authenticators for many endpoints of one block
+    # (tenants, replicas) share it, as they share the block.
+    return dataclasses.replace(config, region=region)
