@@ -505,7 +505,7 @@ def test_a_host_a_driver_could_read_as_something_else_is_a_config_error(
         ("127.0.0.1", "127.0.0.1"),
         ("localhost", "localhost"),
         ("%31%32%37.0.0.1", "127.0.0.1"),  # encoded once: decoded once
-        ("DB_1-a.example.com.", "DB_1-a.example.com."),
+        ("DB_1-a.Example.com.", "db_1-a.example.com."),  # lower case, as the token is signed
         ("[2001:db8::1]", "2001:db8::1"),
         ("[::ffff:127.0.0.1]", "::ffff:127.0.0.1"),
         ("h" * 63 + "." + "h" * 63 + "." + "h" * 63 + "." + "h" * 61, None),  # 253 characters

@@ -204,7 +204,8 @@ def _host_and_port(hostport: str, problems: list[ConfigProblem]) -> tuple[str | 
     problem = host_problem(host, "dsn host") if host else None
     port, port_error = dsn_port(port_text, "dsn port")
     problems.extend(found for found in (problem, port_error) if found is not None)
-    return (host or None) if problem is None else None, port
+    # Lower case, as urllib gave it before: the token is signed for this name.
+    return (host.lower() or None) if problem is None else None, port
 
 
 def _query_options(query: str, problems: list[ConfigProblem]) -> dict[str, str]:
@@ -221,7 +222,7 @@ def _query_endpoint(
 ) -> tuple[str | None, int | None]:
     """``?host=`` and ``?port=`` as libpq reads them: used when the DSN's authority has none;
     both given and different is a problem (libpq and asyncpg would disagree on which wins)."""
-    query_host = options.pop("host", "")
+    query_host = options.pop("host", "").lower()
     if query_host:
         problem = host_problem(query_host, "dsn ?host=")
         if problem is not None:
