@@ -230,13 +230,17 @@ class Tally:
     config_errors: Counter[str] = field(default_factory=Counter)
     connected: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)  # refused, no TLS, no such host, ...
+    built: Counter[str] = field(default_factory=Counter)  # auth_for accepted (nothing to connect)
+    aimed_at_plain_text: Counter[str] = field(default_factory=Counter)
     secrets_in_clear: Counter[str] = field(default_factory=Counter)
 
     def line(self, category: str) -> str:
         return (
             f"{category}: {self.tried[category]} inputs, {self.config_errors[category]} "
             f"ConfigError, {self.connected[category]} connected over TLS, "
-            f"{self.failed[category]} failed otherwise, {self.secrets_in_clear[category]} "
+            f"{self.failed[category]} failed otherwise "
+            f"({self.aimed_at_plain_text[category]} of them at a plain-text listener), "
+            f"{self.built[category]} auth_for built, {self.secrets_in_clear[category]} "
             "secrets on a plain-text or Unix-socket listener"
         )
 
@@ -406,6 +410,9 @@ def check(category: str, dsn: str, scheme: str, endpoints: Endpoints) -> str:
         assert after.gateways[index][0] > before.gateways[index][0]
     else:
         TALLY.failed[category] += 1
+        plain_text = [gateway.port for gateway in endpoints.plain.values()]
+        if near and target.port in (*plain_text, endpoints.recorder.port):
+            TALLY.aimed_at_plain_text[category] += 1
     return outcome
 
 
@@ -420,7 +427,7 @@ def api(category: str, endpoints: Endpoints, host: object, port: object) -> None
         TALLY.config_errors[category] += 1
         assert sum(endpoints.fake_aws.calls.values()) == before
         return
-    TALLY.failed[category] += 1  # counted with "otherwise": built, not connected
+    TALLY.built[category] += 1
     assert isinstance(host, str)
     assert type(port) is int
     assert 1 <= port <= 65535
@@ -493,10 +500,10 @@ def hosts(draw: st.DrawFn, endpoints: Endpoints) -> str:
 
 
 def ports(endpoints: Endpoints, scheme: str) -> st.SearchStrategy[int]:
-    """The ports where something listens for this scheme's protocol; the TLS gateway's most
-    often. (A MySQL client at a PostgreSQL port would only wait for a greeting.)"""
-    listed = endpoints.ports[SCHEMES[scheme]]
-    return st.one_of(st.just(listed[0]), st.sampled_from(listed))
+    """The ports where something listens for this scheme's protocol: the TLS gateway, the
+    plain-text gateway, the recording listener and the protocol's default. (A MySQL client at a
+    PostgreSQL port would only wait for a greeting.)"""
+    return st.sampled_from(endpoints.ports[SCHEMES[scheme]])
 
 
 def authority(host: str, port: str) -> str:
@@ -561,7 +568,10 @@ def test_hostile_whole_dsns(endpoints: Endpoints) -> None:
     def run(data: st.DataObject) -> None:
         scheme = data.draw(st.sampled_from(sorted(SCHEMES)), label="scheme")
         port = endpoints.tls[SCHEMES[scheme]].port
-        known = [*DSN_PIECES, f":{port}", socket_dir, quote(socket_dir, safe="")]
+        plain = endpoints.plain[SCHEMES[scheme]].port
+        recorder = endpoints.recorder.port
+        known = [*DSN_PIECES, f":{port}", f":{plain}", f":{recorder}", socket_dir]
+        known.append(quote(socket_dir, safe=""))
         piece = st.one_of(
             st.sampled_from(known), st.text(alphabet=HOSTILE_CHARACTERS + "ahp0", max_size=4)
         )
@@ -647,6 +657,7 @@ def test_hostile_query_options(endpoints: Endpoints) -> None:
             socket_dir,
             quote(socket_dir, safe=""),
             str(endpoints.plain[protocol].port),
+            str(endpoints.recorder.port),
             str(endpoints.ca_path),
             str(endpoints.service_file),
         ]
