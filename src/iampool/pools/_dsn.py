@@ -72,7 +72,10 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
 
     Raises:
         ConfigError: unknown scheme, a password in the DSN, a user other than ``db_username``,
-            several hosts, or a TLS mode that could fall back to plain text.
+            a host that is not one host name or IP address (a path, several hosts, still
+            percent-encoded, ...: see ``iampool._endpoint``), a port outside 1-65535, ``?host=``
+            or ``?port=`` disagreeing with the authority, a parameter given twice with different
+            values, a fragment, or a TLS mode that could fall back to plain text.
     """
     problems: list[ConfigProblem] = []
     # Split off the scheme ourselves: urlsplit refuses "_" in one (redshift+redshift_connector).
