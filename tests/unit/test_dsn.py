@@ -6,12 +6,12 @@ import datetime
 import ssl
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import quote
 
 import pytest
 
 from iampool import AwsIamConfig, ConfigError
-from iampool.pools._dsn import DEFAULT_PORTS, Target, parse_target, tls_context
+from iampool.pools._dsn import DEFAULT_PORTS, parse_target, tls_context
 
 AURORA = AwsIamConfig.from_extra({"enabled": True, "region": "us-east-1", "db_username": "app"})
 PROVISIONED = AwsIamConfig.from_extra(
@@ -175,17 +175,16 @@ def test_redshift_may_leave_out_the_host_to_discover_it(cfg: AwsIamConfig) -> No
 def test_several_hosts_are_a_config_error(netloc: str) -> None:
     error = dsn_error(f"postgresql://{netloc}/appdb")
 
-    assert error.fields == ["dsn"]  # one problem: no misleading "bad port" besides
+    assert error.fields == ["dsn host"]  # one problem: no misleading "bad port" besides
     assert "several hosts" in str(error)
 
 
-def test_ipv6_host_is_bracketed_in_endpoint_and_driver_dsn() -> None:
+def test_ipv6_host_is_bracketed_in_endpoint_only() -> None:
     target = parse_target("postgresql://[::1]:5433/appdb", AURORA)
 
     assert target.host == "::1"
+    assert target.port == 5433
     assert target.endpoint == "[::1]:5433"
-    parts = urlsplit(target.driver_dsn())
-    assert (parts.hostname, parts.port) == ("::1", 5433)
 
 
 # --- login user and password ----------------------------------------------------------------
@@ -298,66 +297,28 @@ def test_several_problems_are_reported_together() -> None:
     assert "secret" not in message
 
 
-# --- driver_dsn -----------------------------------------------------------------------------
+# --- query parameters ------------------------------------------------------------------------
 
 
-def test_driver_dsn_keeps_other_query_parameters_and_drops_secrets_and_tls() -> None:
+def test_other_query_parameters_are_kept_decoded_without_secrets_and_tls() -> None:
     target = parse_target(
         f"postgresql+asyncpg://app@{HOST}:6000/appdb"
         "?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=a%26b&connect_timeout=5",
         AURORA,
     )
 
+    assert (target.host, target.port, target.database) == (HOST, 6000, "appdb")
     assert target.sslmode == "verify-full"
     assert target.sslrootcert == "/etc/ca.pem"
     assert target.options == {"application_name": "a&b", "connect_timeout": "5"}
-    dsn = target.driver_dsn()
-    parts = urlsplit(dsn)
-    assert parts.scheme == "postgresql"
-    assert (parts.hostname, parts.port, parts.path) == (HOST, 6000, "/appdb")
-    assert parts.username is None
-    assert parts.password is None
-    assert dict(parse_qsl(parts.query)) == {"application_name": "a&b", "connect_timeout": "5"}
-    for absent in ("sslmode", "sslrootcert", "password", "user"):
-        assert absent not in dsn
-
-
-@pytest.mark.parametrize(
-    ("scheme", "driver_scheme", "cfg"),
-    [("mysql+aiomysql", "mysql", AURORA), ("redshift", "postgresql", PROVISIONED)],
-)
-def test_driver_dsn_uses_the_drivers_plain_scheme(
-    scheme: str, driver_scheme: str, cfg: AwsIamConfig
-) -> None:
-    assert (
-        parse_target(f"{scheme}://{HOST}/dev", cfg).driver_dsn().startswith(f"{driver_scheme}://")
-    )
 
 
 @pytest.mark.parametrize("database", ["my db", "a/b", "q?x=1", "hash#tag", "per%cent"])
-def test_driver_dsn_round_trips_a_database_name_that_needs_escaping(database: str) -> None:
-    target = Target(
-        engine="postgresql",
-        driver="asyncpg",
-        host=HOST,
-        port=5432,
-        user="app",
-        database=database,
-        sslmode="require",
-        sslrootcert=None,
-        options={"application_name": "x"},
-    )
+def test_a_database_name_that_needs_escaping_is_read_back_whole(database: str) -> None:
+    target = parse_target(f"postgresql://{HOST}/{quote(database, safe='')}?x=1", AURORA)
 
-    reparsed = parse_target(target.driver_dsn(), AURORA)
-
-    assert reparsed.database == database
-    assert reparsed.options == {"application_name": "x"}
-
-
-def test_driver_dsn_without_database_has_an_empty_path() -> None:
-    assert parse_target(f"postgresql://{HOST}", AURORA).driver_dsn() == (
-        f"postgresql://{HOST}:5432/"
-    )
+    assert target.database == database
+    assert target.options == {"x": "1"}
 
 
 # --- tls_context ----------------------------------------------------------------------------
@@ -481,3 +442,246 @@ def test_serverless_dsn_naming_a_user_is_a_config_error() -> None:
     error = dsn_error(f"redshift://someone@{HOST}/dev", SERVERLESS)
     assert "'someone'" in str(error)
     assert "GetCredentials" in str(error)
+
+
+# --- hostile hosts and ports (issue 12, findings 2 and 4) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("netloc", "says"),
+    [
+        # Decoded once here, once more by asyncpg: a Unix socket, the token sent in clear.
+        ("app@%252Ftmp%252Fsock", "percent-encoded"),
+        ("%252Fvar%252Frun%252Fpostgresql", "percent-encoded"),
+        ("%2F", "path"),  # asyncpg then tried its default sockets
+        ("%2Ftmp", "path"),
+        ("%2Frun%2Fpostgresql:5432", "path"),
+        ("%40abstract", "path"),  # libpq: a socket in the abstract namespace
+        ("%5Cserver%5Cpipe", "path"),
+        ("h1%2Ch2", "several hosts"),  # past the one-host rule
+        ("h1%252Ch2", "percent-encoded"),
+        ("a%20b", "whitespace"),
+        ("db%00.example.com", "control character"),
+        ("db%09x", "whitespace"),
+        ("db%0A.example.com", "whitespace"),
+        ("db%7F", "control character"),
+        ("db%3Fx", "'?'"),
+        ("db%23x", "'#'"),
+        ("db%40x", "'@'"),
+        ("db%3Dx", "'='"),
+        ("db%27x", '"\'"'),
+        ("a..b", "empty label"),
+        (".db", "path"),
+        ("d%C3%A9.example.com", "IDNA"),
+        ("db%FF", "IDNA"),  # not UTF-8: decoded to U+FFFD
+        ("h" * 254, "254 characters"),
+        ("h" * 5000, "5000 characters"),
+        (("a" * 64) + ".example.com", "longer than 63"),
+        ("[::1", "brackets"),
+        ("app@[::1", "brackets"),
+        ("[::1]x", "brackets"),
+        ("[::g]", "IPv6"),
+        ("[1.2.3.4]", "brackets hold an IPv6"),
+        ("[db.example.com]:5432", "brackets hold an IPv6"),
+        ("[fe80::1%25eth0]", "percent-encoded"),  # a zone would name an interface
+        ("::1", "brackets"),
+        ("fe80::1:5432", "brackets"),
+    ],
+)
+def test_a_host_a_driver_could_read_as_something_else_is_a_config_error(
+    netloc: str, says: str
+) -> None:
+    error = dsn_error(f"postgresql://{netloc}/db?sslmode=verify-full")
+
+    assert error.fields == ["dsn host"]
+    assert says in str(error)
+    assert len(str(error)) < 600  # a 5,000-character host is not echoed whole
+
+
+@pytest.mark.parametrize(
+    ("netloc", "host"),
+    [
+        (HOST, HOST),
+        ("127.0.0.1", "127.0.0.1"),
+        ("localhost", "localhost"),
+        ("%31%32%37.0.0.1", "127.0.0.1"),  # encoded once: decoded once
+        ("DB_1-a.Example.com.", "db_1-a.example.com."),  # lower case, as the token is signed
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("[::ffff:127.0.0.1]", "::ffff:127.0.0.1"),
+        ("h" * 63 + "." + "h" * 63 + "." + "h" * 63 + "." + "h" * 61, None),  # 253 characters
+    ],
+)
+def test_a_host_name_or_address_is_accepted_as_given_decoded_once(
+    netloc: str, host: str | None
+) -> None:
+    target = parse_target(f"postgresql://{netloc}:6000/db", AURORA)
+
+    assert target.host == (host or netloc)
+    assert target.port == 6000
+
+
+@pytest.mark.parametrize(
+    "port",
+    ["0", "65536", "99999", "-1", "+5432", " 5432", "5432 ", "1e3", "\uff11\uff12", "9" * 5000],
+)
+def test_a_port_outside_1_to_65535_or_not_digits_is_a_config_error(port: str) -> None:
+    # Port 0 used to become 5432 silently; "9" * 5000 would exceed int()'s digit limit;
+    # fullwidth digits pass str.isdigit().
+    error = dsn_error(f"postgresql://{HOST}:{quote(port, safe='+')}/db")
+
+    assert error.fields == ["dsn port"]
+    assert "1 to 65535" in str(error)
+    assert len(str(error)) < 400
+
+
+def test_an_empty_port_means_the_default() -> None:
+    assert parse_target(f"postgresql://{HOST}:/db", AURORA).port == 5432
+
+
+def test_a_fragment_is_a_config_error() -> None:
+    # urllib dropped it: "h#@evil/db" read as host h, and no one said so.
+    error = dsn_error(f"postgresql://app@{HOST}#@evil.example.com/db")
+
+    assert error.fields == ["dsn"]
+    assert "%23" in str(error)
+
+
+def test_a_query_parameter_given_twice_with_different_values_is_a_config_error() -> None:
+    # The last one won: "?sslmode=disable&sslmode=require" hid the refused mode.
+    error = dsn_error(f"postgresql://{HOST}/db?sslmode=require&sslmode=disable")
+
+    assert error.fields == ["sslmode"]
+    assert "twice" in str(error)
+    assert parse_target(f"postgresql://{HOST}/db?x=1&x=1", AURORA).options == {"x": "1"}
+
+
+# --- ?host= and ?port= as libpq reads them (issue 14) ---------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg", "mysql", "mysql+asyncmy"])
+def test_query_host_and_port_are_used_when_the_authority_has_none(scheme: str) -> None:
+    target = parse_target(f"{scheme}:///db?host={HOST}&port=6000", AURORA)
+
+    assert (target.host, target.port) == (HOST, 6000)
+    assert target.options == {}
+
+
+def test_query_port_is_used_with_the_authority_host() -> None:
+    # It used to be ignored silently (5432) and handed to the driver as an option.
+    target = parse_target(f"postgresql://{HOST}/db?port=6000", AURORA)
+
+    assert target.port == 6000
+    assert "port" not in target.options
+
+
+def test_query_host_and_port_repeating_the_authority_are_accepted() -> None:
+    target = parse_target(f"postgresql://{HOST}:6000/db?host={HOST}&port=6000", AURORA)
+
+    assert (target.host, target.port) == (HOST, 6000)
+
+
+def test_query_host_and_port_disagreeing_with_the_authority_are_config_errors() -> None:
+    error = dsn_error(f"postgresql://{HOST}:6000/db?host=other.example.com&port=7000")
+
+    assert error.fields == ["dsn ?host=", "dsn ?port="]
+    assert "give the host once" in str(error)
+    assert "give the port once" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("host=/tmp", "dsn ?host="),
+        ("host=%2Ftmp", "dsn ?host="),
+        ("host=%252Ftmp", "dsn ?host="),
+        ("host=@abstract", "dsn ?host="),
+        ("host=h1,h2", "dsn ?host="),
+        ("host=a+b", "dsn ?host="),  # '+' is a space in a query
+        ("host=[::1]", "dsn ?host="),
+        ("host=" + "h" * 300, "dsn ?host="),
+        ("port=0", "dsn ?port="),
+        ("port=5432,5433", "dsn ?port="),
+        ("port=65536", "dsn ?port="),
+        ("port=x", "dsn ?port="),
+    ],
+)
+def test_a_hostile_query_host_or_port_is_a_config_error(query: str, field: str) -> None:
+    error = dsn_error(f"postgresql:///db?{query}")
+
+    assert field in error.fields
+    assert "needs a host" not in str(error) or field == "dsn ?port="
+
+
+def test_an_empty_query_host_is_no_host() -> None:
+    assert "needs a host" in str(dsn_error("postgresql:///db?host="))
+
+
+def test_redshift_takes_query_host_and_port_too() -> None:
+    target = parse_target(f"redshift:///dev?host={HOST}&port=5440", PROVISIONED)
+
+    assert (target.host, target.port, target.discover_from) == (HOST, 5440, None)
+
+
+# --- auth_for checks host and port before anything that calls AWS ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "field"),
+    [
+        ("h", 99999, "port"),  # was ValueError("Port out of range") after one AssumeRole
+        ("h", 0, "port"),
+        ("h", -1, "port"),
+        ("h", True, "port"),
+        ("h", "5432", "port"),
+        ("h", 5432.0, "port"),
+        ("/var/run/sock", 5432, "host"),
+        ("h1,h2", 5432, "host"),
+        ("a b", 5432, "host"),
+        ("db\x00.example.com", 5432, "host"),
+        ("h" * 5000, 5432, "host"),
+        ("[::1]", 5432, "host"),
+        ("::g", 5432, "host"),
+        (b"h", 5432, "host"),
+    ],
+)
+def test_auth_for_refuses_a_bad_host_or_port_naming_it(host: Any, port: Any, field: str) -> None:
+    from iampool import auth_for
+
+    cfg = config(role_arn="arn:aws:iam::123456789012:role/app")
+    with pytest.raises(ConfigError) as caught:
+        auth_for(cfg, host=host, port=port)
+
+    assert caught.value.fields == [field]
+    assert caught.value.context == "auth_for"
+    assert len(str(caught.value)) < 600
+
+
+@pytest.mark.parametrize(("host", "port"), [(HOST, 5432), ("::1", 1), ("127.0.0.1", 65535)])
+def test_auth_for_accepts_a_host_name_or_address_and_a_port(host: str, port: int) -> None:
+    from iampool import auth_for
+
+    assert auth_for(AURORA, host=host, port=port).config == AURORA
+
+
+# --- what asyncpg is given -----------------------------------------------------------------
+
+
+def test_asyncpg_gets_host_port_and_database_as_keywords_and_a_dsn_of_options_only() -> None:
+    from iampool.pools import postgres
+
+    target = parse_target(
+        f"postgresql://{HOST}:6000/app%2Fdb?application_name=a%26b&sslmode=verify-full", AURORA
+    )
+    settings = postgres._settings(target, auth_for_target(target), {})
+
+    assert (settings["host"], settings["port"], settings["database"]) == (HOST, 6000, "app/db")
+    assert settings["user"] == "app"
+    assert settings["dsn"] == "postgresql://?application_name=a%26b"
+    plain = parse_target(f"postgresql://{HOST}/db", AURORA)
+    assert postgres._settings(plain, auth_for_target(plain), {})["dsn"] is None
+
+
+def auth_for_target(target: Any) -> Any:
+    from iampool import auth_for
+
+    return auth_for(AURORA, host=target.host, port=target.port)

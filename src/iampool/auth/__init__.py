@@ -5,6 +5,7 @@ from __future__ import annotations
 from .._cache import CredentialCache, default_cache, mint_context
 from .._config import AwsIamConfig, ConfigLike, coerce_config
 from .._credentials import DbAuth
+from .._endpoints import host_problem, port_problem
 from .._errors import ConfigError, ConfigProblem
 from ._token import TokenAuth
 from .dsql import DsqlAuth
@@ -32,10 +33,23 @@ def auth_for(
     ``cache=None`` uses :func:`iampool.default_cache`.
 
     Raises:
-        ConfigError: a missing host or port, or no region: neither in the block nor in the
+        ConfigError: a host that is not one host name or IP address (a path, several hosts,
+            whitespace, more than 253 characters, a malformed IPv6 address), a port that is
+            not an ``int`` from 1 to 65535, or no region: neither in the block nor in the
             host's name (or the two disagree). Always before any AWS call.
     """
     config = coerce_config(config)
+    # Checked before anything that calls AWS is built: the token is signed for these.
+    invalid = [
+        problem
+        for problem in (
+            host_problem(host, "host") if host is not None and host != "" else None,
+            port_problem(port, "port") if port is not None else None,
+        )
+        if problem is not None
+    ]
+    if invalid:
+        raise ConfigError(invalid, context="auth_for")
     context = mint_context(cache if cache is not None else default_cache())
     port = port if port is not None else config.port
     if config.backend == "dsql":

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import anyio
 
 from .._config import AwsIamConfig
+from .._endpoints import dsn_port, host_problem
 from .._errors import ConfigError, ConfigProblem
 
 __all__ = [
@@ -87,20 +87,16 @@ class Target:
         host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6
         return f"{host}:{self.port}"
 
-    def driver_dsn(self) -> str:
-        """The DSN handed to the driver: no password, no TLS options (passed explicitly)."""
-        scheme = "postgresql" if self.engine != "mysql" else "mysql"
-        query = f"?{urlencode(self.options)}" if self.options else ""
-        database = quote(self.database or "", safe="")
-        return f"{scheme}://{self.endpoint}/{database}{query}"
-
 
 def parse_target(dsn: str, config: AwsIamConfig) -> Target:
     """Read a DSN against the IAM configuration; every problem reported at once.
 
     Raises:
         ConfigError: unknown scheme, a password in the DSN, a user other than ``db_username``,
-            several hosts, or a TLS mode that could fall back to plain text.
+            a host that is not one host name or IP address (a path, several hosts, still
+            percent-encoded, ...: see ``iampool._endpoints``), a port outside 1-65535, ``?host=``
+            or ``?port=`` disagreeing with the authority, a parameter given twice with different
+            values, a fragment, or a TLS mode that could fall back to plain text.
     """
     problems: list[ConfigProblem] = []
     # Split off the scheme ourselves: urlsplit refuses "_" in one (redshift+redshift_connector).
@@ -112,22 +108,24 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
             ConfigProblem("dsn", f"unsupported scheme; use one of {allowed}"), context="DSN"
         )
     engine, driver = known
-    parts = urlsplit(f"//{rest}")
-    port = None
-    if "," in parts.netloc:
+    authority, tail = _split_authority(rest)
+    tail, hash_sign, _ = tail.partition("#")
+    path, _, query = tail.partition("?")
+    if hash_sign:
         problems.append(
-            ConfigProblem("dsn", "several hosts are not supported: tokens are signed per host; "
-                                 "use the cluster endpoint (or RDS Proxy)")
+            ConfigProblem("dsn", "has a '#' fragment, which no driver reads; percent-encode "
+                                 "'#' in a name as %23")
         )  # fmt: skip
-    else:  # "h1:5432,h2:5432" would also read as a bad port
-        try:
-            port = parts.port
-        except ValueError:
-            problems.append(ConfigProblem("dsn", "the port is not a number from 1 to 65535"))
-    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    userinfo, _, hostport = authority.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    found = len(problems)
+    host, port = _host_and_port(hostport, problems)
+    invalid_host = len(problems) > found
+    options = _query_options(query, problems)
+    host, port = _query_endpoint(options, host, port, problems)
     iam_host, iam_port = _token_endpoint(options, engine, config, problems)
     # libpq and asyncpg also read the user from "?user=": it must agree with db_username too.
-    named = [name for name in (unquote(parts.username or ""), options.pop("user", "")) if name]
+    named = [name for name in (unquote(username), options.pop("user", "")) if name]
     user = named[0] if named else None
     expected = config.db_username
     # Redshift answers IAM:<user>, or IAMA:<user> when it auto-creates the user.
@@ -149,7 +147,7 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
     default_sslmode = "verify-full" if config.backend == "dsql" else "require"
     sslmode = options.pop("sslmode", default_sslmode).lower()
     sslrootcert = options.pop("sslrootcert", None)
-    if parts.password or options.pop("password", None) is not None:
+    if password or options.pop("password", None) is not None:
         problems.append(
             ConfigProblem("dsn", "must not contain a password: IAM authentication supplies it")
         )
@@ -160,10 +158,9 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
         )  # fmt: skip
     elif sslmode not in _SSLMODES:
         problems.append(ConfigProblem("sslmode", "must be require, verify-ca or verify-full"))
-    host = unquote(parts.hostname) if parts.hostname else None
-    if host is None and engine != "redshift":
+    if host is None and engine != "redshift" and not invalid_host:
         problems.append(ConfigProblem("dsn", "needs a host (the database endpoint)"))
-    database = unquote(parts.path.lstrip("/")) or None
+    database = unquote(path.lstrip("/")) or None
     if engine == "redshift":
         problems.extend(_redshift_problems(config, database, options))
         database = database or config.db_name
@@ -191,14 +188,6 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
     )
 
 
-# A DNS name (an IPv4 address reads as one too): what an endpoint is signed for and verified as.
-_DNS_NAME = re.compile(
-    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?",
-    re.ASCII,
-)
-
-
 def _token_endpoint(
     options: dict[str, str], engine: Engine, config: AwsIamConfig, problems: list[ConfigProblem]
 ) -> tuple[str | None, int | None]:
@@ -207,6 +196,7 @@ def _token_endpoint(
     ``iam_host`` and ``iam_default_port``). ``iam_port`` defaults to the block's ``port``, else
     the engine's default port: a tunnel's local port is rarely the server's."""
     host = options.pop("iam_host", None)
+    host = host.lower() if host is not None else None
     port_text = options.pop("iam_port", None)
     if host is None:
         if port_text is not None:
@@ -223,23 +213,105 @@ def _token_endpoint(
                                       "and name the region in aws_iam")
         )  # fmt: skip
         return None, None
-    if ":" in host or not _DNS_NAME.fullmatch(host):
+    problem = host_problem(host, "iam_host")
+    if problem is not None or ":" in host:  # a name: the certificate and the token carry it
+        why = f" ({problem.message})" if problem is not None else ""
         problems.append(
-            ConfigProblem("iam_host", f"must be the endpoint's DNS name, such as "
-                                      f"'db.cluster-abc.us-east-1.rds.amazonaws.com' (got "
-                                      f"{host[:80]!r}); give its port as iam_port")
+            ConfigProblem("iam_host", "must be the endpoint's DNS name, such as "
+                                      "'db.cluster-abc.us-east-1.rds.amazonaws.com', with its "
+                                      f"port as iam_port{why}")
         )  # fmt: skip
         host = None
-    port = config.port or DEFAULT_PORTS[engine]
-    if port_text is not None:
-        if port_text.isascii() and port_text.isdigit() and 1 <= int(port_text) <= 65535:
-            port = int(port_text)
-        else:
-            problems.append(
-                ConfigProblem("iam_port", f"must be a port number from 1 to 65535 (got "
-                                          f"{port_text[:20]!r})")
-            )  # fmt: skip
+    port, port_problem = dsn_port(port_text or "", "iam_port")
+    if port_problem is not None:
+        problems.append(port_problem)
+    port = port or config.port or DEFAULT_PORTS[engine]
     return (host, port) if host is not None else (None, None)
+
+
+def _split_authority(rest: str) -> tuple[str, str]:
+    """``user@host:port`` and what follows it (path, query, fragment) in a DSN after ``://``."""
+    ends = [index for index in (rest.find(c) for c in "/?#") if index >= 0]
+    end = min(ends, default=len(rest))
+    return rest[:end], rest[end:]
+
+
+def _host_and_port(hostport: str, problems: list[ConfigProblem]) -> tuple[str | None, int | None]:
+    """The DSN's host (percent-decoded once) and port if given and valid; else ``None`` and
+    a problem (for an invalid one)."""
+    if "," in hostport:
+        problems.append(
+            ConfigProblem("dsn host", "several hosts are not supported: tokens are signed per "
+                                      "host; use the cluster endpoint (or RDS Proxy)")
+        )  # fmt: skip
+        return None, None
+    if hostport.startswith("["):
+        raw_host, bracket, after = hostport[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            problems.append(
+                ConfigProblem("dsn host", "an IPv6 address goes in brackets followed by an "
+                                          "optional port: [2001:db8::1]:5432")
+            )  # fmt: skip
+            return None, None
+        host = unquote(raw_host)
+        if ":" not in host:
+            problems.append(
+                ConfigProblem("dsn host", "brackets hold an IPv6 address; write a host name "
+                                          "or IPv4 address without them")
+            )  # fmt: skip
+            return None, None
+        port_text = after[1:]
+    else:
+        if hostport.count(":") > 1:
+            problems.append(
+                ConfigProblem("dsn host", "an IPv6 address goes in brackets: [2001:db8::1]:5432")
+            )
+            return None, None
+        raw_host, _, port_text = hostport.partition(":")
+        host = unquote(raw_host)
+    problem = host_problem(host, "dsn host") if host else None
+    port, port_error = dsn_port(port_text, "dsn port")
+    problems.extend(found for found in (problem, port_error) if found is not None)
+    # Lower case, as urllib gave it before: the token is signed for this name.
+    return (host.lower() or None) if problem is None else None, port
+
+
+def _query_options(query: str, problems: list[ConfigProblem]) -> dict[str, str]:
+    """The query parameters; a name given twice with different values is a problem."""
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if options.setdefault(name, value) != value:
+            problems.append(ConfigProblem(name, "is given twice with different values"))
+    return options
+
+
+def _query_endpoint(
+    options: dict[str, str], host: str | None, port: int | None, problems: list[ConfigProblem]
+) -> tuple[str | None, int | None]:
+    """``?host=`` and ``?port=`` as libpq reads them: used when the DSN's authority has none;
+    both given and different is a problem (libpq and asyncpg would disagree on which wins)."""
+    query_host = options.pop("host", "").lower()
+    if query_host:
+        problem = host_problem(query_host, "dsn ?host=")
+        if problem is not None:
+            problems.append(problem)
+        elif host is not None and host != query_host:
+            problems.append(
+                ConfigProblem("dsn ?host=", f"names {query_host!r} but the DSN's host is "
+                                            f"{host!r}; give the host once")
+            )  # fmt: skip
+        host = host or query_host
+    query_port, problem = dsn_port(options.pop("port", ""), "dsn ?port=")
+    if problem is not None:
+        problems.append(problem)
+    elif query_port is not None:
+        if port is not None and port != query_port:
+            problems.append(
+                ConfigProblem("dsn ?port=", f"is {query_port} but the DSN's port is {port}; "
+                                            "give the port once")
+            )  # fmt: skip
+        port = port or query_port
+    return host, port
 
 
 def _redshift_problems(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 from .._credentials import DbAuth
 from ._connect import (
@@ -48,6 +49,13 @@ async def _refusing_plain_text(target: Target, connecting: Awaitable[T]) -> T:
         raise
 
 
+def _options_dsn(target: Target) -> str | None:
+    """The DSN's other query parameters for asyncpg to read as it reads them (asyncpg settings,
+    else server settings), in a DSN without host, port, user or database: those go to asyncpg
+    as keywords, so what iampool validated is what asyncpg connects to."""
+    return f"postgresql://?{urlencode(target.options)}" if target.options else None
+
+
 def _settings(target: Target, auth: DbAuth, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
     refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
 
@@ -56,6 +64,10 @@ def _settings(target: Target, auth: DbAuth, driver_kwargs: dict[str, Any]) -> di
 
     return {
         **driver_kwargs,
+        "dsn": _options_dsn(target),
+        "host": target.host,
+        "port": target.port,
+        "database": target.database,
         "user": target.user,
         "password": password,
         "ssl": tls_context(target, driver_kwargs.get("ssl")),
@@ -88,7 +100,6 @@ async def create_pool(
         )
 
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        target.driver_dsn(),
         min_size=min_size,
         max_size=max_size,
         connect=connect,
@@ -106,7 +117,7 @@ async def connect(
     settings = _settings(target, auth, driver_kwargs)
     connection: asyncpg.Connection = await connect_with_retry(
         auth,
-        lambda: _refusing_plain_text(target, asyncpg.connect(target.driver_dsn(), **settings)),
+        lambda: _refusing_plain_text(target, asyncpg.connect(**settings)),
         _rejection,
         user=target.user or "",
         endpoint=target.endpoint,
