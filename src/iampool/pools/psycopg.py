@@ -23,6 +23,7 @@ from ._connect import (
     ConnectRate,
     connect_rate_for,
     connect_with_retry,
+    detached,
     refuse_owned_kwargs,
     tls_not_offered,
 )
@@ -134,7 +135,11 @@ def _iam_connection_class(
     class IamConnection(base):  # type: ignore[valid-type,misc]
         @classmethod
         async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
-            pending = [kwargs]  # the pool's settings for the first attempt; then fresh ones
+            # The pool's settings for the first attempt, then fresh ones. Moved out of
+            # ``kwargs``: this frame is in the traceback of what it raises, and error trackers
+            # capture its locals; the password must not be among them.
+            pending = [dict(kwargs)]
+            kwargs.clear()
 
             async def attempt() -> Any:
                 params = pending.pop() if pending else await settings()
@@ -236,7 +241,9 @@ async def _filled(
     if ready.done() and not ready.cancelled() and ready.exception() is None:
         return
     if first_failure.done():
-        raise first_failure.result()
+        # The pool's worker carried this error through its own frames (which hold the settings,
+        # password included) before giving up on it: raise it without them.
+        raise detached(first_failure.result())
     ready.result()  # the pool's own PoolTimeout
 
 
