@@ -7,12 +7,13 @@ server refuses a token.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._credentials import DbAuth
 from ._connect import (
     PG_AUTH_SQLSTATES,
+    check_ca_file,
     connect_rate_for,
     connect_with_retry,
     refuse_owned_kwargs,
@@ -23,7 +24,7 @@ from ._dsn import Target, tls_context
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["connect", "create_pool"]
+__all__ = ["check_settings", "connect", "create_pool"]
 
 T = TypeVar("T")
 
@@ -46,6 +47,15 @@ async def _refusing_plain_text(target: Target, connecting: Awaitable[T]) -> T:
         if "rejected SSL upgrade" in str(exc):
             raise tls_not_offered(target.endpoint) from None
         raise
+
+
+def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments iampool sets, an ``ssl=`` without TLS and an unreadable CA
+    file (called before any AWS call)."""
+    refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
+    if target.sslrootcert is not None:
+        check_ca_file(target.sslrootcert)
+    tls_context(target, driver_kwargs.get("ssl"))
 
 
 def _settings(target: Target, auth: DbAuth, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
