@@ -48,6 +48,9 @@ def shown(value: object, limit: int = 60) -> str:
     if isinstance(value, str):
         cut = value if len(value) <= limit else f"{value[:limit]}…"
         text = repr(cut)
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * limit:
+        # repr() of a huge int is slow, and refused past 4300 digits (a ValueError)
+        text = f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     else:
         import reprlib
 
