@@ -223,12 +223,12 @@ def check_ca_file(path: str) -> None:
     try:
         ssl.create_default_context(cafile=path)
     except FileNotFoundError:
-        problem = f"no file {shown(path)} (a CA bundle in PEM, e.g. the RDS global-bundle.pem)"
+        problem = f"no file {shown(path, 200)} (a CA bundle in PEM, e.g. the RDS global-bundle.pem)"
     except ssl.SSLError:
-        problem = f"{shown(path)} holds no PEM certificate"
+        problem = f"{shown(path, 200)} holds no PEM certificate"
     except (OSError, ValueError) as exc:  # a directory, no permission, a NUL in the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a file name"
-        problem = f"cannot read {shown(path)}: {reason}"
+        problem = f"cannot read {shown(path, 200)}: {reason}"
     else:
         return
     raise ConfigError(ConfigProblem("sslrootcert", problem), context="DSN")
