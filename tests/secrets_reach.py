@@ -15,10 +15,10 @@ import contextlib
 import types
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["chain_cycle", "secret_needles", "secret_paths"]
+__all__ = ["Search", "chain_cycle", "search_secrets", "secret_needles", "secret_paths"]
 
 
 def secret_needles(secrets: Iterable[str]) -> tuple[str, ...]:
@@ -58,20 +58,27 @@ def chain_cycle(error: BaseException) -> list[str] | None:
 
 
 @dataclass
-class _Search:
+class Search:
+    """One search: what was found where, and how much was walked to find it."""
+
     needles: tuple[str, ...]
     depth: int
-    seen: set[int]
-    found: list[str]
+    seen: set[int] = field(default_factory=set)
+    found: list[str] = field(default_factory=list)
+    exceptions: int = 0
+    frames: int = 0
+    texts: int = 0
 
     def exception(self, exc: BaseException, where: str) -> None:
         if id(exc) in self.seen:
             return
         self.seen.add(id(exc))
+        self.exceptions += 1
         self.value(str(exc), f"{where} str()", 0)
         self.value(exc.args, f"{where}.args", 0)
         self.value(vars(exc), f"{where}.__dict__", 0)
         for number, frame in enumerate(_frames(exc.__traceback__)):
+            self.frames += 1
             name = f"{where} frame {number} {frame.f_code.co_name}()"
             for local, held in frame.f_locals.items():
                 self.value(held, f"{name} local {local!r}", 0)
@@ -99,6 +106,7 @@ class _Search:
             self.value(item, f"{where}{name}", level + 1)
 
     def _text(self, text: str, where: str) -> None:
+        self.texts += 1
         for needle in self.needles:
             if needle in text:
                 self.found.append(where)
@@ -150,8 +158,13 @@ def _children(value: Any) -> Iterator[tuple[str, Any]]:
         yield f".{name}", item
 
 
+def search_secrets(error: BaseException, secrets: Iterable[str], *, depth: int = 3) -> Search:
+    """Search everything reachable from ``error`` for ``secrets``."""
+    search = Search(secret_needles(secrets), depth)
+    search.exception(error, type(error).__name__)
+    return search
+
+
 def secret_paths(error: BaseException, secrets: Iterable[str], *, depth: int = 3) -> list[str]:
     """Every place, reachable from ``error``, that holds one of ``secrets``; [] when none."""
-    search = _Search(secret_needles(secrets), depth, set(), [])
-    search.exception(error, type(error).__name__)
-    return search.found
+    return search_secrets(error, secrets, depth=depth).found

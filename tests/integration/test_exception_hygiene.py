@@ -9,6 +9,7 @@ in the message.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Iterator
@@ -19,9 +20,11 @@ import pytest
 import iampool
 from iampool import AuthTokenRejected, CredentialCache, TlsNotOfferedError
 from iampool.testing import FakeAws, IamDatabase, IamGateway
-from tests.secrets_reach import chain_cycle, secret_paths
+from tests.secrets_reach import chain_cycle, search_secrets, secret_paths
 
 pytestmark = pytest.mark.anyio
+
+log = logging.getLogger("hygiene")  # what was searched; --log-cli-level=INFO shows it
 
 UPSTREAMS = {
     "postgresql": os.environ.get(
@@ -135,7 +138,12 @@ async def test_a_token_refused_twice_raises_an_error_that_reaches_neither_token(
 
     assert isinstance(error, AuthTokenRejected), repr(error)
     assert len(gateway.secrets) == 2  # the first token and the freshly minted one
-    assert secret_paths(error, gateway.secrets) == []
+    search = search_secrets(error, gateway.secrets)
+    log.info(
+        "%s %s: %d exceptions, %d frames, %d texts searched; %d secrets found",
+        driver, api, search.exceptions, search.frames, search.texts, len(search.found),
+    )  # fmt: skip
+    assert search.found == []
     assert chain_cycle(error) is None
     expected = (
         "PAM authentication failed"
@@ -223,5 +231,6 @@ async def test_the_search_finds_a_token_in_a_driver_error_that_was_not_cleaned(
 
     assert "Access denied" in str(error)
     found = secret_paths(error, [token])
+    log.info("aiomysql's own error: the token found at %d places: %s", len(found), found)
     assert found, "the search missed the token in aiomysql's frames"
     assert any("local" in where for where in found)
