@@ -234,3 +234,76 @@ async def test_the_search_finds_a_token_in_a_driver_error_that_was_not_cleaned(
     log.info("aiomysql's own error: the token found at %d places: %s", len(found), found)
     assert found, "the search missed the token in aiomysql's frames"
     assert any("local" in where for where in found)
+
+
+# --- the boundary itself, on hand-made chains ---------------------------------------------------
+
+
+def raised(make: Any) -> BaseException:
+    try:
+        make()
+    except BaseException as exc:
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def test_detached_drops_every_traceback_and_cuts_a_cycle() -> None:
+    from iampool.pools._connect import detached
+
+    def inner() -> None:
+        password = "s3cret-token-value-0123456789"
+        raise ValueError(len(password))
+
+    def outer() -> None:  # what aiomysql and iampool's re-raise of its cause used to do
+        try:
+            try:
+                inner()
+            except ValueError as exc:
+                raise RuntimeError("can't connect") from exc
+        except RuntimeError as wrapper:
+            cause: Any = wrapper.__cause__
+            raise cause  # noqa: B904 - its __context__ becomes the wrapper: the loop
+
+    error = raised(outer)
+    assert chain_cycle(error) is not None
+    assert secret_paths(error, ["s3cret-token-value-0123456789"]) != []
+
+    assert detached(error) is error
+    assert chain_cycle(error) is None
+    assert secret_paths(error, ["s3cret-token-value-0123456789"]) == []
+    assert isinstance(error.__context__, RuntimeError)  # the chain is kept, only frames go
+    assert error.__context__.__traceback__ is None
+
+
+def test_detached_drops_the_context_an_error_raised_from_none_declared_irrelevant() -> None:
+    from iampool.pools._connect import detached
+
+    def make() -> None:
+        try:
+            raise OSError("rejected SSL upgrade")
+        except OSError:
+            raise TlsNotOfferedError("no TLS") from None
+
+    error = detached(raised(make))
+
+    assert error.__context__ is None
+    assert error.__cause__ is None
+
+
+def test_detached_ends_on_a_long_chain_and_visits_a_shared_cause_once() -> None:
+    from iampool.pools._connect import detached
+
+    error: BaseException = ValueError(0)
+    for number in range(1, 200):  # each one's cause and context are the previous one
+        newer = ValueError(number)
+        newer.__cause__ = newer.__context__ = error
+        error = newer
+
+    detached(error)  # 2**200 paths if shared exceptions were walked twice
+
+    length = 0
+    link: BaseException | None = error
+    while link is not None:
+        length += 1
+        link = link.__cause__
+    assert length <= 64
