@@ -101,6 +101,7 @@ async def test_options_that_redirect_or_weaken_a_connection_are_refused_before_a
     assert caught.value.fields == [field]
     assert reason in str(caught.value)
     assert source.calls == Counter()  # refused before any AWS call
+    assert cache.stats()["size"] == 0  # nor was one started in the background
 
 
 @pytest.mark.parametrize("driver", ["aiomysql", "asyncmy"])
