@@ -247,3 +247,45 @@ def test_any_block_parses_or_fails_with_a_short_config_error(block: dict[str, An
         AwsIamConfig.from_extra(block)
     except ConfigError as error:
         assert_short(error)
+
+
+def _measure() -> None:  # pragma: no cover - `python -m tests.unit.test_bounded_errors`
+    """Print, per category, the inputs tried, their outcome and the longest message."""
+    from collections import defaultdict
+
+    from .fakes import FakeClock, FakeSource
+
+    rows: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+
+    def record(category: str, call: Callable[[], object]) -> None:
+        row = rows[category]
+        row[0] += 1
+        try:
+            call()
+        except ConfigError as error:
+            row[1] += 1
+            row[4] = max(row[4], len(str(error)))
+        except ValueError as error:
+            row[2] += 1
+            row[4] = max(row[4], len(str(error)))
+        else:
+            row[3] += 1
+
+    for category, build in config_inputs():
+        record(f"aws_iam: {category}", lambda: AwsIamConfig.from_extra(build()))
+    clock = FakeClock()
+    source = FakeSource(clock)
+    cache = CredentialCache(clock=clock, source=source)
+    for category, build in dsn_inputs():
+        dsn, block, kwargs = build()
+        record(f"DSN: {category}", lambda: resolve(dsn, block, cache, driver_kwargs=kwargs))
+    for category, build in cache_inputs():
+        record(category, lambda: CredentialCache(**build()))
+    cache.close()
+    print(f"{'category':34} {'tried':>6} {'Config':>7} {'other':>6} {'valid':>6} {'longest':>8}")
+    for category, (tried, typed, other, valid, longest) in rows.items():
+        print(f"{category:34} {tried:6} {typed:7} {other:6} {valid:6} {longest:8}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _measure()
