@@ -13,13 +13,12 @@ from :func:`mint_context`, never the cache itself.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from typing import TypedDict, get_args
 
 from ._aws import AioAwsSource, AwsSource, RetryMode
-from ._errors import ConfigError, ConfigProblem
+from ._errors import ConfigError, ConfigProblem, shown
 from ._leases import Clock, Counters, Leases
 from ._minting import MintContext
 from ._service import ServiceLoop
@@ -172,6 +171,10 @@ def mint_context(cache: CredentialCache) -> MintContext:
     return cache._context
 
 
+_MAX_SECONDS = 31_536_000  # a year: beyond it a setting is a mistake, and float math overflows
+_MAX_COUNTS = {"max_attempts": 100}  # botocore's attempts per call, deadline permitting
+
+
 def _check_settings(
     *,
     positive: dict[str, float],
@@ -185,17 +188,29 @@ def _check_settings(
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
+            or not 0 <= value <= _MAX_SECONDS  # NaN fails every comparison
             or (value == 0 and name in positive)
         ):
             problems.append(
-                ConfigProblem(name, f"must be a finite number {low}, got {value!r:.40}")
+                ConfigProblem(
+                    name,
+                    f"must be a number of seconds {low}, at most {_MAX_SECONDS:,} (a year), "
+                    f"got {shown(value, 40)}",
+                )
             )
     for name, count in counts.items():
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        high = _MAX_COUNTS.get(name)
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or count < 1
+            or (high is not None and count > high)
+        ):
+            limit = f" and at most {high}" if high is not None else ""
             problems.append(
-                ConfigProblem(name, f"must be a whole number of at least 1, got {count!r:.40}")
+                ConfigProblem(
+                    name, f"must be a whole number of at least 1{limit}, got {shown(count, 40)}"
+                )
             )
     if retry_mode not in get_args(RetryMode):
         modes = ", ".join(get_args(RetryMode))

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from ._errors import ConfigError, ConfigProblem
+from ._errors import ConfigError, ConfigProblem, shown
 
 __all__ = ["AwsIamConfig", "Backend"]
 
@@ -175,8 +175,8 @@ class _Checker:
             self.fail(name, f"must be a string, got {_json_type(value)}")
             return None
         if not value or (pattern is not None and not pattern.fullmatch(value)):
-            shown = f" (got {value[:80]!r})" if show_value else ""
-            self.fail(name, f"must be {rule or 'a non-empty string'}{shown}")
+            got = f" (got {shown(value)})" if show_value else ""
+            self.fail(name, f"must be {rule or 'a non-empty string'}{got}")
             return None
         return value
 
@@ -188,7 +188,7 @@ class _Checker:
             self.fail(name, f"must be an integer {rule}, got {_json_type(value)}")
             return default
         if not low <= value <= high:
-            self.fail(name, f"must be an integer {rule}, got {value}")
+            self.fail(name, f"must be an integer {rule}, got {shown(value)}")
             return default
         return value
 
@@ -212,19 +212,24 @@ class _Checker:
             return ()
         bad = [item for item in value if not pattern.fullmatch(item)]
         if bad:
-            self.fail(name, f"every entry must be {rule} (invalid: {', '.join(map(repr, bad))})")
+            listed = ", ".join(shown(item, 40) for item in bad[:_LISTED])
+            more = f" and {len(bad) - _LISTED} more" if len(bad) > _LISTED else ""
+            self.fail(name, f"every entry must be {rule} (invalid: {listed}{more})")
             return ()
         return tuple(value)
 
 
 _FIELDS = frozenset(AwsIamConfig.__dataclass_fields__)
+_LISTED = 5  # invalid entries of a list quoted in its problem; the rest are counted
+_LISTED_HINTS = 20  # unknown keys given a "did you mean"
 
 
 def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
     check = _Checker(block)
     unknown = sorted(str(key) for key in block if key not in _FIELDS)
-    for key in unknown:
-        hint = _closest(key)
+    for index, key in enumerate(unknown):
+        # A message lists about a dozen problems: suggesting names for more is wasted time.
+        hint = _closest(key) if index < _LISTED_HINTS else None
         check.fail(
             key,
             f"unknown field{f'; did you mean {hint!r}?' if hint else ''} "
@@ -359,6 +364,9 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
 
 def _closest(name: str) -> str | None:
     import difflib
+
+    if len(name) > 64:  # no field is that long: nothing to suggest, and no time to spend
+        return None
 
     matches = difflib.get_close_matches(name, sorted(_FIELDS), n=1, cutoff=0.7)
     return matches[0] if matches else None

@@ -35,12 +35,53 @@ class IamPoolError(Exception):
     """Base class of every error iampool raises."""
 
 
+# Messages stay short whatever the input: a field name, one problem and the whole ConfigError
+# message are cut at these lengths (a 100 KB unknown key must not make a 100 KB log line).
+MAX_FIELD = 80
+MAX_PROBLEM = 400
+_MAX_LISTED = 3500  # characters of problem lines in a ConfigError message; then "and N more"
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A value as an error message echoes it: its ``repr``, cut after ``limit`` characters
+    with "…", so that no input makes a message long. Never call it on a secret."""
+    if isinstance(value, str):
+        cut = value if len(value) <= limit else f"{value[:limit]}…"
+        text = repr(cut)
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * limit:
+        # repr() of a huge int is slow, and refused past 4300 digits (a ValueError)
+        text = f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    else:
+        import reprlib
+
+        short = reprlib.Repr()
+        short.maxstring = short.maxother = limit
+        text = short.repr(value)
+    return text if len(text) <= 4 * limit else f"{text[: 4 * limit]}…"
+
+
+def _one_line(text: str, limit: int) -> str:
+    """``text`` on one line (control characters escaped), cut after ``limit`` characters."""
+    text = text if len(text) <= limit else f"{text[:limit]}…"
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return text if len(text) <= 4 * limit else f"{text[: 4 * limit]}…"
+
+
 @dataclass(frozen=True)
 class ConfigProblem:
-    """One invalid field: its name (dotted for nested values) and what is allowed instead."""
+    """One invalid field: its name (dotted for nested values) and what is allowed instead.
+
+    Both are kept short and on one line: a field name is cut after 80 characters, a message
+    after 400.
+    """
 
     field: str
     message: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field", _one_line(str(self.field), MAX_FIELD))
+        object.__setattr__(self, "message", _one_line(str(self.message), MAX_PROBLEM))
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
@@ -49,7 +90,9 @@ class ConfigProblem:
 class ConfigError(IamPoolError, ValueError):
     """The ``aws_iam`` block, a DSN or an argument is invalid.
 
-    ``errors`` holds every problem found, not just the first one, so a user fixes them all at once.
+    ``errors`` holds every problem found, not just the first one, so a user fixes them all at
+    once. The message lists them, up to about 3.5 KB, then says how many more there are: it
+    stays under 4 KB whatever the input.
     """
 
     def __init__(
@@ -57,9 +100,20 @@ class ConfigError(IamPoolError, ValueError):
     ) -> None:
         self.errors: list[ConfigProblem] = [errors] if isinstance(errors, ConfigProblem) else errors
         self.context = context
-        lines = "\n".join(f"  - {problem}" for problem in self.errors)
+        lines: list[str] = []
+        listed = 0
+        for problem in self.errors:
+            line = f"  - {problem}"
+            if listed + len(line) > _MAX_LISTED:
+                break
+            lines.append(line)
+            listed += len(line) + 1
+        left = len(self.errors) - len(lines)
+        if left:
+            lines.append(f"  - and {left} more {'problem' if left == 1 else 'problems'}")
         noun = "problem" if len(self.errors) == 1 else "problems"
-        super().__init__(f"invalid {context} configuration ({len(self.errors)} {noun}):\n{lines}")
+        text = "\n".join(lines)
+        super().__init__(f"invalid {context} configuration ({len(self.errors)} {noun}):\n{text}")
 
     @property
     def fields(self) -> list[str]:

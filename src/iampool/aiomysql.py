@@ -40,7 +40,7 @@ async def create_pool(
         ConfigError: invalid configuration, or a DSN that is not a ``mysql://`` or
             ``mysql+aiomysql://`` one.
     """
-    target, auth = resolve(dsn, aws_iam, cache, driver="aiomysql")
+    target, auth = resolve(dsn, aws_iam, cache, driver="aiomysql", driver_kwargs=driver_kwargs)
     return await mysql.create_pool(
         target,
         auth,
@@ -61,5 +61,5 @@ async def connect(
     **driver_kwargs: Any,
 ) -> Connection:
     """One aiomysql connection authenticated with an IAM token over TLS."""
-    target, auth = resolve(dsn, aws_iam, cache, driver="aiomysql")
+    target, auth = resolve(dsn, aws_iam, cache, driver="aiomysql", driver_kwargs=driver_kwargs)
     return await mysql.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)

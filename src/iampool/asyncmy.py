@@ -38,7 +38,7 @@ async def create_pool(
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``mysql+asyncmy://`` one.
     """
-    target, auth = resolve(dsn, aws_iam, cache, driver="asyncmy")
+    target, auth = resolve(dsn, aws_iam, cache, driver="asyncmy", driver_kwargs=driver_kwargs)
     return await asyncmy.create_pool(
         target,
         auth,
@@ -58,5 +58,5 @@ async def connect(
     **driver_kwargs: Any,
 ) -> Connection:
     """One ``asyncmy.Connection`` authenticated with an IAM token over TLS."""
-    target, auth = resolve(dsn, aws_iam, cache, driver="asyncmy")
+    target, auth = resolve(dsn, aws_iam, cache, driver="asyncmy", driver_kwargs=driver_kwargs)
     return await asyncmy.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)

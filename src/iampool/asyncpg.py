@@ -38,7 +38,7 @@ async def create_pool(
         ConfigError: invalid configuration, or a DSN that is not a ``postgresql://`` or
             ``postgresql+asyncpg://`` one.
     """
-    target, auth = resolve(dsn, aws_iam, cache, driver="asyncpg")
+    target, auth = resolve(dsn, aws_iam, cache, driver="asyncpg", driver_kwargs=driver_kwargs)
     return await postgres.create_pool(
         target,
         auth,
@@ -59,5 +59,5 @@ async def connect(
 ) -> asyncpg.Connection:
     """One ``asyncpg.Connection`` authenticated with an IAM token; keyword arguments go to
     ``asyncpg.connect``."""
-    target, auth = resolve(dsn, aws_iam, cache, driver="asyncpg")
+    target, auth = resolve(dsn, aws_iam, cache, driver="asyncpg", driver_kwargs=driver_kwargs)
     return await postgres.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)

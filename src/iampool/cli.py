@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 from urllib.parse import quote
 
 import anyio
@@ -27,6 +27,7 @@ from ._errors import (
     ConfigProblem,
     CredentialError,
     IamPoolError,
+    shown,
 )
 from .auth import auth_for
 from .pools import resolve
@@ -55,22 +56,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _digits(text: str) -> int | None:
+    """``text`` as a whole number written in ASCII digits only, else None (``int()`` would
+    also take "5_432", " 5432", "+5432" and other scripts' digits)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        return None
+    return int(text)
+
+
 def _count(text: str) -> int:
     """A whole number of 1 or more (workers, queries, pool size)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    value = _digits(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {shown(text)}")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    if value > _MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {_MAX_COUNT:,}, got {value}")
     return value
 
 
+_MAX_COUNT = 1_000_000
+
+
 def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a port number, got {text!r}") from None
+    value = _digits(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {shown(text)}")
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
     return value
@@ -178,39 +190,70 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers, queries=args.queries, pool_size=args.pool_size, as_json=args.json
         )
     except UsageError as exc:
-        print(f"iampool {args.command}: {exc}", file=sys.stderr)
+        _say(f"iampool {args.command}: {exc}")
         return EXIT_USAGE
     except ConfigError as exc:
-        print(f"iampool: {exc}", file=sys.stderr)
+        _say(f"iampool {args.command}: {_one_line(exc)}")
         return EXIT_USAGE
     except (CredentialError, AuthTokenRejected) as exc:
-        print(f"iampool: {exc}", file=sys.stderr)
+        _say(f"iampool: {exc}")
         return EXIT_FAILED
     except IamPoolError as exc:
-        print(f"iampool: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _say(f"iampool: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
     except Exception as exc:  # the drivers' own errors: report them, no traceback
-        print(f"iampool: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _say(f"iampool: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
+
+
+def _say(message: str) -> None:
+    """An error on one line of standard error (libpq's messages span several), at most 4 KB."""
+    line = " ".join(message.split())
+    print(line if len(line) <= 4000 else f"{line[:4000]}…", file=sys.stderr)
+
+
+def _one_line(error: ConfigError) -> str:
+    """A ``ConfigError`` on one line: its single problem, or the header and every problem."""
+    if len(error.errors) == 1:
+        return str(error.errors[0])
+    header, *problems = str(error).split("\n")
+    return f"{header} {'; '.join(problem.removeprefix('  - ') for problem in problems)}"
+
+
+_MAX_EXTRA = 1 << 20  # bytes of --extra read: an aws_iam block is well under a kilobyte
+_PATH_SHOWN = 200  # characters of a file name quoted in a message
 
 
 def _load_config(extra: str) -> AwsIamConfig:
     """``--extra``: JSON text (it starts with ``{``), ``-`` for standard input, or a file."""
     if extra == "-":
-        return AwsIamConfig.from_extra(sys.stdin.read())
+        return AwsIamConfig.from_extra(_read_limited(sys.stdin.buffer, "standard input"))
     if extra.lstrip().startswith("{"):
         return AwsIamConfig.from_extra(extra)
-    path = Path(extra)
     try:
-        text = path.read_text(encoding="utf-8")
+        with Path(extra).open("rb") as file:
+            data = _read_limited(file, shown(extra, _PATH_SHOWN))
     except FileNotFoundError:
         raise UsageError(
-            f"--extra: no file {extra!r} (give the aws_iam block as JSON text, a file, or -)"
+            f"--extra: no file {shown(extra, _PATH_SHOWN)} (give the aws_iam block as JSON "
+            "text, a file, or -)"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        raise UsageError(f"--extra: cannot read {extra!r}: {reason}") from None
+    except (OSError, ValueError) as exc:  # a directory, no permission, a NUL in the name
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a file name"
+        raise UsageError(f"--extra: cannot read {shown(extra, _PATH_SHOWN)}: {reason}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--extra: {shown(extra, _PATH_SHOWN)} is not UTF-8 text") from None
     return AwsIamConfig.from_extra(text)
+
+
+def _read_limited(file: BinaryIO, name: str) -> bytes:
+    """At most 1 MiB of ``file``: ``/dev/zero`` or a wrong file is refused, not read forever."""
+    data = file.read(_MAX_EXTRA + 1)
+    if len(data) > _MAX_EXTRA:
+        raise UsageError(f"--extra: {name} holds more than 1 MiB: not an aws_iam block")
+    return data
 
 
 def _enabled(config: AwsIamConfig) -> AwsIamConfig:
@@ -288,11 +331,12 @@ def _check_ca_file(path: str, name: str) -> None:
     try:
         ssl.create_default_context(cafile=path)
     except FileNotFoundError:
-        raise UsageError(f"{name}: no file {path!r}") from None
+        raise UsageError(f"{name}: no file {shown(path, _PATH_SHOWN)}") from None
     except ssl.SSLError:
-        raise UsageError(f"{name}: {path!r} holds no PEM certificate") from None
-    except OSError as exc:
-        raise UsageError(f"{name}: cannot read {path!r}: {exc.strerror or exc}") from None
+        raise UsageError(f"{name}: {shown(path, _PATH_SHOWN)} holds no PEM certificate") from None
+    except (OSError, ValueError) as exc:  # a directory, no permission, a NUL in the name
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a file name"
+        raise UsageError(f"{name}: cannot read {shown(path, _PATH_SHOWN)}: {reason}") from None
 
 
 def _tls_mode(target: Target) -> str:

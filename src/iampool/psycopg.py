@@ -44,7 +44,7 @@ async def create_pool(
         ConfigError: invalid configuration, or a DSN that is not a ``postgresql+psycopg://``
             one.
     """
-    target, auth = resolve(dsn, aws_iam, cache, driver="psycopg")
+    target, auth = resolve(dsn, aws_iam, cache, driver="psycopg", driver_kwargs=driver_kwargs)
     return await psycopg.create_pool(
         target,
         auth,
@@ -65,5 +65,5 @@ async def connect(
 ) -> AsyncConnection[TupleRow]:
     """One ``psycopg.AsyncConnection`` authenticated with an IAM token; keyword arguments are
     connection settings (``autocommit``, ``row_factory``, libpq parameters)."""
-    target, auth = resolve(dsn, aws_iam, cache, driver="psycopg")
+    target, auth = resolve(dsn, aws_iam, cache, driver="psycopg", driver_kwargs=driver_kwargs)
     return await psycopg.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)

@@ -35,7 +35,9 @@ async def create_pool(
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``redshift://`` one.
     """
-    target, auth = resolve(dsn, aws_iam, cache, driver="redshift_connector")
+    target, auth = resolve(
+        dsn, aws_iam, cache, driver="redshift_connector", driver_kwargs=driver_kwargs
+    )
     return await redshift.create_pool(
         target,
         auth,
@@ -55,5 +57,7 @@ async def connect(
     **driver_kwargs: Any,
 ) -> RedshiftConnection:
     """One :class:`~iampool.RedshiftConnection` logged in with temporary credentials."""
-    target, auth = resolve(dsn, aws_iam, cache, driver="redshift_connector")
+    target, auth = resolve(
+        dsn, aws_iam, cache, driver="redshift_connector", driver_kwargs=driver_kwargs
+    )
     return await redshift.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)

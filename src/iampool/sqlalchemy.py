@@ -41,7 +41,7 @@ def async_creator(
         ConfigError: invalid configuration or DSN, or a ``redshift://`` DSN (SQLAlchemy's
             Redshift dialects are synchronous; use ``iampool.create_pool``).
     """
-    target, auth = resolve(dsn, aws_iam, cache)
+    target, auth = resolve(dsn, aws_iam, cache, driver_kwargs=driver_kwargs)
     if target.engine == "redshift":
         from ._errors import ConfigError, ConfigProblem
 

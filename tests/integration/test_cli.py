@@ -237,8 +237,110 @@ def test_a_ca_file_for_redshift_is_a_usage_error_before_any_aws_call(
 
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip() == (
-        "iampool check: sslrootcert: redshift-connector takes no CA file; add the CA to the "
-        "system store or point SSL_CERT_FILE at it"
+        "iampool check: sslrootcert: redshift-connector cannot take a CA file: it trusts the "
+        "system store (SSL_CERT_FILE) and Amazon's CAs"
+    )
+    assert sum(fake_aws.calls.values()) == calls_before
+
+
+# Issue 12, finding 4: every bad argument is a one-line usage error, exit 2, before AWS.
+MYSQL_BLOCK = RDS_BLOCK
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["token", "--extra", "{BAD_UTF8}", "--host", "h", "--port", "1"],
+            "--extra: '{BAD_UTF8}' is not UTF-8 text",
+        ),
+        (
+            ["token", "--extra", "/dev/zero", "--host", "h", "--port", "1"],
+            "--extra: '/dev/zero' holds more than 1 MiB: not an aws_iam block",
+        ),
+        (["token", "--extra", "/", "--host", "h", "--port", "1"], "cannot read '/': Is a dir"),
+        (
+            ["token", "--extra", RDS_BLOCK, "--host", "h", "--port", "\u0665\u0664\u0663\u0662"],
+            "argument --port: must be a port number, got",
+        ),
+        (
+            ["token", "--extra", RDS_BLOCK, "--host", "h", "--port", "5_432"],
+            "argument --port: must be a port number, got '5_432'",
+        ),
+        (
+            ["token", "--extra", '{"enabled": true, "regoin": "x"}', "--host", "h", "--port", "1"],
+            "invalid aws_iam configuration (2 problems): regoin: unknown field",
+        ),
+        (
+            [
+                "check",
+                "mysql://app@db.example/app?read_default_file=/etc/my.cnf",
+                "--extra",
+                MYSQL_BLOCK,
+            ],
+            "read_default_file: reads host, port, socket, user and password from an option file",
+        ),
+        (
+            ["check", "mysql://app@db.example/app?local_infile=1", "--extra", MYSQL_BLOCK],
+            "local_infile: would let the server read any file this process can read",
+        ),
+        (
+            ["check", "postgresql://other@db.example/app", "--extra", RDS_BLOCK],
+            "dsn: names user 'other' but aws_iam.db_username is 'app'",
+        ),
+        (
+            ["check", "postgresql://app@db.example/app?sslrootcert=/", "--extra", RDS_BLOCK],
+            "sslrootcert: cannot read '/': Is a directory",
+        ),
+        (["demo", "--workers", "9" * 5000], "argument --workers: must be a whole number, got"),
+    ],
+    ids=[
+        "extra-not-utf8",
+        "extra-endless",
+        "extra-directory",
+        "port-other-digits",
+        "port-underscore",
+        "config-error-on-one-line",
+        "mysql-option-file",
+        "mysql-local-infile",
+        "dsn-other-user",
+        "dsn-ca-directory",
+        "count-5000-digits",
+    ],
+)
+def test_a_bad_argument_is_one_line_exit_2_before_any_aws_call(
+    args: list[str], message: str, fake_aws: Any, tmp_path: Path
+) -> None:
+    bad_utf8 = tmp_path / "block.json"
+    bad_utf8.write_bytes(b'{"enabled": true, "region": "\xff"}')
+    args = [arg.replace("{BAD_UTF8}", str(bad_utf8)) for arg in args]
+    message = message.replace("{BAD_UTF8}", str(bad_utf8))
+    calls_before = sum(fake_aws.calls.values())
+
+    result = iampool(*args)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr) < 4096
+    assert result.stdout == ""
+    assert sum(fake_aws.calls.values()) == calls_before
+
+
+def test_a_block_on_standard_input_that_is_not_utf8_is_a_usage_error(fake_aws: Any) -> None:
+    calls_before = sum(fake_aws.calls.values())
+    result = subprocess.run(
+        [sys.executable, "-m", "iampool", "token", "--extra", "-", "--host", "h", "--port", "1"],
+        input=b'{"enabled": true, "region": "\xff\xfe"}',
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.decode().strip() == (
+        "iampool token: encrypted_extra: invalid JSON: the bytes are not UTF-8, UTF-16 or "
+        "UTF-32 text"
     )
     assert sum(fake_aws.calls.values()) == calls_before
 

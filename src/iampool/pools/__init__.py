@@ -39,6 +39,11 @@ DEFAULT_SIZES: dict[Driver, tuple[int, int]] = {
 class DriverModule(Protocol[PoolT, ConnectionT]):
     """What a driver module offers: a pool and a connection for a validated target."""
 
+    def check_settings(self, target: Target, driver_kwargs: Mapping[str, Any]) -> None:
+        """Raise ``ConfigError`` for DSN options or keyword arguments the driver module would
+        refuse (before any AWS call: :func:`resolve` calls it)."""
+        ...
+
     async def create_pool(
         self,
         target: Target,
@@ -88,10 +93,13 @@ def resolve(
     cache: CredentialCache | None,
     *,
     driver: Driver | None = None,
+    driver_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[Target, DbAuth]:
     """Validate a DSN against its IAM configuration and build the authenticator.
 
     ``driver``: the driver a typed entry point serves; a DSN naming another one is refused.
+    ``driver_kwargs``: the keyword arguments for the driver, checked with the DSN's options,
+    before the authenticator starts minting (an AWS call).
 
     Raises:
         ConfigError: invalid configuration or DSN, or a DSN for another driver.
@@ -134,6 +142,7 @@ def resolve(
             ConfigProblem("dsn", f"aws_iam describes {config.backend}; use a redshift:// DSN"),
             context="DSN",
         )
+    driver_module(target.driver).check_settings(target, driver_kwargs or {})
     auth = auth_for(
         config,
         host=target.signed_host,  # the endpoint's name when the DSN's host is a tunnel
@@ -194,7 +203,7 @@ async def create_pool(
     Raises:
         ConfigError: invalid configuration or DSN (every problem listed).
     """
-    target, auth = resolve(dsn, aws_iam, cache)
+    target, auth = resolve(dsn, aws_iam, cache, driver_kwargs=driver_kwargs)
     default_min, default_max = DEFAULT_SIZES[target.driver]
     return await driver_module(target.driver).create_pool(
         target,
@@ -216,7 +225,7 @@ async def connect(
 ) -> Any:
     """One driver-native connection authenticated with AWS IAM (the DSN's scheme picks the
     driver, as for :func:`create_pool`)."""
-    target, auth = resolve(dsn, aws_iam, cache)
+    target, auth = resolve(dsn, aws_iam, cache, driver_kwargs=driver_kwargs)
     return await driver_module(target.driver).connect(
         target, auth, connect_rate=connect_rate, **driver_kwargs
     )

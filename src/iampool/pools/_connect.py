@@ -4,29 +4,33 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import anyio
 
 from .._credentials import DbAuth
-from .._errors import AuthTokenRejected, ConfigError, ConfigProblem, TlsNotOfferedError
+from .._errors import AuthTokenRejected, ConfigError, ConfigProblem, TlsNotOfferedError, shown
 
 __all__ = [
     "PG_AUTH_SQLSTATES",
     "RDS_ADVICE",
     "REDSHIFT_ADVICE",
     "ConnectRate",
+    "check_ca_file",
     "connect_rate_for",
     "connect_with_retry",
+    "detached",
     "refuse_owned_kwargs",
     "tls_not_offered",
 ]
 
 log = logging.getLogger("iampool")
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 # invalid_authorization_specification, invalid_password: how PostgreSQL (and Redshift) refuse a
 # login; a token the server refused is one of these.
@@ -115,32 +119,79 @@ async def connect_with_retry(
     ``attempt`` connects using ``auth.credentials()``; ``rejection`` returns the server's message
     when an error is an authentication refusal, else None. A second refusal raises
     ``AuthTokenRejected`` carrying the server's message (never the credential).
+
+    This is the one boundary every connect error crosses: whatever leaves it is
+    :func:`detached` from the attempt's frames, which hold the credential in their locals.
     """
     for tries in (1, 2):
         if rate is not None:
             await rate.wait()
         try:
             return await attempt()
-        except Exception as exc:
-            message = rejection(exc)
+        except BaseException as exc:  # a cancellation's frames hold the credential too
+            detached(exc)
+            message = rejection(exc) if isinstance(exc, Exception) else None
             if message is None:
-                raise
+                raise exc.with_traceback(None)  # noqa: B904 - the error itself, minus frames
             auth.invalidate()
             if tries == 2:
                 raise AuthTokenRejected(
                     f"{endpoint} refused IAM credentials for user {user!r} twice (the second time "
-                    f"freshly minted): {message}. {advice}.",
+                    f"freshly minted): {bounded(message)}. {advice}.",
                     server_message=message,
                     user=user,
                     endpoint=endpoint,
                 ) from exc
-            log.warning(
-                "%s refused IAM credentials for user %r (%s); retrying once with fresh ones",
-                endpoint,
-                user,
-                message,
-            )
+        log.warning(
+            "%s refused IAM credentials for user %r (%s); retrying once with fresh ones",
+            endpoint,
+            user,
+            bounded(message),
+        )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+_MAX_CHAIN = 64  # exceptions followed through __cause__ / __context__; the rest is cut off
+
+
+def detached(error: E) -> E:
+    """``error`` without traceback frames, and likewise every exception it chains.
+
+    A connect attempt's frames hold the credential in their locals (asyncpg's ``params``,
+    aiomysql's ``authresp``, the driver connection's password), and error trackers that
+    capture locals would ship it off; the type, message and attributes stay. A chain that
+    loops back on itself is cut where it does, and an exception raised ``from None`` loses its
+    ``__context__`` altogether (its raiser declared it irrelevant), so chain walkers end.
+    """
+    on_path: list[BaseException] = []
+    done: set[int] = set()  # cause and context are often one exception: visit it once
+
+    def walk(exc: BaseException) -> None:
+        exc.__traceback__ = None
+        if exc.__suppress_context__ and exc.__cause__ is None:
+            exc.__context__ = None
+        on_path.append(exc)
+        for link in ("__cause__", "__context__"):
+            chained = getattr(exc, link)
+            if chained is None or id(chained) in done:
+                continue
+            if len(on_path) >= _MAX_CHAIN or any(chained is seen for seen in on_path):
+                setattr(exc, link, None)  # a cycle, or a chain too long to be one error
+            else:
+                walk(chained)
+        on_path.pop()
+        done.add(id(exc))
+
+    walk(error)
+    return error
+
+
+_MAX_ECHO = 1000  # characters of a server's text kept in a message
+
+
+def bounded(text: str, limit: int = _MAX_ECHO) -> str:
+    """A server's text for a message: at most ``limit`` characters, cut with "…"."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def tls_not_offered(endpoint: str) -> TlsNotOfferedError:
@@ -151,7 +202,7 @@ def tls_not_offered(endpoint: str) -> TlsNotOfferedError:
     )
 
 
-def refuse_owned_kwargs(driver_kwargs: dict[str, Any], owned: tuple[str, ...]) -> None:
+def refuse_owned_kwargs(driver_kwargs: Mapping[str, Any], owned: tuple[str, ...]) -> None:
     """Driver keyword arguments that iampool sets itself (host, user, password, ...) are errors:
     an override would connect elsewhere than the token was signed for, or drop IAM."""
     clashes = sorted(set(driver_kwargs) & set(owned))
@@ -160,3 +211,24 @@ def refuse_owned_kwargs(driver_kwargs: dict[str, Any], owned: tuple[str, ...]) -
             [ConfigProblem(name, "is set by iampool from the DSN and aws_iam") for name in clashes],
             context="driver keyword",
         )
+
+
+def check_ca_file(path: str) -> None:
+    """A DSN's ``sslrootcert`` must be a readable file of PEM certificates: found now, as a
+    ``ConfigError``, rather than as an ``OSError`` once the AWS calls are made.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, or holds no PEM certificate.
+    """
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        problem = f"no file {shown(path, 200)} (a CA bundle in PEM, e.g. the RDS global-bundle.pem)"
+    except ssl.SSLError:
+        problem = f"{shown(path, 200)} holds no PEM certificate"
+    except (OSError, ValueError) as exc:  # a directory, no permission, a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a file name"
+        problem = f"cannot read {shown(path, 200)}: {reason}"
+    else:
+        return
+    raise ConfigError(ConfigProblem("sslrootcert", problem), context="DSN")

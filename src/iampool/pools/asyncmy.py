@@ -11,8 +11,9 @@ TLS: given an ``ssl`` context, asyncmy asks for TLS and starts the handshake wha
 advertises, before the handshake response that carries the credential, so a server without TLS
 fails the handshake and never sees the token (RDS switches to ``mysql_clear_password``, which
 asyncmy answers, only on that encrypted channel). Settings that would skip TLS or the endpoint
-(``ssl`` off, ``unix_socket``, ``sock``, an option file) are refused, and a failed handshake
-with a server that does not offer TLS is reported as :class:`~iampool.TlsNotOfferedError`.
+(``ssl`` off, ``unix_socket``, ``sock``, an option file, ``local_infile``) are refused by the
+check aiomysql's module uses too, and a failed handshake with a server that does not offer TLS
+is reported as :class:`~iampool.TlsNotOfferedError`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._credentials import DbAuth
@@ -28,16 +29,15 @@ from ._connect import (
     ConnectRate,
     connect_rate_for,
     connect_with_retry,
-    refuse_owned_kwargs,
     tls_not_offered,
 )
 from ._dsn import Target, tls_context
-from .mysql import _dsn_options
+from .mysql import mysql_options, tls_failure
 
 if TYPE_CHECKING:
     from asyncmy import Connection, Pool
 
-__all__ = ["connect", "create_pool"]
+__all__ = ["check_settings", "connect", "create_pool"]
 
 T = TypeVar("T")
 
@@ -45,21 +45,9 @@ _ACCESS_DENIED = 1045
 _CANNOT_CONNECT = 2003  # CR_CONN_HOST_ERROR: asyncmy's error for a failed socket or handshake
 _CLIENT_SSL = 0x0800
 _PROBE_TIMEOUT = 5.0
-# What iampool sets, or refuses because it would connect elsewhere than the token is signed for
-# (unix_socket, sock, an option file's host or socket) or log in otherwise.
-_OWNED_KWARGS = (
-    "host",
-    "port",
-    "user",
-    "password",
-    "password_creator",
-    "database",
-    "db",
-    "unix_socket",
-    "sock",
-    "read_default_file",
-    "read_default_group",
-)
+# What iampool sets; mysql_options refuses what would connect elsewhere (unix_socket, sock, an
+# option file) or open the client to the server (local_infile), with the reason.
+_OWNED_KWARGS = ("host", "port", "user", "password", "password_creator", "database", "db")
 
 
 def _rejection(exc: BaseException) -> str | None:
@@ -70,10 +58,20 @@ def _rejection(exc: BaseException) -> str | None:
     return None
 
 
+_POOL_OPTIONS = ("echo", "pool_recycle")  # asyncmy.Pool's own, the rest goes to connections
+
+
+def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
+    """Refuse DSN options and keyword arguments that would redirect or weaken a connection
+    (called before any AWS call)."""
+    connection_kwargs = {k: v for k, v in driver_kwargs.items() if k not in _POOL_OPTIONS}
+    mysql_options(target, connection_kwargs, driver="asyncmy", owned=_OWNED_KWARGS)
+
+
 def _settings(
     target: Target, auth: DbAuth, rate: ConnectRate | None, driver_kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
+    options = mysql_options(target, driver_kwargs, driver="asyncmy", owned=_OWNED_KWARGS)
 
     async def password_creator() -> str:
         if rate is not None:
@@ -81,7 +79,7 @@ def _settings(
         return (await auth.credentials()).password
 
     return {
-        **_dsn_options(target.options),
+        **options,
         **driver_kwargs,
         "host": target.host,
         "port": target.port,
@@ -102,9 +100,11 @@ async def _tls_checked(target: Target, connecting: Awaitable[T]) -> T:
     except OperationalError as exc:
         if not exc.args or exc.args[0] != _CANNOT_CONNECT or target.host is None:
             raise
-        if await _offers_tls(target.host, target.port) is False:
-            raise tls_not_offered(f"MySQL server {target.endpoint}") from None
-        raise
+        failure: OperationalError = exc
+    # Decided out here, so that what is raised gets no __context__.
+    if await _offers_tls(target.host, target.port) is False:
+        raise tls_not_offered(f"MySQL server {target.endpoint}")
+    raise tls_failure(failure, target.endpoint) or failure
 
 
 async def _offers_tls(host: str, port: int) -> bool | None:
@@ -168,7 +168,7 @@ async def create_pool(
     from asyncmy import Pool
 
     pool_options = {
-        name: driver_kwargs.pop(name) for name in ("echo", "pool_recycle") if name in driver_kwargs
+        name: driver_kwargs.pop(name) for name in _POOL_OPTIONS if name in driver_kwargs
     }
     settings = _settings(
         target, auth, connect_rate_for(target.endpoint, connect_rate), driver_kwargs

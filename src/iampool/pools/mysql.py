@@ -13,14 +13,16 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Generator
+import ssl
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem, TlsNotOfferedError
 from ._connect import (
     ConnectRate,
+    check_ca_file,
     connect_rate_for,
     connect_with_retry,
     refuse_owned_kwargs,
@@ -32,13 +34,14 @@ from ._slots import ConnectionSlots
 if TYPE_CHECKING:
     from aiomysql.connection import Connection
 
-__all__ = ["MySQLPool", "connect", "create_pool"]
+__all__ = ["MySQLPool", "check_settings", "connect", "create_pool", "mysql_options", "tls_failure"]
 
 log = logging.getLogger("iampool")
 
 _ACCESS_DENIED = 1045
+_CANNOT_CONNECT = 2003  # CR_CONN_HOST_ERROR: both drivers' error for a failed socket or handshake
 _CLOSE_GRACE = 2.0  # seconds wait_closed() gives discarded connections to finish closing
-_OWNED_KWARGS = ("host", "port", "user", "password", "db", "auth_plugin", "unix_socket")
+_OWNED_KWARGS = ("host", "port", "user", "password", "db", "auth_plugin")
 
 
 @functools.cache
@@ -96,10 +99,16 @@ def _rejection(exc: BaseException) -> str | None:
     return None
 
 
+def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
+    """Refuse DSN options and keyword arguments that would redirect or weaken a connection
+    (called before any AWS call)."""
+    _settings(target, dict(driver_kwargs))
+
+
 def _settings(target: Target, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
-    refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
+    options = mysql_options(target, driver_kwargs, driver="aiomysql", owned=_OWNED_KWARGS)
     return {
-        **_dsn_options(target.options),
+        **options,
         **driver_kwargs,
         "host": target.host,
         "port": target.port,
@@ -110,45 +119,156 @@ def _settings(target: Target, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+MySQLDriver = Literal["aiomysql", "asyncmy"]
+
+# Settings of aiomysql and asyncmy that would send the token somewhere else than the endpoint it
+# is signed for, or open the client up to the server: refused with the reason, from a DSN or a
+# keyword argument alike. What stays allowed does neither: init_command and sql_mode run after
+# the login, on the authenticated session; server_public_key only encrypts a password on
+# connections without TLS, which iampool never opens; conv, cursor classes, echo, charset,
+# program_name, timeouts and asyncmy's auth_plugin_map are the application's own business.
+_REFUSED = {
+    "read_default_file": (
+        "reads host, port, socket, user and password from an option file, which would replace "
+        "the endpoint the IAM token is signed for; pass settings as keyword arguments"
+    ),
+    "read_default_group": (
+        "reads an option file (asyncmy: /etc/my.cnf when none is named) whose host, port or "
+        "socket would replace the endpoint the IAM token is signed for"
+    ),
+    "unix_socket": (
+        "connects to a local socket instead of the DSN's endpoint, so the IAM token would not "
+        "reach the server the TLS settings check"
+    ),
+    "sock": (
+        "hands over a socket already connected somewhere iampool did not check; give the "
+        "endpoint in the DSN"
+    ),
+}
+_LOCAL_FILES = 0x80  # CLIENT_LOCAL_FILES, the same bit in both drivers
+_LOCAL_INFILE = (
+    "would let the server read any file this process can read (LOAD DATA LOCAL INFILE), and "
+    "with sslmode=require the server is not even verified; load files through the application"
+)
 _TEXT_OPTIONS = ("charset", "init_command", "program_name", "sql_mode")
-_BOOL_OPTIONS = ("autocommit", "local_infile")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _dsn_options(options: dict[str, str]) -> dict[str, Any]:
-    """aiomysql keyword arguments from the DSN query (``?charset=utf8mb4&connect_timeout=5``)."""
+def mysql_options(
+    target: Target,
+    driver_kwargs: Mapping[str, Any],
+    *,
+    driver: MySQLDriver,
+    owned: tuple[str, ...],
+) -> dict[str, Any]:
+    """The DSN's query options as keyword arguments of either MySQL driver, once what would
+    redirect or weaken the connection is refused (with the reason) in them and in
+    ``driver_kwargs``, as are the ``owned`` keywords iampool sets itself and CA files that
+    cannot be read.
+
+    Raises:
+        ConfigError: every problem of the DSN, else every problem of the keyword arguments.
+    """
+    settings = _dsn_options(target.options, driver)
+    problems = [
+        ConfigProblem(name, reason) for name, reason in _REFUSED.items() if name in driver_kwargs
+    ]
+    if _truthy(driver_kwargs.get("local_infile")):
+        problems.append(ConfigProblem("local_infile", _LOCAL_INFILE))
+    flags = driver_kwargs.get("client_flag", 0)
+    if isinstance(flags, bool) or not isinstance(flags, int):
+        problems.append(ConfigProblem("client_flag", "must be an integer of CLIENT flags"))
+    elif flags & _LOCAL_FILES:
+        problems.append(
+            ConfigProblem("client_flag", f"sets CLIENT_LOCAL_FILES, which {_LOCAL_INFILE}")
+        )
+    if problems:
+        raise ConfigError(problems, context="driver keyword")
+    refuse_owned_kwargs(driver_kwargs, owned)
+    if target.sslrootcert is not None:
+        check_ca_file(target.sslrootcert)
+    tls_context(target, driver_kwargs.get("ssl"))  # an ssl= that would drop TLS is refused
+    return settings
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in (*_FALSE, "")
+    return bool(value)
+
+
+def _dsn_options(options: Mapping[str, str], driver: MySQLDriver = "aiomysql") -> dict[str, Any]:
+    """Keyword arguments from the DSN query (``?charset=utf8mb4&connect_timeout=5``)."""
     settings: dict[str, Any] = {}
     problems = []
     for name, value in options.items():
-        if name in _TEXT_OPTIONS:
+        lowered = value.strip().lower()
+        if name in _REFUSED:
+            problems.append(ConfigProblem(name, _REFUSED[name]))
+        elif name == "local_infile" and lowered not in _FALSE:
+            problems.append(ConfigProblem(name, _LOCAL_INFILE))
+        elif name in _TEXT_OPTIONS:
             settings[name] = value
-        elif name in _BOOL_OPTIONS and value.lower() in ("1", "true", "yes", "0", "false", "no"):
-            settings[name] = value.lower() in ("1", "true", "yes")
-        elif name == "connect_timeout" and value.replace(".", "", 1).isdigit():
+        elif name in ("autocommit", "local_infile") and lowered in (*_TRUE, *_FALSE):
+            settings[name] = lowered in _TRUE
+        elif name == "connect_timeout" and _positive_number(value):
             settings[name] = float(value)
         else:
-            allowed = ", ".join((*_TEXT_OPTIONS, *_BOOL_OPTIONS, "connect_timeout"))
+            allowed = ", ".join((*_TEXT_OPTIONS, "autocommit", "connect_timeout", "local_infile=0"))
             problems.append(
                 ConfigProblem(name, f"is not a MySQL DSN option iampool understands ({allowed}); "
-                                    "pass other aiomysql settings as keyword arguments")
+                                    f"pass other {driver} settings as keyword arguments")
             )  # fmt: skip
     if problems:
         raise ConfigError(problems, context="DSN")
     return settings
 
 
-async def _open(auth: DbAuth, settings: dict[str, Any]) -> Connection:
+def _positive_number(text: str) -> bool:
+    # ASCII digits only: str.isdigit() accepts other scripts' digits, and "1e400" is inf.
+    whole, _, fraction = text.partition(".")
+    digits = whole + fraction
+    return 0 < len(text) <= 12 and digits.isascii() and digits.isdigit() and float(text) > 0
+
+
+def tls_failure(exc: BaseException, endpoint: str) -> BaseException | None:
+    """The driver's "Can't connect" error, naming the TLS problem that caused it (aiomysql
+    keeps that in ``__cause__`` only); ``None`` for other errors."""
+    cause = exc.__cause__
+    if not (exc.args and exc.args[0] == _CANNOT_CONNECT and isinstance(cause, ssl.SSLError)):
+        return None
+    text = f"Can't connect to MySQL server at {endpoint}: the TLS handshake failed: "
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        text += (
+            f"certificate verify failed: {cause.verify_message} (check that sslrootcert is the "
+            "CA that signed the server's certificate and, with verify-full, that the DSN's host "
+            "is a name the certificate covers)"
+        )
+    else:
+        text += str(cause)
+    replacement = type(exc)(_CANNOT_CONNECT, text)
+    replacement.__cause__ = cause
+    return replacement
+
+
+async def _open(auth: DbAuth, settings: dict[str, Any], endpoint: str) -> Connection:
     credentials = await auth.credentials()
     connection = _connection_class()(password=credentials.password, **settings)
     try:
         await connection._connect()
     except Exception as exc:  # aiomysql wraps connect failures in OperationalError
-        if isinstance(exc.__cause__, TlsNotOfferedError):
-            raise exc.__cause__ from None
-        raise
+        failure: BaseException = exc
     except BaseException:  # cancelled mid-handshake: aiomysql only cleans up after Exception
         connection.close()
         raise
-    return connection
+    else:
+        return connection
+    # Raised out here, so that the error gets no __context__: re-raising the TlsNotOfferedError
+    # that aiomysql wrapped, inside the except clause, would chain the wrapper, whose __cause__
+    # is that very error: a cycle.
+    if isinstance(failure.__cause__, TlsNotOfferedError):
+        raise failure.__cause__
+    raise tls_failure(failure, endpoint) or failure
 
 
 def _opener(
@@ -159,7 +279,7 @@ def _opener(
     async def open_connection() -> Connection:
         return await connect_with_retry(
             auth,
-            lambda: _open(auth, settings),
+            lambda: _open(auth, settings, target.endpoint),
             _rejection,
             user=target.user or "",
             endpoint=target.endpoint,

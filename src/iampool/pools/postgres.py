@@ -7,13 +7,14 @@ server refuses a token.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 from .._credentials import DbAuth
 from ._connect import (
     PG_AUTH_SQLSTATES,
+    check_ca_file,
     connect_rate_for,
     connect_with_retry,
     refuse_owned_kwargs,
@@ -24,7 +25,7 @@ from ._dsn import Target, tls_context
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["connect", "create_pool"]
+__all__ = ["check_settings", "connect", "create_pool"]
 
 T = TypeVar("T")
 
@@ -54,6 +55,15 @@ def _options_dsn(target: Target) -> str | None:
     else server settings), in a DSN without host, port, user or database: those go to asyncpg
     as keywords, so what iampool validated is what asyncpg connects to."""
     return f"postgresql://?{urlencode(target.options)}" if target.options else None
+
+
+def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments iampool sets, an ``ssl=`` without TLS and an unreadable CA
+    file (called before any AWS call)."""
+    refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
+    if target.sslrootcert is not None:
+        check_ca_file(target.sslrootcert)
+    tls_context(target, driver_kwargs.get("ssl"))
 
 
 def _settings(target: Target, auth: DbAuth, driver_kwargs: dict[str, Any]) -> dict[str, Any]:

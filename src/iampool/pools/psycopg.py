@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem
 from ._connect import (
     ConnectRate,
+    check_ca_file,
     connect_rate_for,
     connect_with_retry,
+    detached,
     refuse_owned_kwargs,
     tls_not_offered,
 )
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from psycopg.rows import TupleRow
     from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["connect", "create_pool"]
+__all__ = ["check_settings", "connect", "create_pool"]
 
 C = TypeVar("C", bound="AsyncConnection[Any]")
 T = TypeVar("T")
@@ -89,8 +91,31 @@ async def _scrubbed(target: Target, connecting: Awaitable[T]) -> T:
     raise type(error)(*error.args)
 
 
+def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
+    """Refuse settings iampool decides (in the keyword arguments of ``connect`` or in a pool's
+    ``kwargs=``), a TLS mode libpq cannot verify and an unreadable CA file (called before any
+    AWS call)."""
+    refuse_owned_kwargs(driver_kwargs, ("conninfo", "open"))
+    _connection_settings(target, None, {**driver_kwargs, **_pool_kwargs(driver_kwargs)})
+    libpq_tls(target)
+    if target.sslrootcert not in (None, "system"):  # libpq's word for the system trust store
+        check_ca_file(target.sslrootcert)
+
+
+def _pool_kwargs(driver_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A pool's ``kwargs=``: the settings of each of its connections."""
+    extra = driver_kwargs.get("kwargs") or {}
+    if not isinstance(extra, dict):
+        raise ConfigError(
+            ConfigProblem("kwargs", "must be a dict of connection settings: iampool supplies "
+                                    "the callable that adds each connection's token"),
+            context="driver keyword",
+        )  # fmt: skip
+    return extra
+
+
 def _connection_settings(
-    target: Target, auth: DbAuth, extra: dict[str, Any]
+    target: Target, auth: DbAuth | None, extra: dict[str, Any]
 ) -> Callable[[], Awaitable[dict[str, Any]]]:
     """The ``kwargs`` callable: each call returns the settings of one new connection."""
     refuse_owned_kwargs(extra, _OWNED)
@@ -115,6 +140,7 @@ def _connection_settings(
         fixed["dbname"] = target.database
 
     async def settings() -> dict[str, Any]:
+        assert auth is not None  # None only when checking, which never calls this
         return {
             **fixed,
             **await libpq_server_name(target),  # iam_host: dial host, verify TLS for the name
@@ -138,7 +164,11 @@ def _iam_connection_class(
     class IamConnection(base):  # type: ignore[valid-type,misc]
         @classmethod
         async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
-            pending = [kwargs]  # the pool's settings for the first attempt; then fresh ones
+            # The pool's settings for the first attempt, then fresh ones. Moved out of
+            # ``kwargs``: this frame is in the traceback of what it raises, and error trackers
+            # capture its locals; the password must not be among them.
+            pending = [dict(kwargs)]
+            kwargs.clear()
 
             async def attempt() -> Any:
                 params = pending.pop() if pending else await settings()
@@ -182,13 +212,8 @@ async def create_pool(
     from psycopg_pool import AsyncConnectionPool
 
     refuse_owned_kwargs(driver_kwargs, ("conninfo", "open"))
-    extra = driver_kwargs.pop("kwargs", None) or {}
-    if not isinstance(extra, dict):
-        raise ConfigError(
-            ConfigProblem("kwargs", "must be a dict of connection settings: iampool supplies "
-                                    "the callable that adds each connection's token"),
-            context="driver keyword",
-        )  # fmt: skip
+    extra = _pool_kwargs(driver_kwargs)
+    driver_kwargs.pop("kwargs", None)
     settings = _connection_settings(target, auth, extra)
     loop = asyncio.get_running_loop()
     first_failure: asyncio.Future[BaseException] = loop.create_future()
@@ -240,7 +265,9 @@ async def _filled(
     if ready.done() and not ready.cancelled() and ready.exception() is None:
         return
     if first_failure.done():
-        raise first_failure.result()
+        # The pool's worker carried this error through its own frames (which hold the settings,
+        # password included) before giving up on it: raise it without them.
+        raise detached(first_failure.result())
     ready.result()  # the pool's own PoolTimeout
 
 

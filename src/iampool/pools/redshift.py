@@ -17,7 +17,7 @@ import queue
 import socket
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, TypeVar
@@ -38,7 +38,7 @@ from ._connect import (
 from ._dsn import Target
 from ._slots import ConnectionSlots
 
-__all__ = ["RedshiftConnection", "RedshiftPool", "connect", "create_pool"]
+__all__ = ["RedshiftConnection", "RedshiftPool", "check_settings", "connect", "create_pool"]
 
 T = TypeVar("T")
 # redshift-connector only knows verify-ca / verify-full; an unknown mode would skip TLS
@@ -363,6 +363,18 @@ def _close_half_built(exc: BaseException) -> None:
         traceback = traceback.tb_next
 
 
+def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments iampool sets and a CA file, which redshift-connector cannot
+    take (called before any AWS call)."""
+    refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
+    if target.sslrootcert is not None:
+        raise ConfigError(
+            ConfigProblem("sslrootcert", "redshift-connector cannot take a CA file: it trusts "
+                                         "the system store (SSL_CERT_FILE) and Amazon's CAs"),
+            context="DSN",
+        )  # fmt: skip
+
+
 def _opener(
     target: Target,
     auth: DbAuth,
@@ -375,13 +387,7 @@ def _opener(
     import redshift_connector
     import redshift_connector.error
 
-    refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
-    if target.sslrootcert is not None:
-        raise ConfigError(
-            ConfigProblem("sslrootcert", "redshift-connector cannot take a CA file: it trusts "
-                                         "the system store (SSL_CERT_FILE) and Amazon's CAs"),
-            context="DSN",
-        )  # fmt: skip
+    check_settings(target, driver_kwargs)
     sslmode = _SSLMODES[target.sslmode]
 
     async def attempt() -> RedshiftConnection:
