@@ -1,25 +1,49 @@
 """Shared test configuration.
 
 - anyio runs async tests on asyncio unless a test asks for trio.
-- Every test's ``iampool`` log (DEBUG and up, testing kit included) is checked for secrets at
-  teardown (DESIGN §4 invariant 6): the secret keys, session tokens and Redshift passwords the
-  session's ``fake_aws`` issued, and anything that looks like an RDS auth token. New code is
-  covered without asking; a test that logged nothing costs nothing.
+- Every test's log is checked for secrets at teardown (DESIGN §4 invariants 6 and 11): every
+  logger at DEBUG (the root logger's level and a handler on it, so botocore, aiobotocore, asyncio
+  and the testing kit are read along with ``iampool``), rendered with tracebacks, searched for
+  each secret the session's ``fake_aws`` issued (secret keys, session tokens, Redshift
+  passwords) and each ExternalId it received, raw, URL-encoded (``quote``, ``quote_plus``) and
+  JSON-escaped; for the signature of every token iampool signed in this process; and for
+  anything that looks like an RDS auth token. New code is covered without asking.
+- The cost stays small: records are kept as they come (no formatting) and rendered at teardown
+  only if the test logged anything; the secrets' forms are computed once per secret.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import os
+import re
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus
 
 import pytest
+
+from iampool import _sigv4
 
 if TYPE_CHECKING:
     from iampool.testing import FakeAws
 
-RDS_TOKEN_MARK = "X-Amz-Signature="
+# The mark followed by a value (raw or URL-encoded), unless the value is the redaction marker.
+_TOKEN_SIGNATURE = re.compile(r"X-Amz-Signature(?:=|%3D)(?!\[REDACTED\]|%5BREDACTED%5D)\w")
+_HEX_64 = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+_SHORTEST_EXTERNAL_ID = 8  # shorter ones ("!") would be found in any text
+_FORMS = (
+    "",
+    " (URL-encoded)",
+    " (URL-encoded)",
+    " (URL-encoded, plus for space)",
+    " (JSON-escaped)",
+)
 
 
 @pytest.fixture
@@ -46,6 +70,8 @@ class _LogRecords(logging.Handler):
 
 
 _issuers: list[FakeAws] = []
+_signatures: set[str] = set()  # hex signatures of the tokens iampool signed in this process
+_checked: Counter[str] = Counter()  # what the teardown check read, for the terminal summary
 
 
 @pytest.fixture(scope="session")
@@ -57,14 +83,29 @@ def fake_aws(fake_aws: FakeAws) -> FakeAws:
 
 @pytest.fixture(scope="session", autouse=True)
 def iampool_log() -> Iterator[_LogRecords]:
-    logger = logging.getLogger("iampool")
+    """Every record of every logger at DEBUG and up, for the teardown check (the name is the
+    one it had when it read only the ``iampool`` logger)."""
+    root = logging.getLogger()
     handler = _LogRecords()
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    presign = _sigv4.presign
+    _sigv4.presign = _recording_signatures(presign)  # looked up at each call: every token
     yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    _sigv4.presign = presign
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def _recording_signatures(presign: Callable[..., _sigv4.Presigned]) -> Any:
+    @functools.wraps(presign)
+    def recorded(*args: Any, **kwargs: Any) -> _sigv4.Presigned:
+        token = presign(*args, **kwargs)
+        _signatures.add(token.signature.hex())
+        return token
+
+    return recorded
 
 
 @pytest.fixture(autouse=True)
@@ -73,16 +114,76 @@ def _no_secret_in_the_log(iampool_log: _LogRecords) -> Iterator[None]:
     records = iampool_log.take()
     if not records:
         return
-    render = logging.Formatter("%(name)s %(levelname)s %(message)s").format
-    leaked = leaked_secrets("\n".join(render(record) for record in records))  # with tracebacks
-    assert not leaked, f"secrets in the iampool log: {', '.join(leaked)}"
+    started = time.perf_counter()
+    text = render(records)
+    leaked = leaked_secrets(text)
+    _checked.update(
+        tests=1, records=len(records), characters=len(text), leaks=len(leaked),
+        seconds=time.perf_counter() - started,
+    )  # fmt: skip
+    _checked["secrets"] = max(_checked["secrets"], len(issued_secrets()))
+    _checked["signatures"] = len(_signatures)
+    assert not leaked, f"secrets in the log ({len(records)} records): {', '.join(leaked)}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """With ``IAMPOOL_LOG_CHECK_STATS=1``: what the log check read and what it cost."""
+    if os.environ.get("IAMPOOL_LOG_CHECK_STATS") and _checked["tests"]:
+        terminalreporter.write_line(
+            "log check: {tests:.0f} tests with records, {records:.0f} records, "
+            "{characters:.0f} characters, up to {secrets:.0f} secrets (x5 forms) and "
+            "{signatures:.0f} token signatures searched, {leaks:.0f} found, "
+            "{seconds:.2f} s".format_map(_checked)
+        )
+
+
+_render = logging.Formatter("%(name)s %(levelname)s %(message)s").format
+
+
+def render(records: Iterable[logging.LogRecord]) -> str:
+    """The records as a handler would write them, tracebacks and stacks included."""
+    return "\n".join(_render(record) for record in records)
+
+
+@functools.cache
+def _forms(secret: str) -> tuple[str, ...]:
+    """``secret`` raw, URL-encoded (``quote`` with and without ``/`` safe, ``quote_plus``) and
+    JSON-escaped, in the order of ``_FORMS``'s descriptions."""
+    return (
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+    )
+
+
+def issued_secrets() -> list[str]:
+    """What the session's FakeAws issued, then the (long enough) ExternalIds it was sent."""
+    secrets = [secret for aws in _issuers for secret in aws.issued_secrets()]
+    external_ids = {
+        str(params["ExternalId"])
+        for aws in _issuers
+        for params in list(aws.requests["AssumeRole"])
+        if len(str(params.get("ExternalId") or "")) >= _SHORTEST_EXTERNAL_ID
+    }
+    return secrets + sorted(external_ids)
 
 
 def leaked_secrets(text: str) -> list[str]:
     """What ``text`` gives away (described, never quoted): secrets the session's FakeAws issued
-    and RDS auth tokens."""
-    secrets = [secret for aws in _issuers for secret in aws.issued_secrets()]
-    leaked = [f"secret #{n} FakeAws issued" for n, secret in enumerate(secrets) if secret in text]
-    if RDS_TOKEN_MARK in text:
+    and ExternalIds it received, in any form; signatures of tokens iampool signed; anything that
+    looks like an RDS auth token."""
+    leaked = []
+    for n, secret in enumerate(issued_secrets()):
+        for index, form in enumerate(_forms(secret)):
+            if form in text:
+                leaked.append(f"secret #{n} FakeAws issued{_FORMS[index]}")
+                break
+    if _signatures:
+        signed = len({*_HEX_64.findall(text)} & _signatures)
+        if signed:
+            leaked.append(f"the signatures of {signed} tokens iampool signed")
+    if _TOKEN_SIGNATURE.search(text):
         leaked.append("an RDS auth token")
     return leaked
