@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import re
+import string
 import threading
 from collections.abc import Iterator
 from urllib.parse import quote, quote_plus
@@ -55,10 +56,8 @@ _SHORTEST_VALUE = 8
 # Lower-case words one of which every secret field name contains: a record without any of them
 # (and without a secret in flight) is left alone after one lower-casing.
 _HINTS = ("secret", "passw", "token", "signature", "external", "authoriz")
-_NAME = (
-    r"[A-Za-z0-9_-]*?(?:secret|passw(?:or)?d|token|signature|external_?id|authorization)"
-    r"[A-Za-z0-9_-]*"
-)
+_KEYWORD = r"(?:secret|passw(?:or)?d|token|signature|external_?id|authorization)"
+_IDENTIFIER = frozenset(string.ascii_letters + string.digits + "_-")
 # Names that match but hold no secret: pagination and idempotency tokens, signature versions.
 _PUBLIC_NAMES = (
     "nexttoken",
@@ -69,75 +68,88 @@ _PUBLIC_NAMES = (
     "signatureversion",
     "signaturemethod",
 )
-# A name starts where an identifier starts, or right after a %-escape (URL-encoded text).
-_NAME_START = r"(?:(?<![A-Za-z0-9_-])|(?<=%[0-9A-Fa-f]{2}))"
+# The patterns below are written in lower case and run on the lower-cased text (ten times
+# faster than re.IGNORECASE), hex escapes included (%3c); spans map back to the text as long as
+# lower-casing kept its length, which only some non-ASCII letters change.
 _QUOTE = r"(?:\\*[\"']|%2[27])"  # a quote, perhaps backslash-escaped (JSON in JSON) or encoded
-_SEPARATOR = r"[ \t]*(?::|=|%3A|%3D)[ \t]*(?:\r?\n[ \t]*)?"  # "Signature:\n<hex>" too
+_SPACE = r"(?:[ \t+]|%20)*"  # "+" and "%20": spaces of URL-encoded text
+_NEWLINE = r"(?:\r?\n|(?:\\r)?\\n|(?:%0d)?%0a)"  # raw, JSON-escaped or URL-encoded
+_SEPARATOR = rf"{_SPACE}(?::|=|%3a|%3d){_SPACE}(?:{_NEWLINE}{_SPACE})?"  # "Signature:\n<hex>" too
 # A quoted value ends at a quote (escaped or encoded), a backslash before a quote, or a line end.
-_QUOTED_VALUE = r"(?:[^\"'\\\r\n%]|%(?!2[27])|\\(?![\\\"'\r\n]))*"
+_QUOTED_VALUE = r"[^\"'\\\r\n%]*(?:(?:%(?!2[27])|\\(?![\\\"'\r\n]))[^\"'\\\r\n%]*)*"
 # An unquoted value ends at white space, a quote, a delimiter or an encoded one.
-_UNQUOTED_VALUE = r"(?:[^\s\"'\\&<>,;(){}\[\]%]|%(?!0[ADad]|2[0267]|3[CEce]|5[Cc]))+"
+_UNQUOTED_VALUE = (
+    r"(?:[^\s\"'\\&<>,;(){}\[\]%]|%(?!0[ad]|2[0267]|3[ce]|5c))"
+    r"[^\s\"'\\&<>,;(){}\[\]%]*(?:%(?!0[ad]|2[0267]|3[ce]|5c)[^\s\"'\\&<>,;(){}\[\]%]*)*"
+)
 
-_XML_FIELD = re.compile(
-    rf"(?P<open>(?:<|%3C)(?P<name>{_NAME})(?:>|%3E))"
-    rf"(?P<value>(?:[^<%]|%(?!3C))*)"
-    rf"(?=(?:<|%3C)(?:/|%2F)(?P=name)(?:>|%3E))",
-    re.IGNORECASE,
+# Values are written as unrolled loops (a[^%]*(?:%x[^%]*)*): linear, where (?:[^%]|%x)* takes
+# a regex step per character. A pattern's secret is its group "value" (or "quoted"). The field
+# pattern starts at the keyword, not at the start of the name: trying every identifier start
+# costs ten times more. The part of a name before its keyword only tells public names apart.
+_SHAPES = (
+    # <DbPassword>x</DbPassword>, %3CDbPassword%3Ex%3C%2FDbPassword%3E
+    rf"(?:<|%3c)(?P<name>[a-z0-9_-]*?{_KEYWORD}[a-z0-9_-]*)(?:>|%3e)"
+    rf"(?P<value>[^<%]*(?:%(?!3c)[^<%]*)*)(?=(?:<|%3c)(?:/|%2f)(?P=name)(?:>|%3e))",
+    # an unquoted Authorization header runs to the end of its line ("Bearer x", "AWS4-HMAC-SHA256
+    # Credential=..., Signature=x")
+    rf"(?P<name>authorization){_QUOTE}?{_SEPARATOR}"
+    rf"(?!b?{_QUOTE}|\s)(?P<value>(?:[^\"'\\\r\n%]|%(?!0[ad]|2[27]))[^\"'\\\r\n%]*"
+    r"(?:%(?!0[ad]|2[27])[^\"'\\\r\n%]*)*)",
+    # "dbPassword": "x", 'ExternalId': 'x', b'x', \"x\", %22x%22, X-Amz-Signature=x, name:x
+    rf"(?P<name>{_KEYWORD}[a-z0-9_-]*){_QUOTE}?{_SEPARATOR}"
+    rf"(?:b?{_QUOTE}(?P<quoted>{_QUOTED_VALUE})|(?P<value>{_UNQUOTED_VALUE}))",
 )
-_FIELD = re.compile(
-    rf"{_NAME_START}(?P<name>{_NAME})(?P<separator>{_QUOTE}?{_SEPARATOR})"
-    rf"(?:(?P<quote>b?{_QUOTE})(?P<quoted>{_QUOTED_VALUE})|(?P<value>{_UNQUOTED_VALUE}))",
-    re.IGNORECASE,
-)
-# An unquoted Authorization header runs to the end of its line ("Bearer x", "AWS4-HMAC-SHA256
-# Credential=..., Signature=x").
-_AUTHORIZATION_LINE = re.compile(
-    rf"{_NAME_START}(?P<name>[A-Za-z0-9_-]*authorization)(?P<separator>{_QUOTE}?{_SEPARATOR})"
-    rf"(?!b?{_QUOTE})(?P<value>[^\s\"'\\][^\"'\\\r\n]*)",
-    re.IGNORECASE,
-)
+_PATTERNS = tuple(re.compile(shape) for shape in _SHAPES)
+_PATTERNS_ANY_CASE = tuple(re.compile(shape, re.IGNORECASE) for shape in _SHAPES)
 
 _in_flight: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "iampool_secrets_in_flight", default=()
 )
 
 
-def _public(name: str) -> bool:
-    plain = name.lower().replace("-", "").replace("_", "")
-    return plain.endswith(_PUBLIC_NAMES)
+def _public(match: re.Match[str]) -> bool:
+    """Whether the name the match starts in (from the identifier's start) is a public one."""
+    text, start = match.string, match.start("name")
+    begin = start
+    while begin > 0 and start - begin < 64 and text[begin - 1] in _IDENTIFIER:
+        begin -= 1
+    name = text[begin:start] + match["name"]
+    return name.lower().replace("-", "").replace("_", "").endswith(_PUBLIC_NAMES)
 
 
-def _redact_xml(match: re.Match[str]) -> str:
-    if _public(match["name"]) or not match["value"]:
-        return match[0]
-    return match["open"] + REDACTED
-
-
-def _redact_field(match: re.Match[str]) -> str:
-    if _public(match["name"]):
-        return match[0]
-    if match["quote"] is not None:
-        if not match["quoted"]:
-            return match[0]
-        return match["name"] + match["separator"] + match["quote"] + REDACTED
-    return match["name"] + match["separator"] + REDACTED
-
-
-def _redact_line(match: re.Match[str]) -> str:
-    return match["name"] + match["separator"] + REDACTED
+def _scrub(pattern: re.Pattern[str], searched: str, text: str) -> str:
+    """``text`` with the secret of each match of ``pattern`` in ``searched`` (``text`` or its
+    lower case, of the same length) replaced."""
+    pieces: list[str] = []
+    done = 0
+    for match in pattern.finditer(searched):
+        group = "quoted" if "quoted" in pattern.groupindex and match["quoted"] else "value"
+        start, end = match.span(group)
+        if start == end or _public(match):
+            continue
+        pieces += [text[done:start], REDACTED]
+        done = end
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def redact(text: str) -> str:
     """``text`` with the values of secret fields, and the secrets in flight, replaced."""
-    forms = _in_flight.get()
-    lowered = text.lower()
-    if any(hint in lowered for hint in _HINTS):
-        text = _XML_FIELD.sub(_redact_xml, text)
-        text = _AUTHORIZATION_LINE.sub(_redact_line, text)
-        text = _FIELD.sub(_redact_field, text)
-    for form in forms:
+    for form in _in_flight.get():  # first: a shape could cut a secret and leave a piece
         if form in text:
             text = text.replace(form, REDACTED)
+    lowered = text.lower()
+    if not any(hint in lowered for hint in _HINTS):
+        return text
+    for plain, any_case in zip(_PATTERNS, _PATTERNS_ANY_CASE, strict=True):
+        if len(lowered) == len(text):
+            text = _scrub(plain, lowered, text)
+        else:
+            text = _scrub(any_case, text, text)
+        lowered = text.lower()
     return text
 
 
