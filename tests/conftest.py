@@ -8,8 +8,9 @@
   passwords) and each ExternalId it received, raw, URL-encoded (``quote``, ``quote_plus``) and
   JSON-escaped; for the signature of every token iampool signed in this process; and for
   anything that looks like an RDS auth token. New code is covered without asking.
-- The cost stays small: records are kept as they come (no formatting) and rendered at teardown
-  only if the test logged anything; the secrets' forms are computed once per secret.
+- The cost stays small: a record is kept as its message (what pytest's own capture formats
+  anyway), searched at teardown only if the test logged anything, the forms of each secret
+  computed once.
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ def anyio_backend() -> str:
 
 
 class _LogRecords(logging.Handler):
-    """Keeps every record it sees, from any thread, until taken."""
+    """Keeps every record it sees, from any thread, until taken: as text only.
+
+    Each record is kept as a copy holding its message and traceback as text, not its arguments
+    and exception: a record that kept them would keep objects alive (a traceback's frames hold
+    sockets) past the garbage collection that reports unclosed ones in the test that left them.
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -60,8 +66,32 @@ class _LogRecords(logging.Handler):
         self._taken = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        exc_text = record.exc_text
+        if record.exc_info and not exc_text:
+            exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.levelno < logging.WARNING and (
+            record.exc_info or any(isinstance(arg, BaseException) for arg in record.args or ())
+        ):
+            # pytest's own capture keeps a test's records until its teardown has run, garbage
+            # collection included. A DEBUG record (logged only since the root logger is at
+            # DEBUG) that holds an exception would keep the frames of its traceback, and their
+            # sockets, alive until then: the next test would report them unclosed. Handlers
+            # after this one (pytest's) get it as text.
+            record.msg, record.args = message, None
+            record.exc_info, record.exc_text = None, exc_text
+        copy = logging.makeLogRecord(
+            {
+                "name": record.name,
+                "levelno": record.levelno,
+                "levelname": record.levelname,
+                "msg": message,
+                "exc_text": exc_text,
+                "stack_info": record.stack_info,
+            }
+        )
         with self._taken:
-            self._records.append(record)
+            self._records.append(copy)
 
     def take(self) -> list[logging.LogRecord]:
         with self._taken:
@@ -69,6 +99,7 @@ class _LogRecords(logging.Handler):
         return records
 
 
+_TRACEBACKS = logging.Formatter()
 _issuers: list[FakeAws] = []
 _signatures: set[str] = set()  # hex signatures of the tokens iampool signed in this process
 _checked: Counter[str] = Counter()  # what the teardown check read, for the terminal summary
