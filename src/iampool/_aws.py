@@ -4,7 +4,8 @@
 :class:`AioAwsSource` implements it with aiobotocore, and unit tests inject a fake. A source runs
 on a cache's service loop (see ``_service``), which builds one per process. Foreign errors become
 ``CredentialError`` at one boundary, :func:`aws_errors`, whose messages name the role, cluster or
-workgroup and the AWS error code, never a secret.
+workgroup and the AWS error code, never a secret. What the SDK logs about these calls loses its
+secrets on the way (``_redact``: a filter on the SDK's loggers, and the secrets each call sends).
 """
 
 from __future__ import annotations
