@@ -4,7 +4,8 @@
 :class:`AioAwsSource` implements it with aiobotocore, and unit tests inject a fake. A source runs
 on a cache's service loop (see ``_service``), which builds one per process. Foreign errors become
 ``CredentialError`` at one boundary, :func:`aws_errors`, whose messages name the role, cluster or
-workgroup and the AWS error code, never a secret.
+workgroup and the AWS error code, never a secret. What the SDK logs about these calls loses its
+secrets on the way (``_redact``: a filter on the SDK's loggers, and the secrets each call sends).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from botocore.exceptions import (
 )
 
 from ._errors import CredentialError
+from ._redact import in_flight, install
 
 __all__ = [
     "AioAwsSource",
@@ -251,6 +253,7 @@ class AioAwsSource:
             # botocore's "max_attempts" counts retries only; ours counts the first call too.
             retries={"total_max_attempts": max_attempts, "mode": retry_mode},
         )
+        install()  # the SDK's DEBUG log loses the secrets these calls carry (see _redact)
         self._session = AioSession()
         self._clients: OrderedDict[
             tuple[str, str, str | None], asyncio.Future[tuple[Any, AsyncExitStack]]
@@ -265,6 +268,7 @@ class AioAwsSource:
         Built once, by a task of its own: callers that arrive meanwhile (``prepare`` and the
         first fetch) share it, and one whose deadline passes leaves it to finish for the next.
         """
+        install()  # onto SDK loggers created since
         key = (service, region, credentials.access_key_id if credentials else None)
         building = self._clients.get(key)
         if building is None:
@@ -311,8 +315,11 @@ class AioAwsSource:
         }
         if external_id is not None:
             params["ExternalId"] = external_id
-        with aws_errors(
-            "Unable to assume IAM role", f"{role_arn} in {region}", hint=_ASSUME_ROLE_HINTS
+        with (
+            aws_errors(
+                "Unable to assume IAM role", f"{role_arn} in {region}", hint=_ASSUME_ROLE_HINTS
+            ),
+            in_flight(external_id),
         ):
             sts = await self._client("sts", region)
             response = await sts.assume_role(**params)
@@ -375,7 +382,10 @@ class AioAwsSource:
         if db_groups:
             params["DbGroups"] = list(db_groups)
         target = f"for cluster {cluster_identifier} in {region}"
-        with aws_errors("Failed to get Redshift cluster credentials", target, hint=_REDSHIFT_HINTS):
+        with (
+            aws_errors("Failed to get Redshift cluster credentials", target, hint=_REDSHIFT_HINTS),
+            _sending(credentials),
+        ):
             client = await self._client("redshift", region, credentials)
             response = await client.get_cluster_credentials(**params)
         expiration: datetime = response["Expiration"]
@@ -386,7 +396,10 @@ class AioAwsSource:
     ) -> tuple[str, int]:
         """The cluster's endpoint from ``DescribeClusters`` (never guessed from a host name)."""
         target = f"{cluster_identifier} in {region}"
-        with aws_errors("Failed to describe Redshift cluster", target, hint=_REDSHIFT_HINTS):
+        with (
+            aws_errors("Failed to describe Redshift cluster", target, hint=_REDSHIFT_HINTS),
+            _sending(credentials),
+        ):
             client = await self._client("redshift", region, credentials)
             response = await client.describe_clusters(ClusterIdentifier=cluster_identifier)
         clusters = response.get("Clusters") or []
@@ -414,8 +427,11 @@ class AioAwsSource:
         if db_name is not None:
             params["dbName"] = db_name
         target = f"for workgroup {workgroup_name} in {region}"
-        with aws_errors(
-            "Failed to get Redshift Serverless credentials", target, hint=_REDSHIFT_HINTS
+        with (
+            aws_errors(
+                "Failed to get Redshift Serverless credentials", target, hint=_REDSHIFT_HINTS
+            ),
+            _sending(credentials),
         ):
             client = await self._client("redshift-serverless", region, credentials)
             response = await client.get_credentials(**params)
@@ -427,8 +443,9 @@ class AioAwsSource:
     ) -> tuple[str, int]:
         """The workgroup's endpoint from ``GetWorkgroup``."""
         target = f"{workgroup_name} in {region}"
-        with aws_errors(
-            "Failed to get Redshift Serverless workgroup", target, hint=_REDSHIFT_HINTS
+        with (
+            aws_errors("Failed to get Redshift Serverless workgroup", target, hint=_REDSHIFT_HINTS),
+            _sending(credentials),
         ):
             client = await self._client("redshift-serverless", region, credentials)
             response = await client.get_workgroup(workgroupName=workgroup_name)
@@ -446,6 +463,11 @@ class AioAwsSource:
         while self._clients:
             _, building = self._clients.popitem()
             await _close_client(building)
+
+
+def _sending(credentials: AwsCredentials) -> contextlib.AbstractContextManager[None]:
+    """A call signed with ``credentials``: their secret key and session token are in flight."""
+    return in_flight(credentials.secret_access_key, credentials.session_token)
 
 
 async def _close_client(building: asyncio.Future[tuple[Any, AsyncExitStack]]) -> None:

@@ -272,7 +272,7 @@ async def test_connection_released_inside_a_transaction_is_closed_and_logged(
 
     assert connection.closed
     assert (pool.size, pool.freesize) == (0, 0)
-    [record] = caplog.records
+    [record] = [record for record in caplog.records if record.name == "iampool"]
     assert record.levelno == logging.WARNING
     assert "transaction" in record.getMessage()
 

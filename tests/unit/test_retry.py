@@ -123,7 +123,7 @@ async def test_first_refusal_is_logged_as_a_warning_without_the_token(
     with caplog.at_level(logging.DEBUG, logger="iampool"):
         await connect(server)
 
-    [record] = caplog.records
+    [record] = [record for record in caplog.records if record.name == "iampool"]
     assert record.levelno == logging.WARNING
     assert ENDPOINT in record.getMessage()
     assert "'app'" in record.getMessage()

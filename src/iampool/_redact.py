@@ -1,0 +1,272 @@
+"""Secrets out of the AWS SDK's log records.
+
+At DEBUG, botocore and aiobotocore log what iampool's AWS calls carry: the request parameters
+(``ExternalId``), the signed request (``Authorization``, ``X-Amz-Security-Token``), SigV4's
+canonical request and signature, and the response body (AssumeRole's ``SecretAccessKey`` and
+``SessionToken``, Redshift's ``DbPassword``). :class:`SecretFilter`, on every logger of the SDK,
+rewrites such a record in place before any handler sees it:
+
+- **by shape**: the value of every field whose name says it is secret (``SecretAccessKey``,
+  ``SessionToken``, ``X-Amz-Security-Token``, any ``*Password``, ``ExternalId``, ``Signature``,
+  ``Authorization``, ...) becomes ``[REDACTED]``, written as XML (``<DbPassword>x</DbPassword>``),
+  JSON or a Python repr (``"dbPassword": "x"``, ``'ExternalId': 'x'``, ``b'x'``), JSON-escaped
+  (``\\"dbPassword\\": \\"x\\"``), a query or form parameter (``X-Amz-Signature=x``), URL-encoded
+  (``%3CDbPassword%3E``, ``%22dbPassword%22%3A%22x``, ``%3D``) or a header line
+  (``x-amz-security-token:x``, ``Signature:\\nx``);
+- **by value**: during an AWS call iampool knows the secrets it sends (the signing credentials'
+  secret key and session token, the external ID, see :func:`in_flight`); any occurrence of
+  them, raw, URL-encoded or JSON-escaped, is replaced as well.
+
+Everything else in the record stays as the SDK wrote it. A record that names no secret field
+costs a lower-casing and a few substring searches.
+
+A logger's filters see only the records logged on that logger, not those its children
+propagate, so the filter goes on each logger: every module of botocore and aiobotocore (created
+ahead, so a module imported later finds it in place) and every logger under those names and
+aiohttp's and urllib3's; :func:`install` adds it to the ones created since, and costs one
+``len()`` when there are none. Handlers and the root logger are the application's and are not
+touched: logging may be configured before or after iampool is imported, a forked child keeps the
+filters and a spawned one installs them when it builds its AWS source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib.util
+import json
+import logging
+import os
+import re
+import string
+import threading
+from collections.abc import Iterator
+from urllib.parse import quote, quote_plus
+
+__all__ = ["REDACTED", "SecretFilter", "in_flight", "install", "redact"]
+
+REDACTED = "[REDACTED]"
+
+_MODULES_OF = ("botocore", "aiobotocore")  # packages whose module loggers are created ahead
+_PREFIXES = frozenset({"botocore", "aiobotocore", "aiohttp", "urllib3"})
+# Secrets shorter than this are matched by shape only: replacing a short string wherever it
+# occurs would garble records (an ExternalId may be 2 characters).
+_SHORTEST_VALUE = 8
+
+# Lower-case words one of which every secret field name contains: a record without any of them
+# (and without a secret in flight) is left alone after one lower-casing.
+_HINTS = ("secret", "passw", "token", "signature", "external", "authoriz")
+_KEYWORD = r"(?:secret|passw(?:or)?d|token|signature|external_?id|authorization)"
+_IDENTIFIER = frozenset(string.ascii_letters + string.digits + "_-")
+# Names that match but hold no secret: pagination and idempotency tokens, signature versions.
+_PUBLIC_NAMES = (
+    "nexttoken",
+    "continuationtoken",
+    "paginationtoken",
+    "clienttoken",
+    "idempotencytoken",
+    "signatureversion",
+    "signaturemethod",
+)
+# The patterns below are written in lower case and run on the lower-cased text (ten times
+# faster than re.IGNORECASE), hex escapes included (%3c); spans map back to the text as long as
+# lower-casing kept its length, which only some non-ASCII letters change.
+_QUOTE = r"(?:\\*[\"']|%2[27])"  # a quote, perhaps backslash-escaped (JSON in JSON) or encoded
+_SPACE = r"(?:[ \t+]|%20)*"  # "+" and "%20": spaces of URL-encoded text
+_NEWLINE = r"(?:\r?\n|(?:\\r)?\\n|(?:%0d)?%0a)"  # raw, JSON-escaped or URL-encoded
+_SEPARATOR = rf"{_SPACE}(?::|=|%3a|%3d){_SPACE}(?:{_NEWLINE}{_SPACE})?"  # "Signature:\n<hex>" too
+# A quoted value ends at a quote (escaped or encoded), a backslash before a quote, or a line end.
+_QUOTED_VALUE = r"[^\"'\\\r\n%]*(?:(?:%(?!2[27])|\\(?![\\\"'\r\n]))[^\"'\\\r\n%]*)*"
+# An unquoted value ends at white space, a quote, a delimiter or an encoded one.
+_UNQUOTED_VALUE = (
+    r"(?:[^\s\"'\\&<>,;(){}\[\]%]|%(?!0[ad]|2[0267]|3[ce]|5c))"
+    r"[^\s\"'\\&<>,;(){}\[\]%]*(?:%(?!0[ad]|2[0267]|3[ce]|5c)[^\s\"'\\&<>,;(){}\[\]%]*)*"
+)
+
+# Values are written as unrolled loops (a[^%]*(?:%x[^%]*)*): linear, where (?:[^%]|%x)* takes
+# a regex step per character. A pattern's secret is its group "value" (or "quoted"). The field
+# pattern starts at the keyword, not at the start of the name: trying every identifier start
+# costs ten times more. The part of a name before its keyword only tells public names apart.
+_SHAPES = (
+    # <DbPassword>x</DbPassword>, %3CDbPassword%3Ex%3C%2FDbPassword%3E
+    rf"(?:<|%3c)(?P<name>[a-z0-9_-]*?{_KEYWORD}[a-z0-9_-]*)(?:>|%3e)"
+    rf"(?P<value>[^<%]*(?:%(?!3c)[^<%]*)*)(?=(?:<|%3c)(?:/|%2f)(?P=name)(?:>|%3e))",
+    # an unquoted Authorization header runs to the end of its line ("Bearer x", "AWS4-HMAC-SHA256
+    # Credential=..., Signature=x")
+    rf"(?P<name>authorization){_QUOTE}?{_SEPARATOR}"
+    rf"(?!b?{_QUOTE}|\s)(?P<value>(?:[^\"'\\\r\n%]|%(?!0[ad]|2[27]))[^\"'\\\r\n%]*"
+    r"(?:%(?!0[ad]|2[27])[^\"'\\\r\n%]*)*)",
+    # "dbPassword": "x", 'ExternalId': 'x', b'x', \"x\", %22x%22, X-Amz-Signature=x, name:x
+    rf"(?P<name>{_KEYWORD}[a-z0-9_-]*){_QUOTE}?{_SEPARATOR}"
+    rf"(?:b?{_QUOTE}(?P<quoted>{_QUOTED_VALUE})|(?P<value>{_UNQUOTED_VALUE}))",
+)
+_PATTERNS = tuple(re.compile(shape) for shape in _SHAPES)
+_PATTERNS_ANY_CASE = tuple(re.compile(shape, re.IGNORECASE) for shape in _SHAPES)
+
+_in_flight: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "iampool_secrets_in_flight", default=()
+)
+
+
+def _public(match: re.Match[str]) -> bool:
+    """Whether the name the match starts in (from the identifier's start) is a public one."""
+    text, start = match.string, match.start("name")
+    begin = start
+    while begin > 0 and start - begin < 64 and text[begin - 1] in _IDENTIFIER:
+        begin -= 1
+    name = text[begin:start] + match["name"]
+    return name.lower().replace("-", "").replace("_", "").endswith(_PUBLIC_NAMES)
+
+
+def _scrub(pattern: re.Pattern[str], searched: str, text: str) -> str:
+    """``text`` with the secret of each match of ``pattern`` in ``searched`` (``text`` or its
+    lower case, of the same length) replaced."""
+    pieces: list[str] = []
+    done = 0
+    for match in pattern.finditer(searched):
+        group = "quoted" if "quoted" in pattern.groupindex and match["quoted"] else "value"
+        start, end = match.span(group)
+        if start == end or _public(match):
+            continue
+        pieces += [text[done:start], REDACTED]
+        done = end
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of secret fields, and the secrets in flight, replaced."""
+    for form in _in_flight.get():  # first: a shape could cut a secret and leave a piece
+        if form in text:
+            text = text.replace(form, REDACTED)
+    lowered = text.lower()
+    if not any(hint in lowered for hint in _HINTS):
+        return text
+    for plain, any_case in zip(_PATTERNS, _PATTERNS_ANY_CASE, strict=True):
+        if len(lowered) == len(text):
+            text = _scrub(plain, lowered, text)
+        else:
+            text = _scrub(any_case, text, text)
+        lowered = text.lower()
+    return text
+
+
+def _forms(secret: str) -> list[str]:
+    """``secret`` raw, URL-encoded (both ways) and JSON-escaped."""
+    return list(
+        dict.fromkeys(
+            [
+                secret,
+                quote(secret, safe=""),
+                quote(secret),
+                quote_plus(secret),
+                json.dumps(secret)[1:-1],
+            ]
+        )
+    )
+
+
+@contextlib.contextmanager
+def in_flight(*secrets: str | None) -> Iterator[None]:
+    """Within the block (and the tasks it starts), SDK records lose ``secrets`` in any form.
+
+    For what an AWS call sends: its credentials' secret key and session token, an external ID.
+    ``None`` and secrets shorter than 8 characters are skipped (left to the shapes).
+    """
+    forms = [
+        form
+        for secret in secrets
+        if secret is not None and len(secret) >= _SHORTEST_VALUE
+        for form in _forms(secret)
+    ]
+    if not forms:
+        yield
+        return
+    known = _in_flight.get()
+    # Longest first: a form that contains another is replaced whole.
+    token = _in_flight.set(tuple(sorted({*known, *forms}, key=len, reverse=True)))
+    try:
+        yield
+    finally:
+        _in_flight.reset(token)
+
+
+_TRACEBACKS = logging.Formatter()
+
+
+class SecretFilter(logging.Filter):
+    """Rewrites a record's message, traceback and stack without secrets; never drops one.
+
+    A rewritten record carries the final text in ``msg`` (``args`` emptied); a traceback that
+    held a secret is kept as text (``exc_text``) and its exception object dropped, so that no
+    handler formats it again from the original.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit: what logging would print, redacted
+            message = f"{record.msg!s} % {record.args!r}"
+            record.msg, record.args = redact(message), ()
+        else:
+            cleaned = redact(message)
+            if cleaned != message:
+                record.msg, record.args = cleaned, ()
+        if record.exc_info and record.exc_info[0] is not None:
+            text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
+            cleaned = redact(text)
+            if cleaned != text:
+                record.exc_info, record.exc_text = None, cleaned
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+FILTER = SecretFilter()
+_lock = threading.Lock()
+_swept = -1  # how many loggers there were at the last sweep; -1: none yet
+
+
+def install() -> None:
+    """Put :data:`FILTER` on every logger of the SDK; cheap when no logger was created since."""
+    global _swept
+    loggers = logging.Logger.manager.loggerDict
+    if len(loggers) == _swept:
+        return
+    with _lock:
+        if _swept < 0:
+            for name in sorted(_PREFIXES) + _module_names():
+                logging.getLogger(name)
+        for name, logger in list(loggers.items()):
+            if (
+                isinstance(logger, logging.Logger)
+                and name.partition(".")[0] in _PREFIXES
+                and FILTER not in logger.filters
+            ):
+                logger.addFilter(FILTER)
+        _swept = len(loggers)
+
+
+def _module_names() -> list[str]:
+    """Every module of botocore and aiobotocore, found without importing any."""
+    names = []
+    for package in _MODULES_OF:
+        spec = importlib.util.find_spec(package)
+        for top in (spec.submodule_search_locations or []) if spec else []:
+            for folder, subfolders, files in os.walk(top):
+                subfolders[:] = [
+                    sub
+                    for sub in subfolders
+                    if sub not in {"data", "__pycache__"} and "." not in sub
+                ]
+                relative = os.path.relpath(folder, top)
+                prefix = ".".join([package, *([] if relative == "." else relative.split(os.sep))])
+                for file in files:
+                    if file.endswith(".py"):
+                        module = file[:-3]
+                        names.append(prefix if module == "__init__" else f"{prefix}.{module}")
+    return names
