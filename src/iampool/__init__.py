@@ -10,6 +10,7 @@ from ._errors import (
     CredentialError,
     IamAuthDisabledError,
     IamPoolError,
+    MissingExtraError,
     PoolClosedError,
     TlsNotOfferedError,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "DbCredentials",
     "IamAuthDisabledError",
     "IamPoolError",
+    "MissingExtraError",
     "MySQLPool",
     "PoolClosedError",
     "RedshiftConnection",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import DEFAULT_SIZES, psycopg, resolve
+from .pools import DEFAULT_SIZES, PendingPool, open_pool, psycopg, resolve
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -24,7 +24,7 @@ __all__ = ["connect", "create_pool"]
 _MIN_SIZE, _MAX_SIZE = DEFAULT_SIZES["psycopg"]
 
 
-async def create_pool(
+def create_pool(
     dsn: str,
     *,
     aws_iam: ConfigLike,
@@ -33,7 +33,7 @@ async def create_pool(
     cache: CredentialCache | None = None,
     connect_rate: float | None = None,
     **driver_kwargs: Any,
-) -> AsyncConnectionPool[AsyncConnection[TupleRow]]:
+) -> PendingPool[AsyncConnectionPool[AsyncConnection[TupleRow]]]:
     """The real ``psycopg_pool.AsyncConnectionPool`` (default min 4 / max 4), open and filled,
     whose every new connection gets a fresh (cached) IAM token from its ``kwargs`` callable.
 
@@ -44,14 +44,15 @@ async def create_pool(
         ConfigError: invalid configuration, or a DSN that is not a ``postgresql+psycopg://``
             one.
     """
-    target, auth = resolve(dsn, aws_iam, cache, driver="psycopg")
-    return await psycopg.create_pool(
-        target,
-        auth,
+    return open_pool(
+        dsn,
+        aws_iam=aws_iam,
+        cache=cache,
+        driver="psycopg",
         min_size=min_size,
         max_size=max_size,
         connect_rate=connect_rate,
-        **driver_kwargs,
+        driver_kwargs=driver_kwargs,
     )
 
 
@@ -65,5 +66,5 @@ async def connect(
 ) -> AsyncConnection[TupleRow]:
     """One ``psycopg.AsyncConnection`` authenticated with an IAM token; keyword arguments are
     connection settings (``autocommit``, ``row_factory``, libpq parameters)."""
-    target, auth = resolve(dsn, aws_iam, cache, driver="psycopg")
+    target, auth = resolve(dsn, aws_iam, cache, driver="psycopg", driver_kwargs=driver_kwargs)
     return await psycopg.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)

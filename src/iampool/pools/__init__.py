@@ -9,18 +9,32 @@ imported on demand (each driver is an optional extra). The typed entry points us
 
 from __future__ import annotations
 
+import importlib
 import json
-from collections.abc import Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from types import TracebackType
+from typing import Any, Generic, Protocol, TypeVar
 
 from .._cache import CredentialCache, default_cache
 from .._config import SUPERSET_NO_REDSHIFT_SELECTOR, ConfigLike, coerce_config
 from .._credentials import DbAuth
-from .._errors import ConfigError, ConfigProblem
+from .._errors import ConfigError, ConfigProblem, MissingExtraError
 from ..auth import auth_for, prefetch
+from ._connect import refuse_owned_kwargs
 from ._dsn import SCHEMES, Driver, Target, parse_target
 
-__all__ = ["DEFAULT_SIZES", "DriverModule", "connect", "create_pool", "driver_module", "resolve"]
+__all__ = [
+    "DEFAULT_SIZES",
+    "EXTRAS",
+    "DriverModule",
+    "PendingPool",
+    "connect",
+    "create_pool",
+    "driver_module",
+    "open_pool",
+    "require_driver",
+    "resolve",
+]
 
 PoolT = TypeVar("PoolT", covariant=True)
 ConnectionT = TypeVar("ConnectionT", covariant=True)
@@ -88,14 +102,21 @@ def resolve(
     cache: CredentialCache | None,
     *,
     driver: Driver | None = None,
+    driver_kwargs: Mapping[str, Any] | None = None,
+    pool: bool = False,
 ) -> tuple[Target, DbAuth]:
     """Validate a DSN against its IAM configuration and build the authenticator.
 
     ``driver``: the driver a typed entry point serves; a DSN naming another one is refused.
+    ``driver_kwargs``: the caller's keyword arguments for the driver (a pool's when ``pool``),
+    checked here too, so that every mistake surfaces before the first AWS call.
 
     Raises:
-        ConfigError: invalid configuration or DSN, or a DSN for another driver.
+        ConfigError: invalid configuration, DSN or driver keyword, or a DSN for another driver.
+        MissingExtraError: the DSN's driver is not installed.
     """
+    if driver_kwargs:
+        _refuse_driver_spellings(dsn, driver_kwargs, pool=pool)
     try:
         config = coerce_config(aws_iam)
     except ConfigError as exc:
@@ -134,14 +155,152 @@ def resolve(
             ConfigProblem("dsn", f"aws_iam describes {config.backend}; use a redshift:// DSN"),
             context="DSN",
         )
+    require_driver(target.driver, dsn)
     auth = auth_for(
         config,
         host=target.host,
         port=target.port,
         cache=cache if cache is not None else default_cache(),
     )
+    if driver_kwargs is not None:
+        _check_driver_settings(target, auth, driver_kwargs, pool=pool)
     prefetch(auth)  # a pool or a connection is on its way: its credentials can start now
     return target, auth
+
+
+# Each driver's pip extra, what to call it, and the modules it brings. They are imported before
+# any AWS call, so a missing one names the install line instead of failing at the first connect.
+EXTRAS: dict[Driver, tuple[str, str, tuple[str, ...]]] = {
+    "asyncpg": ("postgres", "asyncpg", ("asyncpg",)),
+    "psycopg": ("psycopg", "psycopg 3 and psycopg-pool", ("psycopg", "psycopg_pool")),
+    "aiomysql": ("mysql", "aiomysql", ("pymysql", "aiomysql")),
+    "asyncmy": ("asyncmy", "asyncmy", ("asyncmy",)),
+    "redshift_connector": ("redshift", "redshift-connector", ("redshift_connector",)),
+}
+
+
+def require_driver(driver: Driver, dsn: str = "") -> None:
+    """Import a driver's modules, or say which extra installs them.
+
+    Raises:
+        MissingExtraError: a module of the driver (or one it needs) is not installed.
+    """
+    extra, label, modules = EXTRAS[driver]
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            scheme = dsn.partition("://")[0] if "://" in dsn else driver
+            raise MissingExtraError(
+                f"{scheme}:// DSNs need {label}, which is not installed (No module named "
+                f"{exc.name!r}): pip install 'iampool[{extra}]' (from a checkout: "
+                f"pip install '.[{extra}]')",
+                name=exc.name,
+            ) from exc
+
+
+# Other drivers' spellings of what iampool takes otherwise, refused before any AWS call with
+# iampool's spelling. Pool sizes: one spelling for every driver. Endpoint, user and database:
+# they come from the DSN (which the token is signed for) and the aws_iam block, never from a
+# second source that could disagree with them.
+_SIZE_SPELLINGS = {"minsize": "min_size", "maxsize": "max_size"}
+_DSN_PARTS = ("host", "port", "user", "database", "db", "dbname")
+
+
+def _refuse_driver_spellings(dsn: str, driver_kwargs: Mapping[str, Any], *, pool: bool) -> None:
+    problems = []
+    for name, spelling in _SIZE_SPELLINGS.items():
+        if name in driver_kwargs:
+            message = (
+                f"is aiomysql's spelling: pass {spelling}="
+                if pool
+                else f"is a pool setting (create_pool's {spelling}=); connect opens one connection"
+            )
+            problems.append(ConfigProblem(name, message))
+    given = [name for name in _DSN_PARTS if name in driver_kwargs]
+    if given:
+        scheme = dsn.partition("://")[0] if "://" in dsn else "postgresql"
+        engine = SCHEMES.get(scheme.lower(), ("postgresql", "asyncpg"))[0]
+        example = _dsn_example(scheme, engine, driver_kwargs)
+        problems.extend(
+            ConfigProblem(name, _dsn_part_message(name, engine, example)) for name in given
+        )
+    if "password" in driver_kwargs:
+        problems.append(ConfigProblem("password", "is not used: IAM authentication supplies it"))
+    for name in ("dsn", "conninfo"):
+        if name in driver_kwargs:
+            problems.append(ConfigProblem(name, "is the first argument, the DSN"))
+    if problems:
+        raise ConfigError(problems, context="driver keyword")
+
+
+def _dsn_example(scheme: str, engine: str, driver_kwargs: Mapping[str, Any]) -> str:
+    """The DSN that says what the keywords tried to (without a password: there is none)."""
+    database = next(
+        (driver_kwargs[name] for name in ("database", "db", "dbname") if name in driver_kwargs),
+        "DATABASE",
+    )
+    host = str(driver_kwargs.get("host", "HOST"))
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    port = f":{driver_kwargs['port']}" if "port" in driver_kwargs else ""
+    named = "user" in driver_kwargs and engine != "redshift"
+    user = f"{driver_kwargs['user']}@" if named else ""
+    return f"{scheme}://{user}{host}{port}/{database}"
+
+
+def _dsn_part_message(name: str, engine: str, example: str) -> str:
+    if engine == "redshift":
+        if name == "user":
+            return "is not used: the login user comes from the Redshift API (aws_iam)"
+        if name in ("database", "db", "dbname"):
+            return "is not used: the database is aws_iam.db_name (the DSN's path may repeat it)"
+        return f"goes in the DSN, or leave the host out to look the endpoint up: {example}"
+    if name in ("host", "port"):
+        return f"goes in the DSN, the endpoint the IAM token is signed for: {example}"
+    if name == "user":
+        return f"is aws_iam.db_username; the DSN may repeat it: {example}"
+    return f"goes in the DSN as its path: {example}"
+
+
+def _check_driver_settings(
+    target: Target, auth: DbAuth, driver_kwargs: Mapping[str, Any], *, pool: bool
+) -> None:
+    """Build the settings the driver module builds when it connects, for their errors alone
+    (a keyword iampool sets, ``ssl`` turned off, a MySQL DSN option iampool does not know):
+    they then surface before any AWS call, and when an ``async_creator`` is made rather than
+    at its first connect."""
+    kwargs = dict(driver_kwargs)
+    if target.driver == "asyncpg":
+        from . import postgres
+
+        kwargs.pop("connect", None)  # the pool's hook
+        postgres._settings(target, auth, kwargs)
+    elif target.driver == "aiomysql":
+        from . import mysql
+
+        if pool:
+            kwargs.pop("pool_recycle", None)
+        mysql._settings(target, kwargs)
+    elif target.driver == "asyncmy":
+        from . import asyncmy
+
+        if pool:
+            kwargs.pop("echo", None)
+            kwargs.pop("pool_recycle", None)
+        asyncmy._settings(target, auth, None, kwargs)
+    elif target.driver == "psycopg":
+        from . import psycopg
+
+        connection_kwargs: Any = kwargs
+        if pool:  # keyword arguments are the pool's; kwargs= holds the connections'
+            refuse_owned_kwargs(kwargs, ("conninfo", "open"))
+            connection_kwargs = kwargs.get("kwargs") or {}
+        if isinstance(connection_kwargs, dict):  # else psycopg's create_pool says what to pass
+            psycopg._connection_settings(target, auth, connection_kwargs)
+    else:
+        from . import redshift
+
+        refuse_owned_kwargs(kwargs, redshift._OWNED_KWARGS)
 
 
 _NO_SELECTOR = ConfigProblem("aws_iam", SUPERSET_NO_REDSHIFT_SELECTOR)
@@ -168,7 +327,112 @@ def _has_redshift_selector(aws_iam: ConfigLike) -> bool:
     return block.get("workgroup_name") is not None or block.get("cluster_identifier") is not None
 
 
-async def create_pool(
+class PendingPool(Generic[PoolT]):
+    """What ``create_pool`` returns, as asyncpg's and aiomysql's do: ``await`` it for the pool,
+    or enter it with ``async with`` for a pool that is closed (and waited for) when the block
+    exits.
+
+    Nothing starts until it is awaited or entered, once: a second start is a ``RuntimeError``.
+    """
+
+    __slots__ = ("_close", "_open", "_pool", "_started")
+
+    def __init__(
+        self, open_pool: Callable[[], Awaitable[PoolT]], close: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        self._open = open_pool
+        self._close = close
+        self._pool: Any = None
+        self._started = False
+
+    def __await__(self) -> Generator[Any, None, PoolT]:
+        return self._start().__await__()
+
+    async def _start(self) -> PoolT:
+        if self._started:
+            raise RuntimeError(
+                "this create_pool(...) was already awaited or entered; call it again for "
+                "another pool"
+            )
+        self._started = True
+        return await self._open()
+
+    async def __aenter__(self) -> PoolT:
+        pool = await self._start()
+        self._pool = pool
+        return pool
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await self._close(pool)
+
+
+async def _close_awaiting(pool: Any) -> None:
+    """asyncpg.Pool, psycopg_pool's pool, RedshiftPool: ``close()`` waits for the connections."""
+    await pool.close()
+
+
+async def _close_then_wait(pool: Any) -> None:
+    """MySQLPool and asyncmy.Pool (aiomysql's interface): ``close()``, then ``wait_closed()``."""
+    pool.close()
+    await pool.wait_closed()
+
+
+_CLOSERS: dict[Driver, Callable[[Any], Awaitable[None]]] = {
+    "asyncpg": _close_awaiting,
+    "psycopg": _close_awaiting,
+    "aiomysql": _close_then_wait,
+    "asyncmy": _close_then_wait,
+    "redshift_connector": _close_awaiting,
+}
+
+
+def open_pool(
+    dsn: str,
+    *,
+    aws_iam: ConfigLike,
+    cache: CredentialCache | None,
+    driver: Driver | None,
+    min_size: int | None,
+    max_size: int | None,
+    connect_rate: float | None,
+    driver_kwargs: dict[str, Any],
+) -> PendingPool[Any]:
+    """The :class:`PendingPool` behind ``create_pool`` and the typed entry points: validates and
+    builds the pool when awaited or entered; ``driver`` is the typed entry point's."""
+
+    async def start() -> Any:
+        target, auth = resolve(
+            dsn, aws_iam, cache, driver=driver, driver_kwargs=driver_kwargs, pool=True
+        )
+        default_min, default_max = DEFAULT_SIZES[target.driver]
+        return await driver_module(target.driver).create_pool(
+            target,
+            auth,
+            min_size=default_min if min_size is None else min_size,
+            max_size=default_max if max_size is None else max_size,
+            connect_rate=connect_rate,
+            **driver_kwargs,
+        )
+
+    async def close(pool: Any) -> None:
+        if driver is not None:
+            await _CLOSERS[driver](pool)
+        elif hasattr(pool, "wait_closed"):  # the DSN chose; the pool's interface says which
+            await _close_then_wait(pool)
+        else:
+            await _close_awaiting(pool)
+
+    return PendingPool(start, close)
+
+
+def create_pool(
     dsn: str,
     *,
     aws_iam: ConfigLike,
@@ -177,8 +441,10 @@ async def create_pool(
     cache: CredentialCache | None = None,
     connect_rate: float | None = None,
     **driver_kwargs: Any,
-) -> Any:
-    """A driver-native pool whose every new connection authenticates with AWS IAM.
+) -> PendingPool[Any]:
+    """A driver-native pool whose every new connection authenticates with AWS IAM:
+    ``pool = await create_pool(...)``, or ``async with create_pool(...) as pool`` to close it
+    (and wait for its connections) when the block exits.
 
     The DSN's scheme picks the driver (SQLAlchemy's spelling): ``postgresql://`` and
     ``postgresql+asyncpg://`` give the real ``asyncpg.Pool`` (default min 10 / max 10);
@@ -188,21 +454,23 @@ async def create_pool(
     :class:`~iampool.RedshiftPool` (1 / 10), whose host may be left out to discover the endpoint.
     ``aws_iam`` is an ``AwsIamConfig``, the block as a dict, or ``encrypted_extra`` JSON;
     ``connect_rate`` caps new connections per second to the endpoint (RDS advises staying under
-    ~200/s); other keyword arguments go to the driver. The result is typed ``Any``: the typed
+    ~200/s); other keyword arguments go to the driver. The pool is typed ``Any``: the typed
     entry points (``iampool.asyncpg.create_pool`` and the like) give the driver's own type.
 
     Raises:
-        ConfigError: invalid configuration or DSN (every problem listed).
+        ConfigError: invalid configuration, DSN or driver keyword (every problem listed),
+            before any AWS call.
+        MissingExtraError: the DSN's driver is not installed.
     """
-    target, auth = resolve(dsn, aws_iam, cache)
-    default_min, default_max = DEFAULT_SIZES[target.driver]
-    return await driver_module(target.driver).create_pool(
-        target,
-        auth,
-        min_size=default_min if min_size is None else min_size,
-        max_size=default_max if max_size is None else max_size,
+    return open_pool(
+        dsn,
+        aws_iam=aws_iam,
+        cache=cache,
+        driver=None,
+        min_size=min_size,
+        max_size=max_size,
         connect_rate=connect_rate,
-        **driver_kwargs,
+        driver_kwargs=driver_kwargs,
     )
 
 
@@ -216,7 +484,7 @@ async def connect(
 ) -> Any:
     """One driver-native connection authenticated with AWS IAM (the DSN's scheme picks the
     driver, as for :func:`create_pool`)."""
-    target, auth = resolve(dsn, aws_iam, cache)
+    target, auth = resolve(dsn, aws_iam, cache, driver_kwargs=driver_kwargs)
     return await driver_module(target.driver).connect(
         target, auth, connect_rate=connect_rate, **driver_kwargs
     )
