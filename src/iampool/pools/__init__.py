@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .._cache import CredentialCache, default_cache
 from .._config import SUPERSET_NO_REDSHIFT_SELECTOR, ConfigLike, coerce_config
@@ -221,7 +222,7 @@ def _refuse_driver_spellings(dsn: str, driver_kwargs: Mapping[str, Any], *, pool
     if given:
         scheme = dsn.partition("://")[0] if "://" in dsn else "postgresql"
         engine = SCHEMES.get(scheme.lower(), ("postgresql", "asyncpg"))[0]
-        example = _dsn_example(scheme, engine, driver_kwargs)
+        example = _dsn_example(scheme, engine, dsn, driver_kwargs)
         problems.extend(
             ConfigProblem(name, _dsn_part_message(name, engine, example)) for name in given
         )
@@ -234,18 +235,28 @@ def _refuse_driver_spellings(dsn: str, driver_kwargs: Mapping[str, Any], *, pool
         raise ConfigError(problems, context="driver keyword")
 
 
-def _dsn_example(scheme: str, engine: str, driver_kwargs: Mapping[str, Any]) -> str:
-    """The DSN that says what the keywords tried to (without a password: there is none)."""
+def _dsn_example(scheme: str, engine: str, dsn: str, driver_kwargs: Mapping[str, Any]) -> str:
+    """The DSN that says what the keywords tried to: theirs over the DSN's own parts (never a
+    password: there is none to say)."""
+    parts = urlsplit(f"//{dsn.partition('://')[2]}")
+    try:
+        port: Any = parts.port
+    except ValueError:
+        port = None
     database = next(
         (driver_kwargs[name] for name in ("database", "db", "dbname") if name in driver_kwargs),
-        "DATABASE",
+        unquote(parts.path.lstrip("/")) or "DATABASE",
     )
-    host = str(driver_kwargs.get("host", "HOST"))
+    host = str(driver_kwargs.get("host", parts.hostname or "HOST"))
     host = f"[{host}]" if ":" in host else host  # IPv6
-    port = f":{driver_kwargs['port']}" if "port" in driver_kwargs else ""
-    named = "user" in driver_kwargs and engine != "redshift"
-    user = f"{driver_kwargs['user']}@" if named else ""
-    return f"{scheme}://{user}{host}{port}/{database}"
+    port = driver_kwargs.get("port", port)
+    user = driver_kwargs.get("user", unquote(parts.username or ""))
+    login = f"{user}@" if user and engine != "redshift" else ""
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+    return (
+        f"{scheme}://{login}{host}{'' if port is None else f':{port}'}/{database}"
+        f"{'?' + query if query else ''}"
+    )
 
 
 def _dsn_part_message(name: str, engine: str, example: str) -> str:
