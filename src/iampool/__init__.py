@@ -15,7 +15,7 @@ from ._errors import (
     TlsNotOfferedError,
 )
 from .auth import auth_for
-from .pools import connect, create_pool
+from .pools import PendingPool, connect, create_pool
 from .pools.mysql import MySQLPool
 from .pools.redshift import RedshiftConnection, RedshiftPool
 
@@ -36,6 +36,7 @@ __all__ = [
     "IamPoolError",
     "MissingExtraError",
     "MySQLPool",
+    "PendingPool",
     "PoolClosedError",
     "RedshiftConnection",
     "RedshiftPool",
