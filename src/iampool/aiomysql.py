@@ -36,6 +36,8 @@ def create_pool(
     """A :class:`~iampool.MySQLPool` (default min 1 / max 10), each connection opened with a
     fresh (cached) IAM token over TLS; keyword arguments go to each ``aiomysql`` connection.
 
+    ``await`` it for the pool, or ``async with`` it to have the pool closed on exit.
+
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``mysql://`` or
             ``mysql+aiomysql://`` one.

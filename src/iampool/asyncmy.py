@@ -35,8 +35,11 @@ def create_pool(
     """asyncmy's own ``Pool`` (default min 1 / max 10), filled to ``min_size``; keyword
     arguments go to the pool (``pool_recycle``, ``echo``) and to each connection.
 
+    ``await`` it for the pool, or ``async with`` it to have the pool closed on exit.
+
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``mysql+asyncmy://`` one.
+        MissingExtraError: the driver is not installed.
     """
     return open_pool(
         dsn,

@@ -34,9 +34,12 @@ def create_pool(
     """The real ``asyncpg.Pool`` (default min 10 / max 10) whose every new connection awaits a
     fresh (cached) IAM token; keyword arguments go to ``asyncpg.create_pool``.
 
+    ``await`` it for the pool, or ``async with`` it to have the pool closed on exit.
+
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``postgresql://`` or
             ``postgresql+asyncpg://`` one.
+        MissingExtraError: the driver is not installed.
     """
     return open_pool(
         dsn,

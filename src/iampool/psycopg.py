@@ -40,9 +40,12 @@ def create_pool(
     Keyword arguments go to the pool (``timeout``, ``max_lifetime``, ``configure``, ...);
     ``kwargs=`` (a dict) to every connection (``autocommit``, ``row_factory``, libpq settings).
 
+    ``await`` it for the pool, or ``async with`` it to have the pool closed on exit.
+
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``postgresql+psycopg://``
             one.
+        MissingExtraError: the driver is not installed.
     """
     return open_pool(
         dsn,

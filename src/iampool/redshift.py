@@ -32,8 +32,11 @@ def create_pool(
     """A :class:`~iampool.RedshiftPool` (default min 1 / max 10) whose connections log in with
     temporary Redshift credentials; keyword arguments go to ``redshift_connector.connect``.
 
+    ``await`` it for the pool, or ``async with`` it to have the pool closed on exit.
+
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``redshift://`` one.
+        MissingExtraError: the driver is not installed.
     """
     return open_pool(
         dsn,
