@@ -41,6 +41,7 @@ def create_pool(
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``mysql://`` or
             ``mysql+aiomysql://`` one.
+        MissingExtraError: the driver is not installed.
     """
     driver_kwargs["pool_recycle"] = pool_recycle
     return open_pool(
