@@ -9,8 +9,11 @@ imported on demand (each driver is an optional extra). The typed entry points us
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import ssl
+import sys
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
@@ -22,7 +25,7 @@ from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem, MissingExtraError
 from ..auth import auth_for, prefetch
 from ._connect import refuse_owned_kwargs
-from ._dsn import SCHEMES, Driver, Target, parse_target
+from ._dsn import SCHEMES, Driver, Target, parse_target, tls_context
 
 __all__ = [
     "DEFAULT_SIZES",
@@ -188,6 +191,8 @@ def require_driver(driver: Driver, dsn: str = "") -> None:
     """
     extra, label, modules = EXTRAS[driver]
     for name in modules:
+        if sys.modules.get(name) is not None:
+            continue  # imported already (import_module costs ~100 us even then)
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -281,6 +286,12 @@ def _check_driver_settings(
     they then surface before any AWS call, and when an ``async_creator`` is made rather than
     at its first connect."""
     kwargs = dict(driver_kwargs)
+    if target.driver in ("asyncpg", "aiomysql", "asyncmy"):
+        option = kwargs.get("ssl")
+        if option is not None and not isinstance(option, ssl.SSLContext):
+            tls_context(target, option)  # refuses ssl=False and "disable"
+        # Building the real context may load a CA bundle (tens of ms): the driver does it.
+        kwargs["ssl"] = _unused_context()
     if target.driver == "asyncpg":
         from . import postgres
 
@@ -312,6 +323,12 @@ def _check_driver_settings(
         from . import redshift
 
         refuse_owned_kwargs(kwargs, redshift._OWNED_KWARGS)
+
+
+@functools.cache
+def _unused_context() -> ssl.SSLContext:
+    """A context that stands in for the real one while settings are only being checked."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 _NO_SELECTOR = ConfigProblem("aws_iam", SUPERSET_NO_REDSHIFT_SELECTOR)
