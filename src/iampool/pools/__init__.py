@@ -4,7 +4,12 @@ Each driver has a module here that takes a validated :class:`~iampool.pools._dsn
 ``DbAuth``: ``postgres`` (asyncpg), ``psycopg``, ``mysql`` (aiomysql), ``asyncmy`` and
 ``redshift`` (redshift-connector). They all satisfy one protocol, :class:`DriverModule`, and are
 imported on demand (each driver is an optional extra). The typed entry points users import
-(``iampool.asyncpg``, ``iampool.psycopg``, ...) call the same modules through :func:`resolve`.
+(``iampool.asyncpg``, ``iampool.psycopg``, ...) call the same modules through :func:`resolve`
+and :func:`open_pool`.
+
+:func:`resolve` is where every input is checked before any AWS call: the block, the DSN, the
+driver's extra, other drivers' keyword spellings, and the settings the driver module will
+build. ``create_pool`` returns a :class:`PendingPool`, to be awaited or entered.
 """
 
 from __future__ import annotations
