@@ -440,10 +440,13 @@ def open_pool(
     """The :class:`PendingPool` behind ``create_pool`` and the typed entry points: validates and
     builds the pool when awaited or entered; ``driver`` is the typed entry point's."""
 
+    chosen: list[Driver] = []  # the DSN's driver, once resolved
+
     async def start() -> Any:
         target, auth = resolve(
             dsn, aws_iam, cache, driver=driver, driver_kwargs=driver_kwargs, pool=True
         )
+        chosen.append(target.driver)
         default_min, default_max = DEFAULT_SIZES[target.driver]
         return await driver_module(target.driver).create_pool(
             target,
@@ -455,12 +458,7 @@ def open_pool(
         )
 
     async def close(pool: Any) -> None:
-        if driver is not None:
-            await _CLOSERS[driver](pool)
-        elif hasattr(pool, "wait_closed"):  # the DSN chose; the pool's interface says which
-            await _close_then_wait(pool)
-        else:
-            await _close_awaiting(pool)
+        await _CLOSERS[chosen[0]](pool)
 
     return PendingPool(start, close)
 
