@@ -219,7 +219,9 @@ _DSN_PARTS = ("host", "port", "user", "database", "db", "dbname")
 
 
 def _refuse_driver_spellings(dsn: str, driver_kwargs: Mapping[str, Any], *, pool: bool) -> None:
-    problems = []
+    scheme = dsn.partition("://")[0] if "://" in dsn else "postgresql"
+    engine, driver = SCHEMES.get(scheme.lower(), ("postgresql", "asyncpg"))
+    problems: list[ConfigProblem] = []
     for name, spelling in _SIZE_SPELLINGS.items():
         if name in driver_kwargs:
             message = (
@@ -228,10 +230,25 @@ def _refuse_driver_spellings(dsn: str, driver_kwargs: Mapping[str, Any], *, pool
                 else f"is a pool setting (create_pool's {spelling}=); connect opens one connection"
             )
             problems.append(ConfigProblem(name, message))
+    problems.extend(_login_problems(scheme, engine, dsn, driver_kwargs))
+    connection_kwargs = driver_kwargs.get("kwargs")
+    if pool and driver == "psycopg" and isinstance(connection_kwargs, Mapping):
+        # psycopg_pool's kwargs= are libpq settings of every connection: the same rules.
+        problems.extend(
+            ConfigProblem(f"kwargs.{problem.field}", problem.message)
+            for problem in _login_problems(scheme, engine, dsn, connection_kwargs)
+        )
+    if problems:
+        raise ConfigError(problems, context="driver keyword")
+
+
+def _login_problems(
+    scheme: str, engine: str, dsn: str, driver_kwargs: Mapping[str, Any]
+) -> list[ConfigProblem]:
+    """Keywords for the endpoint, the login or the database, which the DSN and aws_iam say."""
+    problems = []
     given = [name for name in _DSN_PARTS if name in driver_kwargs]
     if given:
-        scheme = dsn.partition("://")[0] if "://" in dsn else "postgresql"
-        engine = SCHEMES.get(scheme.lower(), ("postgresql", "asyncpg"))[0]
         example = _dsn_example(scheme, engine, dsn, driver_kwargs)
         problems.extend(
             ConfigProblem(name, _dsn_part_message(name, engine, example)) for name in given
@@ -241,8 +258,7 @@ def _refuse_driver_spellings(dsn: str, driver_kwargs: Mapping[str, Any], *, pool
     for name in ("dsn", "conninfo"):
         if name in driver_kwargs:
             problems.append(ConfigProblem(name, "is the first argument, the DSN"))
-    if problems:
-        raise ConfigError(problems, context="driver keyword")
+    return problems
 
 
 def _dsn_example(scheme: str, engine: str, dsn: str, driver_kwargs: Mapping[str, Any]) -> str:
