@@ -246,7 +246,7 @@ def _login_problems(
     scheme: str, engine: str, dsn: str, driver_kwargs: Mapping[str, Any]
 ) -> list[ConfigProblem]:
     """Keywords for the endpoint, the login or the database, which the DSN and aws_iam say."""
-    problems = []
+    problems: list[ConfigProblem] = []
     given = [name for name in _DSN_PARTS if name in driver_kwargs]
     if given:
         example = _dsn_example(scheme, engine, dsn, driver_kwargs)
