@@ -328,3 +328,15 @@ def test_async_creator_checks_its_keywords_at_engine_creation(
 def test_async_creator_checks_connect_rate_at_engine_creation(cache: CredentialCache) -> None:
     with pytest.raises(ValueError, match="connect_rate"):
         async_creator(f"postgresql://{HOST}/db", aws_iam=AURORA, cache=cache, connect_rate=0)
+
+
+@pytest.mark.parametrize(("module", "dsn"), ENTRY_POINTS)
+def test_asyncpg_style_keywords_without_a_dsn_are_a_type_error_naming_dsn(
+    module: str, dsn: str
+) -> None:
+    # Documented choice: the DSN stays required (type checkers see it); Python refuses the
+    # call before anything starts.
+    create_pool: Any = importlib.import_module(module).create_pool
+
+    with pytest.raises(TypeError, match="dsn"):
+        create_pool(host=HOST, port=5432, user="app", database="db", aws_iam=config_for(dsn))
