@@ -151,6 +151,22 @@ SPELLINGS = [
     ("asyncpg", {"ssl": False}, ["ssl"], "IAM connections always use TLS"),
     ("asyncmy", {"ssl": "disable"}, ["ssl"], "IAM connections always use TLS"),
     ("aiomysql", {"unix_socket": "/run/mysqld.sock"}, ["unix_socket"], "is set by iampool"),
+    # Typos and other unknown keywords, read against the installed driver's signatures.
+    (
+        "aiomysql",
+        {"autocomit": True},
+        ["autocomit"],
+        "not a keyword aiomysql takes; did you mean autocommit?",
+    ),
+    ("asyncpg", {"comand_timeout": 5}, ["comand_timeout"], "did you mean command_timeout?"),
+    ("psycopg", {"max_idel": 60}, ["max_idel"], "not a keyword psycopg 3 and psycopg-pool takes"),
+    ("asyncmy", {"pool_recyle": 60}, ["pool_recyle"], "did you mean pool_recycle?"),
+    (
+        "redshift",
+        {"timout": 5},
+        ["timout"],
+        "not a keyword redshift-connector takes; did you mean timeout?",
+    ),
 ]
 
 

@@ -313,6 +313,9 @@ def test_async_creator_refuses_a_url_with_a_password_without_showing_it(
         (f"postgresql+psycopg://{HOST}/db", {"sslmode": "disable"}, "sslmode"),
         (f"mysql://{HOST}/db?compress=1", {}, "compress"),
         (f"mysql://{HOST}/db", {"db": "other"}, "db"),
+        (f"mysql://{HOST}/db", {"autocomit": True}, "autocomit"),
+        (f"postgresql://{HOST}/db", {"comand_timeout": 1}, "comand_timeout"),
+        (f"mysql+asyncmy://{HOST}/db", {"pool_recycle": 60}, "pool_recycle"),  # a pool's
     ],
 )
 def test_async_creator_checks_its_keywords_at_engine_creation(

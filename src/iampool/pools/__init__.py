@@ -14,8 +14,10 @@ build. ``create_pool`` returns a :class:`PendingPool`, to be awaited or entered.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
+import inspect
 import json
 import ssl
 import sys
@@ -344,6 +346,60 @@ def _check_driver_settings(
         from . import redshift
 
         refuse_owned_kwargs(kwargs, redshift._OWNED_KWARGS)
+    accepted = _accepted_keywords(target.driver, pool=pool)
+    unknown = [name for name in driver_kwargs if accepted is not None and name not in accepted]
+    if unknown:
+        label = EXTRAS[target.driver][1]
+        raise ConfigError(
+            [ConfigProblem(name, _unknown_message(name, label, accepted)) for name in unknown],
+            context="driver keyword",
+        )
+
+
+def _unknown_message(name: str, label: str, accepted: frozenset[str] | None) -> str:
+    close = difflib.get_close_matches(name, sorted(accepted or ()), n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"is not a keyword {label} takes{hint}"
+
+
+@functools.cache
+def _accepted_keywords(driver: Driver, *, pool: bool) -> frozenset[str] | None:
+    """Every keyword the driver's connect (and pool) takes, read from the installed driver's
+    signatures; None when they take any (psycopg's connections: libpq settings)."""
+    sources: list[Any]
+    names: set[str] = set()
+    if driver == "asyncpg":
+        import asyncpg
+
+        sources = [asyncpg.connect, *([asyncpg.create_pool] if pool else [])]
+    elif driver == "aiomysql":
+        from aiomysql.connection import Connection
+
+        sources = [Connection.__init__]
+        names.update(("pool_recycle",) if pool else ())
+    elif driver == "asyncmy":
+        import asyncmy
+
+        sources = [asyncmy.connect, *([asyncmy.Pool] if pool else [])]
+    elif driver == "psycopg":
+        if not pool:
+            return None
+        from psycopg_pool import AsyncConnectionPool
+
+        sources = [AsyncConnectionPool.__init__]
+    else:
+        import redshift_connector
+
+        sources = [redshift_connector.connect]
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for source in sources:
+        try:
+            parameters = inspect.signature(source).parameters.values()
+        except (TypeError, ValueError):  # no signature to read: let the driver judge
+            return None
+        names.update(parameter.name for parameter in parameters if parameter.kind in named)
+    names.discard("self")
+    return frozenset(names)
 
 
 @functools.cache
