@@ -51,6 +51,21 @@ async def cache() -> AsyncIterator[CredentialCache]:
     await cache.aclose()
 
 
+@pytest.fixture
+def prefetches(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Authenticators whose credentials creating a pool or a connection started to mint (the
+    first AWS call, made in the background: counted here at once, without waiting for it)."""
+    started: list[Any] = []
+    prefetch = iampool.pools.prefetch
+
+    def counting(auth: Any) -> None:
+        started.append(auth)
+        prefetch(auth)
+
+    monkeypatch.setattr(iampool.pools, "prefetch", counting)
+    return started
+
+
 def dsn_for(driver: Driver, database: Any) -> str:
     return f"{driver.scheme}://{database.dsn.split('://', 1)[1]}"
 
@@ -181,6 +196,7 @@ async def test_driver_spellings_are_refused_before_any_aws_call(
     request: pytest.FixtureRequest,
     cache: CredentialCache,
     fake_aws: Any,
+    prefetches: list[Any],
 ) -> None:
     driver = DRIVERS[name]
     database = request.getfixturevalue(driver.fixture)
@@ -193,6 +209,7 @@ async def test_driver_spellings_are_refused_before_any_aws_call(
         )
     await anyio.sleep(0.2)  # a prefetch started by mistake would have called AWS by now
 
+    assert prefetches == []  # no credentials were asked for
     assert caught.value.fields == fields
     assert spelling in str(caught.value)
     assert fake_aws.calls["AssumeRole"] == assume_roles
@@ -200,7 +217,7 @@ async def test_driver_spellings_are_refused_before_any_aws_call(
 
 
 async def test_a_minsize_for_connect_is_refused_naming_the_pool_setting(
-    iam_mysql: Any, cache: CredentialCache, fake_aws: Any
+    iam_mysql: Any, cache: CredentialCache, fake_aws: Any, prefetches: list[Any]
 ) -> None:
     assume_roles = fake_aws.calls["AssumeRole"]
 
@@ -208,6 +225,7 @@ async def test_a_minsize_for_connect_is_refused_naming_the_pool_setting(
         await iampool.connect(iam_mysql.dsn, aws_iam=iam_mysql.config, cache=cache, minsize=1)
 
     assert caught.value.fields == ["minsize"]
+    assert prefetches == []
     assert fake_aws.calls["AssumeRole"] == assume_roles
 
 

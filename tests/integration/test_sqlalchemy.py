@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import iampool.pools
 from iampool import ConfigError, CredentialCache
 from iampool.sqlalchemy import async_creator
 
@@ -115,7 +116,13 @@ async def test_keywords_are_checked_at_engine_creation_before_any_aws_call(
     request: pytest.FixtureRequest,
     cache: CredentialCache,
     fake_aws: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    prefetches: list[Any] = []
+    prefetch = iampool.pools.prefetch
+    monkeypatch.setattr(
+        iampool.pools, "prefetch", lambda auth: (prefetches.append(auth), prefetch(auth))
+    )
     db = request.getfixturevalue(DIALECTS[dialect])
     dsn = f"{dialect}://{db.dsn.split('://', 1)[1]}"
     assume_roles = fake_aws.calls["AssumeRole"]
@@ -124,6 +131,7 @@ async def test_keywords_are_checked_at_engine_creation_before_any_aws_call(
         async_creator(dsn, aws_iam=db.config, cache=cache, **kwargs)
     await anyio.sleep(0.2)  # a prefetch started by mistake would have called AWS by now
 
+    assert prefetches == []  # no credentials were asked for
     assert caught.value.fields == [field]
     assert fake_aws.calls["AssumeRole"] == assume_roles
     assert cache.stats()["misses"] == 0
