@@ -244,3 +244,25 @@ async def test_the_refusal_shows_the_dsn_the_keywords_meant(
         )
 
     assert f"postgresql://app@{host_port}/reports" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["asyncpg", "aiomysql", "asyncmy", "redshift"])
+async def test_a_cancelled_block_still_closes_every_connection(
+    name: str, request: pytest.FixtureRequest, cache: CredentialCache
+) -> None:
+    driver = DRIVERS[name]
+    database = request.getfixturevalue(driver.fixture)
+    pools = []
+
+    with anyio.CancelScope() as scope:
+        async with iampool.create_pool(
+            dsn_for(driver, database), aws_iam=database.config, min_size=2, max_size=2, cache=cache
+        ) as pool:
+            pools.append(pool)
+            assert await current_user(driver, pool) == database.user
+            scope.cancel()  # as a timeout around the whole block would
+            await anyio.sleep_forever()
+
+    assert scope.cancelled_caught
+    assert is_closed(driver, pools[0])
+    await anyio.to_thread.run_sync(database.gateway.wait_idle)  # no connection left open

@@ -16,8 +16,10 @@ import warnings
 from collections import Counter
 from typing import Any
 
+import anyio
 import pytest
 from sqlalchemy.engine import URL
+from trio.testing import MockClock
 
 import iampool
 from iampool import ConfigError, CredentialCache, MissingExtraError
@@ -152,22 +154,30 @@ def test_create_pool_left_unawaited_starts_nothing_and_warns_nothing(
 
 
 class FakePool:
-    def __init__(self) -> None:
+    def __init__(self, *, hang: bool = False) -> None:
         self.closed = 0
+        self.terminated = 0
+        self.hang = hang  # close() waits forever, as for a connection never given back
+
+    def terminate(self) -> None:
+        self.terminated += 1
 
 
 class TestPendingPool:
     """PendingPool with a fake pool: await it, or ``async with`` it (closed on exit), once."""
 
     @staticmethod
-    def pending() -> tuple[PendingPool[FakePool], list[FakePool]]:
+    def pending(*, hang: bool = False) -> tuple[PendingPool[FakePool], list[FakePool]]:
         opened: list[FakePool] = []
 
         async def open_pool() -> FakePool:
-            opened.append(FakePool())
+            opened.append(FakePool(hang=hang))
             return opened[-1]
 
         async def close(pool: FakePool) -> None:
+            await anyio.sleep(0.1)  # closing takes a while: a cancellation can cut it short
+            if pool.hang:
+                await anyio.sleep_forever()
             pool.closed += 1
 
         return PendingPool(open_pool, close), opened
@@ -197,6 +207,40 @@ class TestPendingPool:
                 raise LookupError
 
         assert [pool.closed for pool in opened] == [1]
+
+    async def test_a_cancelled_block_still_closes_the_pool(self) -> None:
+        pending, opened = self.pending()
+
+        with anyio.CancelScope() as scope:
+            async with pending:
+                scope.cancel()  # a timeout around the whole block
+                await anyio.sleep_forever()
+
+        assert [(pool.closed, pool.terminated) for pool in opened] == [(1, 0)]
+
+    @pytest.mark.parametrize(
+        "anyio_backend", [("trio", {"clock": MockClock(autojump_threshold=0)})]
+    )
+    async def test_a_cancelled_block_whose_close_hangs_is_terminated_after_5_s(self) -> None:
+        pending, opened = self.pending(hang=True)
+        started = anyio.current_time()
+
+        with anyio.CancelScope() as scope:
+            async with pending:
+                scope.cancel()
+                await anyio.sleep_forever()
+
+        assert [(pool.closed, pool.terminated) for pool in opened] == [(0, 1)]
+        assert anyio.current_time() - started == pytest.approx(5.0)  # the grace, then terminate
+
+    async def test_a_close_cut_short_terminates_the_pool(self) -> None:
+        pending, opened = self.pending(hang=True)
+
+        with anyio.move_on_after(0.5):  # cancels the close, not the block
+            async with pending:
+                pass
+
+        assert [(pool.closed, pool.terminated) for pool in opened] == [(0, 1)]
 
     async def test_nothing_opens_before_it_is_awaited(self) -> None:
         _, opened = self.pending()

@@ -26,6 +26,8 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+import anyio
+
 from .._cache import CredentialCache, default_cache
 from .._config import SUPERSET_NO_REDSHIFT_SELECTOR, ConfigLike, coerce_config
 from .._credentials import DbAuth
@@ -438,6 +440,8 @@ class PendingPool(Generic[PoolT]):
     exits.
 
     Nothing starts until it is awaited or entered, once: a second start is a ``RuntimeError``.
+    When the block is cancelled (a timeout around it), the pool still closes, shielded, for up
+    to 5 s; then, or when the close itself is cut short, its ``terminate()`` closes what is left.
     """
 
     __slots__ = ("_close", "_open", "_pool", "_started")
@@ -474,8 +478,35 @@ class PendingPool(Generic[PoolT]):
         tb: TracebackType | None,
     ) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is None:
+            return
+        if exc_type is not None and issubclass(exc_type, anyio.get_cancelled_exc_class()):
+            # A timeout around the block: close anyway, shielded, for a bounded time, then
+            # close whatever is left at once (connections the block never gave back).
+            try:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCELLED_CLOSE_GRACE):
+                    await self._close(pool)
+                    return
+            except BaseException:
+                _terminate(pool)
+                raise
+            _terminate(pool)
+            return
+        try:
             await self._close(pool)
+        except BaseException:
+            _terminate(pool)  # the close was cut short: leave no connection open
+            raise
+
+
+_CANCELLED_CLOSE_GRACE = 5.0  # seconds a cancelled block's pool gets to close gracefully
+
+
+def _terminate(pool: Any) -> None:
+    """Close every connection now (psycopg_pool has no ``terminate()``: nothing to do)."""
+    terminate = getattr(pool, "terminate", None)
+    if terminate is not None:
+        terminate()
 
 
 async def _close_awaiting(pool: Any) -> None:
