@@ -10,11 +10,12 @@ from ._errors import (
     CredentialError,
     IamAuthDisabledError,
     IamPoolError,
+    MissingExtraError,
     PoolClosedError,
     TlsNotOfferedError,
 )
 from .auth import auth_for
-from .pools import connect, create_pool
+from .pools import PendingPool, connect, create_pool
 from .pools.mysql import MySQLPool
 from .pools.redshift import RedshiftConnection, RedshiftPool
 
@@ -33,7 +34,9 @@ __all__ = [
     "DbCredentials",
     "IamAuthDisabledError",
     "IamPoolError",
+    "MissingExtraError",
     "MySQLPool",
+    "PendingPool",
     "PoolClosedError",
     "RedshiftConnection",
     "RedshiftPool",

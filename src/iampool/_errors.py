@@ -26,6 +26,7 @@ __all__ = [
     "CredentialError",
     "IamAuthDisabledError",
     "IamPoolError",
+    "MissingExtraError",
     "PoolClosedError",
     "TlsNotOfferedError",
 ]
@@ -161,4 +162,13 @@ class PoolClosedError(IamPoolError, RuntimeError):
     after its ``close()`` began; also raised to callers that were waiting for a connection then.
 
     A ``RuntimeError`` too, as aiomysql and redshift-connector users expect from a closed pool.
+    """
+
+
+class MissingExtraError(IamPoolError, ModuleNotFoundError):
+    """The driver a DSN asks for is not installed; the message names the extra to install
+    (``pip install 'iampool[mysql]'``). Raised before any AWS call.
+
+    A ``ModuleNotFoundError`` too (``name`` is the missing module), so ``except ImportError``
+    keeps working.
     """

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import DEFAULT_SIZES, mysql, resolve
+from .pools import DEFAULT_SIZES, PendingPool, mysql, open_pool, resolve
 from .pools.mysql import MySQLPool
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ __all__ = ["connect", "create_pool"]
 _MIN_SIZE, _MAX_SIZE = DEFAULT_SIZES["aiomysql"]
 
 
-async def create_pool(
+def create_pool(
     dsn: str,
     *,
     aws_iam: ConfigLike,
@@ -32,23 +32,27 @@ async def create_pool(
     connect_rate: float | None = None,
     pool_recycle: float = -1,
     **driver_kwargs: Any,
-) -> MySQLPool:
+) -> PendingPool[MySQLPool]:
     """A :class:`~iampool.MySQLPool` (default min 1 / max 10), each connection opened with a
     fresh (cached) IAM token over TLS; keyword arguments go to each ``aiomysql`` connection.
+
+    ``await`` it for the pool, or ``async with`` it to have the pool closed on exit.
 
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``mysql://`` or
             ``mysql+aiomysql://`` one.
+        MissingExtraError: the driver is not installed.
     """
-    target, auth = resolve(dsn, aws_iam, cache, driver="aiomysql", driver_kwargs=driver_kwargs)
-    return await mysql.create_pool(
-        target,
-        auth,
+    driver_kwargs["pool_recycle"] = pool_recycle
+    return open_pool(
+        dsn,
+        aws_iam=aws_iam,
+        cache=cache,
+        driver="aiomysql",
         min_size=min_size,
         max_size=max_size,
         connect_rate=connect_rate,
-        pool_recycle=pool_recycle,
-        **driver_kwargs,
+        driver_kwargs=driver_kwargs,
     )
 
 

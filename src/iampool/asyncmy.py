@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import DEFAULT_SIZES, asyncmy, resolve
+from .pools import DEFAULT_SIZES, PendingPool, asyncmy, open_pool, resolve
 
 if TYPE_CHECKING:
     from asyncmy import Connection, Pool
@@ -22,7 +22,7 @@ __all__ = ["connect", "create_pool"]
 _MIN_SIZE, _MAX_SIZE = DEFAULT_SIZES["asyncmy"]
 
 
-async def create_pool(
+def create_pool(
     dsn: str,
     *,
     aws_iam: ConfigLike,
@@ -31,21 +31,25 @@ async def create_pool(
     cache: CredentialCache | None = None,
     connect_rate: float | None = None,
     **driver_kwargs: Any,
-) -> Pool:
+) -> PendingPool[Pool]:
     """asyncmy's own ``Pool`` (default min 1 / max 10), filled to ``min_size``; keyword
     arguments go to the pool (``pool_recycle``, ``echo``) and to each connection.
 
+    ``await`` it for the pool, or ``async with`` it to have the pool closed on exit.
+
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``mysql+asyncmy://`` one.
+        MissingExtraError: the driver is not installed.
     """
-    target, auth = resolve(dsn, aws_iam, cache, driver="asyncmy", driver_kwargs=driver_kwargs)
-    return await asyncmy.create_pool(
-        target,
-        auth,
+    return open_pool(
+        dsn,
+        aws_iam=aws_iam,
+        cache=cache,
+        driver="asyncmy",
         min_size=min_size,
         max_size=max_size,
         connect_rate=connect_rate,
-        **driver_kwargs,
+        driver_kwargs=driver_kwargs,
     )
 
 

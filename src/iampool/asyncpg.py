@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import DEFAULT_SIZES, postgres, resolve
+from .pools import DEFAULT_SIZES, PendingPool, open_pool, postgres, resolve
 
 if TYPE_CHECKING:
     import asyncpg
@@ -21,7 +21,7 @@ __all__ = ["connect", "create_pool"]
 _MIN_SIZE, _MAX_SIZE = DEFAULT_SIZES["asyncpg"]
 
 
-async def create_pool(
+def create_pool(
     dsn: str,
     *,
     aws_iam: ConfigLike,
@@ -30,22 +30,26 @@ async def create_pool(
     cache: CredentialCache | None = None,
     connect_rate: float | None = None,
     **driver_kwargs: Any,
-) -> asyncpg.Pool:
+) -> PendingPool[asyncpg.Pool]:
     """The real ``asyncpg.Pool`` (default min 10 / max 10) whose every new connection awaits a
     fresh (cached) IAM token; keyword arguments go to ``asyncpg.create_pool``.
+
+    ``await`` it for the pool, or ``async with`` it to have the pool closed on exit.
 
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``postgresql://`` or
             ``postgresql+asyncpg://`` one.
+        MissingExtraError: the driver is not installed.
     """
-    target, auth = resolve(dsn, aws_iam, cache, driver="asyncpg", driver_kwargs=driver_kwargs)
-    return await postgres.create_pool(
-        target,
-        auth,
+    return open_pool(
+        dsn,
+        aws_iam=aws_iam,
+        cache=cache,
+        driver="asyncpg",
         min_size=min_size,
         max_size=max_size,
         connect_rate=connect_rate,
-        **driver_kwargs,
+        driver_kwargs=driver_kwargs,
     )
 
 

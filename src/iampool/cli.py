@@ -345,12 +345,7 @@ def _tls_mode(target: Target) -> str:
     PostgreSQL and MySQL read it off the very ``SSLContext`` the pools build, so ``require`` with
     a CA shows as the ``verify-full`` it becomes.
     """
-    if target.engine == "redshift":
-        if target.sslrootcert is not None:
-            raise UsageError(
-                "sslrootcert: redshift-connector takes no CA file; add the CA to the system "
-                "store or point SSL_CERT_FILE at it"
-            )
+    if target.engine == "redshift":  # a CA file was refused by resolve()
         mode = _REDSHIFT_SSLMODES[target.sslmode]
         checked = "certificate" if mode == "verify-ca" else "certificate and host name"
         store = "the system store and redshift-connector's Amazon CAs"

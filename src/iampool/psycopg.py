@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import DEFAULT_SIZES, psycopg, resolve
+from .pools import DEFAULT_SIZES, PendingPool, open_pool, psycopg, resolve
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -24,7 +24,7 @@ __all__ = ["connect", "create_pool"]
 _MIN_SIZE, _MAX_SIZE = DEFAULT_SIZES["psycopg"]
 
 
-async def create_pool(
+def create_pool(
     dsn: str,
     *,
     aws_iam: ConfigLike,
@@ -33,25 +33,29 @@ async def create_pool(
     cache: CredentialCache | None = None,
     connect_rate: float | None = None,
     **driver_kwargs: Any,
-) -> AsyncConnectionPool[AsyncConnection[TupleRow]]:
+) -> PendingPool[AsyncConnectionPool[AsyncConnection[TupleRow]]]:
     """The real ``psycopg_pool.AsyncConnectionPool`` (default min 4 / max 4), open and filled,
     whose every new connection gets a fresh (cached) IAM token from its ``kwargs`` callable.
 
     Keyword arguments go to the pool (``timeout``, ``max_lifetime``, ``configure``, ...);
     ``kwargs=`` (a dict) to every connection (``autocommit``, ``row_factory``, libpq settings).
 
+    ``await`` it for the pool, or ``async with`` it to have the pool closed on exit.
+
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``postgresql+psycopg://``
             one.
+        MissingExtraError: the driver is not installed.
     """
-    target, auth = resolve(dsn, aws_iam, cache, driver="psycopg", driver_kwargs=driver_kwargs)
-    return await psycopg.create_pool(
-        target,
-        auth,
+    return open_pool(
+        dsn,
+        aws_iam=aws_iam,
+        cache=cache,
+        driver="psycopg",
         min_size=min_size,
         max_size=max_size,
         connect_rate=connect_rate,
-        **driver_kwargs,
+        driver_kwargs=driver_kwargs,
     )
 
 

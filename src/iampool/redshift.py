@@ -11,7 +11,7 @@ from typing import Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import DEFAULT_SIZES, redshift, resolve
+from .pools import DEFAULT_SIZES, PendingPool, open_pool, redshift, resolve
 from .pools.redshift import RedshiftConnection, RedshiftPool
 
 __all__ = ["connect", "create_pool"]
@@ -19,7 +19,7 @@ __all__ = ["connect", "create_pool"]
 _MIN_SIZE, _MAX_SIZE = DEFAULT_SIZES["redshift_connector"]
 
 
-async def create_pool(
+def create_pool(
     dsn: str,
     *,
     aws_iam: ConfigLike,
@@ -28,23 +28,25 @@ async def create_pool(
     cache: CredentialCache | None = None,
     connect_rate: float | None = None,
     **driver_kwargs: Any,
-) -> RedshiftPool:
+) -> PendingPool[RedshiftPool]:
     """A :class:`~iampool.RedshiftPool` (default min 1 / max 10) whose connections log in with
     temporary Redshift credentials; keyword arguments go to ``redshift_connector.connect``.
 
+    ``await`` it for the pool, or ``async with`` it to have the pool closed on exit.
+
     Raises:
         ConfigError: invalid configuration, or a DSN that is not a ``redshift://`` one.
+        MissingExtraError: the driver is not installed.
     """
-    target, auth = resolve(
-        dsn, aws_iam, cache, driver="redshift_connector", driver_kwargs=driver_kwargs
-    )
-    return await redshift.create_pool(
-        target,
-        auth,
+    return open_pool(
+        dsn,
+        aws_iam=aws_iam,
+        cache=cache,
+        driver="redshift_connector",
         min_size=min_size,
         max_size=max_size,
         connect_rate=connect_rate,
-        **driver_kwargs,
+        driver_kwargs=driver_kwargs,
     )
 
 

@@ -9,23 +9,30 @@
 
 SQLAlchemy keeps its own pool; every new connection it opens awaits fresh (cached) credentials.
 Works with the ``postgresql+asyncpg``, ``postgresql+psycopg``, ``mysql+aiomysql`` and
-``mysql+asyncmy`` dialects: give iampool a DSN with the same scheme as the engine's URL.
+``mysql+asyncmy`` dialects: give iampool a DSN (a string or SQLAlchemy ``URL``) with the same
+driver as the engine's URL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
+from ._errors import ConfigError, ConfigProblem
 from .pools import driver_module, resolve
+from .pools._connect import connect_rate_for
+from .pools._dsn import SCHEMES
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 __all__ = ["async_creator"]
 
 
 def async_creator(
-    dsn: str,
+    dsn: str | URL,
     *,
     aws_iam: ConfigLike,
     cache: CredentialCache | None = None,
@@ -35,23 +42,42 @@ def async_creator(
     """A zero-argument coroutine function returning a new DBAPI connection of the DSN's driver
     (asyncpg, psycopg, aiomysql or asyncmy).
 
-    The DSN and configuration are validated now, so mistakes surface at engine creation.
+    ``dsn`` is a string or a SQLAlchemy ``URL`` (the engine's own URL will do when it names the
+    host and database). The DSN, the configuration, ``connect_rate`` and the driver keywords
+    are validated now, so mistakes surface at engine creation, before any AWS call.
 
     Raises:
-        ConfigError: invalid configuration or DSN, or a ``redshift://`` DSN (SQLAlchemy's
-            Redshift dialects are synchronous; use ``iampool.create_pool``).
+        ConfigError: invalid configuration, DSN or driver keyword, or a ``redshift://`` DSN
+            (SQLAlchemy's Redshift dialects are synchronous; use ``iampool.create_pool``).
+        MissingExtraError: the DSN's driver is not installed.
+        ValueError: a ``connect_rate`` that is not a positive number.
     """
-    target, auth = resolve(dsn, aws_iam, cache, driver_kwargs=driver_kwargs)
-    if target.engine == "redshift":
-        from ._errors import ConfigError, ConfigProblem
-
+    text = _dsn_text(dsn)
+    scheme = text.partition("://")[0].lower()
+    if scheme in SCHEMES and SCHEMES[scheme][0] == "redshift":
         supported = "postgresql:// and mysql:// DSNs (+asyncpg, +psycopg, +aiomysql, +asyncmy)"
         raise ConfigError(
             ConfigProblem("dsn", f"async_creator supports {supported}"), context="DSN"
         )
+    target, auth = resolve(text, aws_iam, cache, driver_kwargs=driver_kwargs)
+    connect_rate_for(target.endpoint, connect_rate)  # a rate that is not positive: ValueError
     module = driver_module(target.driver)
 
     async def creator() -> Any:
         return await module.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
 
     return creator
+
+
+def _dsn_text(dsn: str | URL) -> str:
+    """A DSN string; a ``URL`` rendered with its password, if any, so that it is refused."""
+    if isinstance(dsn, str):
+        return dsn
+    render = getattr(dsn, "render_as_string", None)
+    if render is None:
+        raise ConfigError(
+            ConfigProblem("dsn", f"must be a string or a sqlalchemy URL, not {type(dsn).__name__}"),
+            context="DSN",
+        )
+    text: str = render(hide_password=False)
+    return text

@@ -8,9 +8,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import iampool.pools
 from iampool import ConfigError, CredentialCache
 from iampool.sqlalchemy import async_creator
 
@@ -75,3 +76,62 @@ def test_async_creator_validates_the_dsn_at_engine_creation(iam_postgres: Any) -
 def test_async_creator_refuses_redshift(iam_redshift: Any) -> None:
     with pytest.raises(ConfigError, match="postgresql:// and mysql://"):
         async_creator(iam_redshift.dsn, aws_iam=iam_redshift.config)
+
+
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+async def test_the_engines_own_url_object_serves_as_the_dsn(
+    dialect: str, request: pytest.FixtureRequest, cache: CredentialCache
+) -> None:
+    database = DIALECTS[dialect]
+    db = request.getfixturevalue(database)
+    url = make_url(db.dsn).set(drivername=dialect)  # host, user, database, sslrootcert
+    engine = create_async_engine(
+        url, async_creator=async_creator(url, aws_iam=db.config, cache=cache)
+    )
+    try:
+        async with engine.connect() as connection:
+            user = str((await connection.execute(text(CURRENT_USER[database]))).scalar())
+    finally:
+        await engine.dispose()
+    await anyio.to_thread.run_sync(db.gateway.wait_idle)
+
+    assert user.split("@", 1)[0] == "app"
+    assert cache.stats()["tokens_signed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("dialect", "kwargs", "field"),
+    [
+        ("postgresql+asyncpg", {"ssl": False}, "ssl"),
+        ("mysql+aiomysql", {"ssl": "disable"}, "ssl"),
+        ("mysql+asyncmy", {"ssl": False}, "ssl"),
+        ("postgresql+psycopg", {"sslmode": "prefer"}, "sslmode"),
+        ("mysql+aiomysql", {"minsize": 1}, "minsize"),
+    ],
+)
+async def test_keywords_are_checked_at_engine_creation_before_any_aws_call(
+    dialect: str,
+    kwargs: dict[str, Any],
+    field: str,
+    request: pytest.FixtureRequest,
+    cache: CredentialCache,
+    fake_aws: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prefetches: list[Any] = []
+    prefetch = iampool.pools.prefetch
+    monkeypatch.setattr(
+        iampool.pools, "prefetch", lambda auth: (prefetches.append(auth), prefetch(auth))
+    )
+    db = request.getfixturevalue(DIALECTS[dialect])
+    dsn = f"{dialect}://{db.dsn.split('://', 1)[1]}"
+    assume_roles = fake_aws.calls["AssumeRole"]
+
+    with pytest.raises(ConfigError) as caught:
+        async_creator(dsn, aws_iam=db.config, cache=cache, **kwargs)
+    await anyio.sleep(0.2)  # a prefetch started by mistake would have called AWS by now
+
+    assert prefetches == []  # no credentials were asked for
+    assert caught.value.fields == [field]
+    assert fake_aws.calls["AssumeRole"] == assume_roles
+    assert cache.stats()["misses"] == 0

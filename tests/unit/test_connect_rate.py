@@ -160,15 +160,30 @@ def test_each_endpoint_has_its_own_bucket() -> None:
     assert connect_rate_for(f"{unique_host()}:5432", 5) is not bucket
 
 
-def test_the_strictest_requested_rate_applies_to_an_endpoint() -> None:
+def test_pools_asking_100_then_5_then_100_each_get_the_rate_they_asked_for() -> None:
     endpoint = f"{unique_host()}:5432"
-    loose = connect_rate_for(endpoint, 100)
-    strict = connect_rate_for(endpoint, 10)
 
-    assert loose is not None
+    first = connect_rate_for(endpoint, 100)
+    strict = connect_rate_for(endpoint, 5)
+    third = connect_rate_for(endpoint, 100)
+
+    assert first is not None
     assert strict is not None
-    assert strict.rate == 10
-    assert connect_rate_for(endpoint, 50) is strict
+    assert third is not None
+    assert (first.rate, strict.rate, third.rate) == (100, 5, 100)  # no ratchet down to 5
+    assert third is first  # the same rate to the same endpoint: one shared cap
+    assert strict is not first
+
+
+def test_a_strict_pool_does_not_slow_a_looser_one_to_the_same_endpoint() -> None:
+    endpoint = f"{unique_host()}:3306"
+    strict = connect_rate_for(endpoint, 1)
+    loose = connect_rate_for(endpoint, 100)
+    assert strict is not None
+    assert loose is not None
+    strict.reserve()  # the strict pool used its one connection of this second
+
+    assert [loose.reserve() for _ in range(100)] == [0.0] * 100
 
 
 def test_endpoint_bucket_uses_the_requested_rate() -> None:

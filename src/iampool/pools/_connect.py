@@ -75,21 +75,26 @@ class ConnectRate:
             await anyio.sleep(delay)
 
 
-_rates: dict[str, ConnectRate] = {}
+# One bucket per (endpoint, rate): whoever asks for the same rate to the same endpoint shares
+# its cap; another rate gets a bucket of its own, so no request changes another one's limit.
+_rates: dict[tuple[str, float], ConnectRate] = {}
 _rates_lock = threading.Lock()
 
 
 def connect_rate_for(endpoint: str, rate: float | None) -> ConnectRate | None:
-    """The process-wide bucket for an endpoint, so every pool to it shares one cap.
+    """The process-wide bucket capping new connections to ``endpoint`` at ``rate`` per second.
 
-    When pools ask for different rates to the same endpoint, the strictest one applies.
+    Pools, ``connect()`` calls and an ``async_creator``'s connections that ask for the same rate
+    to the same endpoint share one bucket; a different rate has its own, so a pool that asks for
+    5 leaves another pool's 100 alone.
     """
     if rate is None:
         return None
+    key = (endpoint, rate)
     with _rates_lock:
-        bucket = _rates.get(endpoint)
-        if bucket is None or rate < bucket.rate:
-            bucket = _rates[endpoint] = ConnectRate(rate)
+        bucket = _rates.get(key)
+        if bucket is None:
+            bucket = _rates[key] = ConnectRate(rate)
         return bucket
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "Engine",
     "ServerNamedContext",
     "Target",
+    "check_tls_option",
     "libpq_server_name",
     "libpq_tls",
     "parse_target",
@@ -333,11 +334,12 @@ def _redshift_problems(
     return problems
 
 
-def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:
-    """The TLS context for an IAM connection: always encrypted, verified when a CA is known.
+def check_tls_option(target: Target, ssl_option: Any) -> None:
+    """Refuse a driver's ``ssl=`` argument :func:`tls_context` would refuse, without building
+    a context (which may load a CA bundle).
 
-    ``ssl_option`` is the driver's own ``ssl=`` argument: an ``SSLContext`` is used as is;
-    ``False``/``"disable"`` are refused because IAM credentials must not travel in plain text.
+    Raises:
+        ConfigError: ``ssl`` turns TLS off, or is an ``SSLContext`` with ``iam_host``.
     """
     if isinstance(ssl_option, ssl.SSLContext):
         if target.iam_host is not None:
@@ -347,13 +349,24 @@ def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:
                                      "give the CA as sslrootcert in the DSN instead"),
                 context="driver keyword",
             )  # fmt: skip
-        return ssl_option
+        return
     if ssl_option not in (None, True, "require", "verify-ca", "verify-full"):
         raise ConfigError(
             ConfigProblem("ssl", f"{ssl_option!r} is not allowed: IAM connections always use TLS; "
                                  "pass an ssl.SSLContext or leave it unset"),
             context="driver keyword",
         )  # fmt: skip
+
+
+def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:
+    """The TLS context for an IAM connection: always encrypted, verified when a CA is known.
+
+    ``ssl_option`` is the driver's own ``ssl=`` argument: an ``SSLContext`` is used as is;
+    ``False``/``"disable"`` are refused because IAM credentials must not travel in plain text.
+    """
+    check_tls_option(target, ssl_option)
+    if isinstance(ssl_option, ssl.SSLContext):
+        return ssl_option
     mode = ssl_option if isinstance(ssl_option, str) else target.sslmode
     if target.sslrootcert is not None and mode == "require":
         mode = "verify-full"  # a CA was given: use it (libpq does the same)
