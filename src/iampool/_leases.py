@@ -220,7 +220,7 @@ class Leases:
             raise CredentialError(
                 f"The credential cache was closed while minting {describe(key)}.", code="Closed"
             ) from None
-        except CredentialError:
+        except CredentialError as error:
             # Not if it was invalidated meanwhile (a database refused it) or has expired since.
             still = entry.snapshot  # the value the failed fetch would have replaced
             if fallback is not None and still is fallback and self._clock() < still.valid_until:
@@ -229,7 +229,9 @@ class Leases:
             # Raised through this frame: its locals must not reach a cached value (the expired
             # fallback, a token) nor the key, which holds the external id.
             del key, mint, mint_now, entry, snapshot, fallback, still, flight
-            raise
+            # Every waiter raises the one error object: from here, not onto the traceback the
+            # waiters before it left (which would grow with each of them).
+            raise error.with_traceback(None)  # noqa: B904 (it is the error being handled)
         return result
 
     def prefetch(self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None = None) -> None:
