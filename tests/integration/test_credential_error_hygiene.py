@@ -255,8 +255,13 @@ async def test_redshift_refusals_give_errors_that_reach_no_secret(
                                   "ThrottlingException"}  # fmt: skip
     missing = AwsIamConfig.from_extra({**block, "cluster_identifier": "iampool-no-such"})
     audit.check(await error_of(missing), external, "ClusterNotFound")
+    # Without a host the endpoint is discovered (DescribeClusters), after the login was issued.
+    aws.faults.server_error("DescribeClusters")
+    with anyio.fail_after(10):
+        error = await failure_of(auth_for(provisioned, cache=cache).credentials())
+    audit.check(error, external, "ServiceUnavailable")
     audit.report("Redshift")
-    assert len(audit.searches) == 10
+    assert len(audit.searches) == 12
 
 
 async def test_an_error_after_a_stale_value_expired_reaches_neither_it_nor_the_base_key(
