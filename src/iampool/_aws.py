@@ -31,6 +31,7 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
+    ParamValidationError,
     ReadTimeoutError,
 )
 
@@ -124,10 +125,23 @@ def aws_errors(
         ) from None
     except BotoCoreError as exc:
         raise CredentialError(
-            f"{action} {target}: {type(exc).__name__}: {exc}",
+            f"{action} {target}: {type(exc).__name__}: {_botocore_text(exc)}",
             code=type(exc).__name__,
             target=target,
         ) from None
+
+
+def _botocore_text(exc: BotoCoreError) -> str:
+    """A botocore error's text for a message, without the parameter values botocore echoes
+    (a ``ParamValidationError`` quotes the invalid value: an ExternalId, a password)."""
+    if isinstance(exc, ParamValidationError):
+        report = str(exc.kwargs.get("report", ""))
+        # Each line names the parameter and the problem before ", value: <the value>, ...".
+        lines = [line.split(", value:", 1)[0].strip() for line in report.splitlines()]
+        text = "Parameter validation failed: " + "; ".join(line for line in lines if line)
+    else:
+        text = str(exc)
+    return text if len(text) <= 300 else f"{text[:300]}…"
 
 
 def _advice(code: str, message: str, hint: Mapping[str, str]) -> str:

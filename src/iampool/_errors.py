@@ -18,6 +18,7 @@ Messages name the role, cluster, workgroup, field or AWS error code involved, ne
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 __all__ = [
     "AuthTokenRejected",
@@ -29,7 +30,10 @@ __all__ = [
     "MissingExtraError",
     "PoolClosedError",
     "TlsNotOfferedError",
+    "detached",
 ]
+
+E = TypeVar("E", bound=BaseException)
 
 
 class IamPoolError(Exception):
@@ -172,3 +176,39 @@ class MissingExtraError(IamPoolError, ModuleNotFoundError):
     A ``ModuleNotFoundError`` too (``name`` is the missing module), so ``except ImportError``
     keeps working.
     """
+
+
+_MAX_CHAIN = 64  # exceptions followed through __cause__ / __context__; the rest is cut off
+
+
+def detached(error: E) -> E:
+    """``error`` without traceback frames, and likewise every exception it chains.
+
+    Where an error is made, frames hold secrets in their locals (a connect attempt's token in
+    asyncpg's ``params`` or aiomysql's ``authresp``; an AWS call's base credentials, request
+    parameters and the ExternalId), and error trackers that capture locals would ship them
+    off; the type, message and attributes stay. A chain that loops back on itself is cut where
+    it does, and an exception raised ``from None`` loses its ``__context__`` altogether (its
+    raiser declared it irrelevant), so chain walkers end.
+    """
+    on_path: list[BaseException] = []
+    done: set[int] = set()  # cause and context are often one exception: visit it once
+
+    def walk(exc: BaseException) -> None:
+        exc.__traceback__ = None
+        if exc.__suppress_context__ and exc.__cause__ is None:
+            exc.__context__ = None
+        on_path.append(exc)
+        for link in ("__cause__", "__context__"):
+            chained = getattr(exc, link)
+            if chained is None or id(chained) in done:
+                continue
+            if len(on_path) >= _MAX_CHAIN or any(chained is seen for seen in on_path):
+                setattr(exc, link, None)  # a cycle, or a chain too long to be one error
+            else:
+                walk(chained)
+        on_path.pop()
+        done.add(id(exc))
+
+    walk(error)
+    return error

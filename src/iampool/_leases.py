@@ -161,6 +161,9 @@ class Leases:
                 entry.used = True
                 value: V = snapshot.value
                 return value
+            # An error the slow path raises passes through this frame: it must not reach the
+            # cached value (a stale one, when its refresh failed) from here.
+            entry = snapshot = None
         return await self._get_slow(key, mint, mint_now, fresh)
 
     def peek(self, key: Hashable, mint: Mint[V], *, fresh: bool = False) -> V | None:
@@ -199,6 +202,7 @@ class Leases:
                 # it fails, this one is served after all.
                 flight: Any = entry.flight
                 fallback: _Snapshot[V] | None = snapshot
+                del served  # not to be reached from this frame by an error (see below)
             else:
                 self._counters.misses += 1
                 if entry.flight is None and mint_now is not None:
@@ -216,13 +220,18 @@ class Leases:
             raise CredentialError(
                 f"The credential cache was closed while minting {describe(key)}.", code="Closed"
             ) from None
-        except CredentialError:
+        except CredentialError as error:
             # Not if it was invalidated meanwhile (a database refused it) or has expired since.
             still = entry.snapshot  # the value the failed fetch would have replaced
-            if fallback is None or still is not fallback or self._clock() >= still.valid_until:
-                raise
-            stale: V = still.value
-            return stale
+            if fallback is not None and still is fallback and self._clock() < still.valid_until:
+                stale: V = still.value
+                return stale
+            # Raised through this frame: its locals must not reach a cached value (the expired
+            # fallback, a token) nor the key, which holds the external id.
+            del key, mint, mint_now, entry, snapshot, fallback, still, flight
+            # Every waiter raises the one error object: from here, not onto the traceback the
+            # waiters before it left (which would grow with each of them).
+            raise error.with_traceback(None)  # noqa: B904 (it is the error being handled)
         return result
 
     def prefetch(self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None = None) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ._aws import AwsSource
+from ._errors import detached
 
 __all__ = ["Flight", "ServiceLoop", "current_source", "wait"]
 
@@ -72,7 +73,9 @@ class Flight(Generic[T]):
         if task.cancelled():
             future.cancel()
         elif (error := task.exception()) is not None:
-            future.set_exception(error)
+            # Stored once, delivered to every waiter as the same object: without the frames of
+            # the fetch, whose locals hold the AWS credentials it called with and its request.
+            future.set_exception(detached(error))
         else:
             future.set_result(task.result())
 

@@ -13,7 +13,14 @@ from typing import Any, TypeVar
 import anyio
 
 from .._credentials import DbAuth
-from .._errors import AuthTokenRejected, ConfigError, ConfigProblem, TlsNotOfferedError, shown
+from .._errors import (
+    AuthTokenRejected,
+    ConfigError,
+    ConfigProblem,
+    TlsNotOfferedError,
+    detached,
+    shown,
+)
 
 __all__ = [
     "PG_AUTH_SQLSTATES",
@@ -30,7 +37,6 @@ __all__ = [
 
 log = logging.getLogger("iampool")
 T = TypeVar("T")
-E = TypeVar("E", bound=BaseException)
 
 # invalid_authorization_specification, invalid_password: how PostgreSQL (and Redshift) refuse a
 # login; a token the server refused is one of these.
@@ -154,41 +160,6 @@ async def connect_with_retry(
             bounded(message),
         )
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-_MAX_CHAIN = 64  # exceptions followed through __cause__ / __context__; the rest is cut off
-
-
-def detached(error: E) -> E:
-    """``error`` without traceback frames, and likewise every exception it chains.
-
-    A connect attempt's frames hold the credential in their locals (asyncpg's ``params``,
-    aiomysql's ``authresp``, the driver connection's password), and error trackers that
-    capture locals would ship it off; the type, message and attributes stay. A chain that
-    loops back on itself is cut where it does, and an exception raised ``from None`` loses its
-    ``__context__`` altogether (its raiser declared it irrelevant), so chain walkers end.
-    """
-    on_path: list[BaseException] = []
-    done: set[int] = set()  # cause and context are often one exception: visit it once
-
-    def walk(exc: BaseException) -> None:
-        exc.__traceback__ = None
-        if exc.__suppress_context__ and exc.__cause__ is None:
-            exc.__context__ = None
-        on_path.append(exc)
-        for link in ("__cause__", "__context__"):
-            chained = getattr(exc, link)
-            if chained is None or id(chained) in done:
-                continue
-            if len(on_path) >= _MAX_CHAIN or any(chained is seen for seen in on_path):
-                setattr(exc, link, None)  # a cycle, or a chain too long to be one error
-            else:
-                walk(chained)
-        on_path.pop()
-        done.add(id(exc))
-
-    walk(error)
-    return error
 
 
 _MAX_ECHO = 1000  # characters of a server's text kept in a message
