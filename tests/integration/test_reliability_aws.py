@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import threading
@@ -23,6 +24,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import anyio
 import anyio.to_thread
@@ -648,6 +650,11 @@ async def test_no_secret_in_reprs_error_messages_or_stats(
 def test_the_log_check_flags_issued_secrets_and_rds_tokens(aws: FakeAws, iampool_log: Any) -> None:
     logging.getLogger("iampool.check").debug("key %s", aws.base_key.secret_access_key)
     text = "\n".join(record.getMessage() for record in iampool_log.take())  # taken: no failure
-    assert leaked_secrets(text) == ["secret #0 FakeAws issued"]
+    found = ["secret #0 FakeAws issued (raw, URL-encoded or JSON-escaped)"]
+    assert leaked_secrets(text) == found
+    secret = aws.base_key.secret_access_key
+    for form in (quote(secret, safe=""), quote_plus(secret), json.dumps({"k": secret})):
+        assert leaked_secrets(f"<p>Token={form}&x=1</p>") == found
+    assert leaked_secrets(f"<p>{secret[:-1]}</p>") == []
     token = "db:5432/?Action=connect&DBUser=app&X-Amz-Signature=0123abcd"
     assert leaked_secrets(token) == ["an RDS auth token"]
