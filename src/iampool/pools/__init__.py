@@ -19,7 +19,6 @@ import functools
 import importlib
 import inspect
 import json
-import ssl
 import sys
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import TracebackType
@@ -33,7 +32,7 @@ from .._config import SUPERSET_NO_REDSHIFT_SELECTOR, ConfigLike, coerce_config
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem, MissingExtraError
 from ..auth import auth_for, prefetch
-from ._dsn import SCHEMES, Driver, Target, check_tls_option, parse_target
+from ._dsn import SCHEMES, Driver, Target, parse_target
 
 __all__ = [
     "DEFAULT_SIZES",
@@ -312,10 +311,6 @@ def _check_driver_settings(target: Target, driver_kwargs: Mapping[str, Any], *, 
     driver does not take: they surface before any AWS call, and when an ``async_creator`` is
     made rather than at its first connect."""
     kwargs = dict(driver_kwargs)
-    if target.driver in ("asyncpg", "aiomysql", "asyncmy") and target.iam_host is None:
-        check_tls_option(target, kwargs.get("ssl"))
-        # Building the real context may load a CA bundle (tens of ms): the connect does it.
-        kwargs["ssl"] = _unused_context()
     if target.driver == "asyncpg":
         kwargs.pop("connect", None)  # the pool's hook
     elif pool and target.driver in ("aiomysql", "asyncmy"):
@@ -376,12 +371,6 @@ def _accepted_keywords(driver: Driver, *, pool: bool) -> frozenset[str] | None:
         names.update(parameter.name for parameter in parameters if parameter.kind in named)
     names.discard("self")
     return frozenset(names)
-
-
-@functools.cache
-def _unused_context() -> ssl.SSLContext:
-    """A context that stands in for the real one while settings are only being checked."""
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 _NO_SELECTOR = ConfigProblem("aws_iam", SUPERSET_NO_REDSHIFT_SELECTOR)

@@ -21,13 +21,16 @@ from .._errors import (
     detached,
     shown,
 )
+from ._dsn import Target, check_tls_option
 
 __all__ = [
     "PG_AUTH_SQLSTATES",
     "RDS_ADVICE",
     "REDSHIFT_ADVICE",
     "ConnectRate",
+    "ca_file_problem",
     "check_ca_file",
+    "check_tls_settings",
     "connect_rate_for",
     "connect_with_retry",
     "detached",
@@ -196,15 +199,32 @@ def check_ca_file(path: str) -> None:
     Raises:
         ConfigError: the file is missing, unreadable, or holds no PEM certificate.
     """
+    problem = ca_file_problem(path)
+    if problem is not None:
+        raise ConfigError(ConfigProblem("sslrootcert", problem), context="DSN")
+
+
+def ca_file_problem(path: str) -> str | None:
+    """Why ``path`` is not a readable file of PEM certificates, or ``None``."""
     try:
         ssl.create_default_context(cafile=path)
     except FileNotFoundError:
-        problem = f"no file {shown(path, 200)} (a CA bundle in PEM, e.g. the RDS global-bundle.pem)"
+        return f"no file {shown(path, 200)} (a CA bundle in PEM, e.g. the RDS global-bundle.pem)"
     except ssl.SSLError:
-        problem = f"{shown(path, 200)} holds no PEM certificate"
+        return f"{shown(path, 200)} holds no PEM certificate"
     except (OSError, ValueError) as exc:  # a directory, no permission, a NUL in the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a file name"
-        problem = f"cannot read {shown(path, 200)}: {reason}"
-    else:
-        return
-    raise ConfigError(ConfigProblem("sslrootcert", problem), context="DSN")
+        return f"cannot read {shown(path, 200)}: {reason}"
+    return None
+
+
+def check_tls_settings(target: Target, ssl_option: Any) -> None:
+    """The TLS a connection will use, checked without building it (a CA bundle takes tens of
+    milliseconds to load): a readable ``sslrootcert`` and an ``ssl=`` that keeps TLS on.
+
+    Raises:
+        ConfigError: an unusable CA file, or an ``ssl=`` argument iampool refuses.
+    """
+    if target.sslrootcert is not None:
+        check_ca_file(target.sslrootcert)
+    check_tls_option(target, ssl_option)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._credentials import DbAuth
 from ._connect import (
     ConnectRate,
+    check_tls_settings,
     connect_rate_for,
     connect_with_retry,
     tls_not_offered,
@@ -66,6 +67,7 @@ def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
     (called before any AWS call)."""
     connection_kwargs = {k: v for k, v in driver_kwargs.items() if k not in _POOL_OPTIONS}
     mysql_options(target, connection_kwargs, driver="asyncmy", owned=_OWNED_KWARGS)
+    check_tls_settings(target, connection_kwargs.get("ssl"))
 
 
 def _settings(

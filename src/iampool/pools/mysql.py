@@ -22,7 +22,7 @@ from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem, TlsNotOfferedError
 from ._connect import (
     ConnectRate,
-    check_ca_file,
+    check_tls_settings,
     connect_rate_for,
     connect_with_retry,
     refuse_owned_kwargs,
@@ -102,7 +102,8 @@ def _rejection(exc: BaseException) -> str | None:
 def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
     """Refuse DSN options and keyword arguments that would redirect or weaken a connection
     (called before any AWS call)."""
-    _settings(target, dict(driver_kwargs))
+    mysql_options(target, driver_kwargs, driver="aiomysql", owned=_OWNED_KWARGS)
+    check_tls_settings(target, driver_kwargs.get("ssl"))
 
 
 def _settings(target: Target, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -185,9 +186,6 @@ def mysql_options(
     if problems:
         raise ConfigError(problems, context="driver keyword")
     refuse_owned_kwargs(driver_kwargs, owned)
-    if target.sslrootcert is not None:
-        check_ca_file(target.sslrootcert)
-    tls_context(target, driver_kwargs.get("ssl"))  # an ssl= that would drop TLS is refused
     return settings
 
 

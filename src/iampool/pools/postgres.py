@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from .._credentials import DbAuth
 from ._connect import (
     PG_AUTH_SQLSTATES,
-    check_ca_file,
+    check_tls_settings,
     connect_rate_for,
     connect_with_retry,
     refuse_owned_kwargs,
@@ -61,9 +61,7 @@ def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
     """Refuse keyword arguments iampool sets, an ``ssl=`` without TLS and an unreadable CA
     file (called before any AWS call)."""
     refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
-    if target.sslrootcert is not None:
-        check_ca_file(target.sslrootcert)
-    tls_context(target, driver_kwargs.get("ssl"))
+    check_tls_settings(target, driver_kwargs.get("ssl"))
 
 
 def _settings(target: Target, auth: DbAuth, driver_kwargs: dict[str, Any]) -> dict[str, Any]:
