@@ -31,6 +31,7 @@ from ._errors import (
 )
 from .auth import auth_for
 from .pools import resolve
+from .pools._connect import ca_file_problem
 from .pools._dsn import Target, tls_context
 
 __all__ = ["main"]
@@ -328,15 +329,9 @@ async def _check(args: argparse.Namespace) -> int:
 
 def _check_ca_file(path: str, name: str) -> None:
     """A CA file must exist and hold PEM certificates, or the connect fails after AWS calls."""
-    try:
-        ssl.create_default_context(cafile=path)
-    except FileNotFoundError:
-        raise UsageError(f"{name}: no file {shown(path, _PATH_SHOWN)}") from None
-    except ssl.SSLError:
-        raise UsageError(f"{name}: {shown(path, _PATH_SHOWN)} holds no PEM certificate") from None
-    except (OSError, ValueError) as exc:  # a directory, no permission, a NUL in the name
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a file name"
-        raise UsageError(f"{name}: cannot read {shown(path, _PATH_SHOWN)}: {reason}") from None
+    problem = ca_file_problem(path)
+    if problem is not None:
+        raise UsageError(f"{name}: {problem}")
 
 
 def _tls_mode(target: Target) -> str:

@@ -16,9 +16,9 @@ import pytest
 
 from iampool import AwsIamConfig, ConfigError, CredentialCache, DbAuth, auth_for
 from iampool._aws import AwsCredentials
+from iampool._endpoints import endpoint_name
 from iampool._sigv4 import sign_dsql_token
 from iampool.auth import DsqlAuth
-from iampool.auth.dsql import region_of_endpoint
 from iampool.pools import resolve
 
 from .fakes import START, FakeClock, FakeSource
@@ -134,8 +134,9 @@ def test_without_a_region_a_host_that_names_none_is_a_config_error(
         ("127.0.0.1", None),
     ],
 )
-def test_region_of_endpoint(host: str, region: str | None) -> None:
-    assert region_of_endpoint(host) == region
+def test_a_dsql_endpoint_names_its_region(host: str, region: str | None) -> None:
+    found = endpoint_name(host)
+    assert (found.region if found is not None and found.service == "dsql" else None) == region
 
 
 @pytest.mark.parametrize(

@@ -11,20 +11,14 @@ from __future__ import annotations
 import functools
 
 from .._config import AwsIamConfig
-from .._endpoints import endpoint_name, with_region
+from .._endpoints import with_region
 from .._errors import ConfigError, ConfigProblem
 from .._minting import MintContext
 from ._token import TokenAuth, TokenKind
 
-__all__ = ["ADMIN_ROLE", "DsqlAuth", "region_of_endpoint"]
+__all__ = ["ADMIN_ROLE", "DsqlAuth"]
 
 ADMIN_ROLE = "admin"
-
-
-def region_of_endpoint(host: str) -> str | None:
-    """The region an Aurora DSQL endpoint names (``abc.dsql.us-east-1.on.aws``), else None."""
-    found = endpoint_name(host)
-    return found.region if found is not None and found.service == "dsql" else None
 
 
 class DsqlAuth(TokenAuth):
