@@ -17,7 +17,7 @@ import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ._errors import ConfigError, ConfigProblem
+from ._errors import ConfigError, ConfigProblem, shown
 
 if TYPE_CHECKING:
     from ._config import AwsIamConfig
@@ -160,10 +160,6 @@ _SHOWN = 40  # characters of a rejected value echoed in a message
 _PORT_RULE = "a number from 1 to 65535"
 
 
-def _shown(value: str) -> str:
-    return repr(value[:_SHOWN]) + ("..." if len(value) > _SHOWN else "")
-
-
 def host_problem(host: object, field: str) -> ConfigProblem | None:
     """Why ``host`` (already percent-decoded) cannot be a database endpoint, or ``None``.
 
@@ -182,43 +178,45 @@ def _host_reason(host: str) -> str | None:
         return f"is empty; {fix}"
     if len(host) > MAX_HOST_LENGTH:
         return f"is {len(host)} characters long; a host name has at most {MAX_HOST_LENGTH}"
-    shown = _shown(host)
+    quoted = shown(host, _SHOWN)
     if "/" in host or "\\" in host or host[0] in "@.":
         return (
-            f"{shown} is a path or socket name: iampool connects over TCP with TLS only, "
+            f"{quoted} is a path or socket name: iampool connects over TCP with TLS only, "
             f"never to a Unix socket; {fix}"
         )
     if "," in host:
         return (
-            f"{shown} names several hosts: tokens are signed for one host; use the cluster "
+            f"{quoted} names several hosts: tokens are signed for one host; use the cluster "
             "endpoint (or RDS Proxy)"
         )
     if any(c.isspace() or not c.isprintable() for c in host):
-        return f"{shown} contains whitespace or a control character; {fix}"
+        return f"{quoted} contains whitespace or a control character; {fix}"
     if "%" in host:
         return (
-            f"{shown} is still percent-encoded after decoding (encoded twice?); "
+            f"{quoted} is still percent-encoded after decoding (encoded twice?); "
             "percent-encode the host once at most"
         )
     if not host.isascii():
-        return f"{shown} is not ASCII; write an internationalized name in its IDNA form (xn--...)"
+        return f"{quoted} is not ASCII; write an internationalized name in its IDNA form (xn--...)"
     if ":" in host:
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
             return (
-                f"{shown} is not a valid IPv6 address (only IPv6 addresses contain ':'; a port "
+                f"{quoted} is not a valid IPv6 address (only IPv6 addresses contain ':'; a port "
                 "goes in the port field)"
             )
         return None
     wrong = "".join(sorted(set(host) - _HOST_CHARACTERS))
     if wrong:
-        return f"{shown} contains {wrong!r}; a host name has only letters, digits, '.', '-' and '_'"
+        return (
+            f"{quoted} contains {wrong!r}; a host name has only letters, digits, '.', '-' and '_'"
+        )
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
     if any(not label for label in labels):
-        return f"{shown} has an empty label ('..'); {fix}"
+        return f"{quoted} has an empty label ('..'); {fix}"
     if any(len(label) > _MAX_LABEL_LENGTH for label in labels):
-        return f"{shown} has a label longer than {_MAX_LABEL_LENGTH} characters"
+        return f"{quoted} has a label longer than {_MAX_LABEL_LENGTH} characters"
     return None
 
 
@@ -236,5 +234,5 @@ def dsn_port(text: str, field: str) -> tuple[int | None, ConfigProblem | None]:
     if not text:
         return None, None
     if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 1 <= int(text) <= 65535:
-        return None, ConfigProblem(field, f"{_shown(text)} is not {_PORT_RULE}")
+        return None, ConfigProblem(field, f"{shown(text, _SHOWN)} is not {_PORT_RULE}")
     return int(text), None
