@@ -307,6 +307,12 @@ class AioAwsSource:
             raise
         return client
 
+    async def _forget(self, key: tuple[str, str, str | None]) -> None:
+        """Close and drop a cached client, so that the next call builds it anew."""
+        building = self._clients.pop(key, None)
+        if building is not None:
+            await _close_client(building)
+
     async def _build(self, service: str, kwargs: dict[str, Any]) -> tuple[Any, AsyncExitStack]:
         stack = AsyncExitStack()
         create: Any = self._session.create_client  # typed per service literal; ours is a str
@@ -336,7 +342,13 @@ class AioAwsSource:
             in_flight(external_id),
         ):
             sts = await self._client("sts", region)
-            response = await sts.assume_role(**params)
+            try:
+                response = await sts.assume_role(**params)
+            except NoCredentialsError:
+                # The client read the default chain when it was built, and found nothing (the
+                # process started before its credentials were there): read it again next time.
+                await self._forget(("sts", region, None))
+                raise
         creds = response["Credentials"]
         expiration: datetime = creds["Expiration"]
         return AwsCredentials(

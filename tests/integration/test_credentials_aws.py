@@ -386,3 +386,27 @@ async def test_stand_in_outage_fails_the_call_and_the_failure_is_not_cached(
     assert caught.value.code == "EndpointConnectionError"
     await mint_context(cache).aws_credentials(rds_config(role_arn))
     assert len(assume_role_requests(aws, role_arn)) == 1
+
+
+async def test_credentials_that_appear_after_the_first_call_are_read_then(
+    aws: FakeAws, new_cache: Callable[..., CredentialCache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process that starts before its credentials exist (a web identity token mounted late,
+    # a container credentials endpoint not yet up): the first AssumeRole finds none, and the
+    # next one must read the default chain again, not reuse a client built without them.
+    role_arn = new_role(aws)
+    cache = new_cache(max_attempts=1)
+    with monkeypatch.context() as patch:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            patch.delenv(name, raising=False)
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        patch.setenv("AWS_CONFIG_FILE", os.devnull)
+        with pytest.raises(CredentialError) as caught:
+            await mint_context(cache).aws_credentials(rds_config(role_arn))
+    assert caught.value.code == "NoCredentials"
+    assert assume_role_requests(aws, role_arn) == []
+
+    credentials = await mint_context(cache).aws_credentials(rds_config(role_arn))
+
+    assert aws.signing_key(credentials.access_key_id) is not None
+    assert len(assume_role_requests(aws, role_arn)) == 1
