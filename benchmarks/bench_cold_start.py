@@ -57,7 +57,8 @@ def child(side: str, dsn: str, block: str) -> dict[str, Any]:
                 await asyncio.sleep(STARTUP)
                 started = time.perf_counter()
         else:
-            from iampool.pools._dsn import parse_target, tls_context
+            from iampool.pools._dsn import parse_target
+            from iampool.pools._tls import tls_context
 
             target = parse_target(dsn, iampool.AwsIamConfig.from_extra(block))
             pool = await asyncpg.create_pool(

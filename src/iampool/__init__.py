@@ -10,14 +10,15 @@ from ._errors import (
     CredentialError,
     IamAuthDisabledError,
     IamPoolError,
+    LoginTimeoutError,
     MissingExtraError,
     PoolClosedError,
     TlsNotOfferedError,
 )
 from .auth import auth_for
 from .pools import PendingPool, connect, create_pool
-from .pools.mysql import MySQLPool
-from .pools.redshift import RedshiftConnection, RedshiftPool
+from .pools.aiomysql import MySQLPool
+from .pools.redshift_connector import RedshiftConnection, RedshiftPool
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "DbCredentials",
     "IamAuthDisabledError",
     "IamPoolError",
+    "LoginTimeoutError",
     "MissingExtraError",
     "MySQLPool",
     "PendingPool",

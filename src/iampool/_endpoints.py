@@ -233,6 +233,9 @@ def dsn_port(text: str, field: str) -> tuple[int | None, ConfigProblem | None]:
     """The port written in a DSN (``""`` means none given), or why it is not one."""
     if not text:
         return None, None
-    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()):
+        # Not echoed: it may be a password's tail (a '/', '?' or '#' in it, not encoded).
+        return None, ConfigProblem(field, f"is not {_PORT_RULE}")
+    if len(text) > 5 or not 1 <= int(text) <= 65535:
         return None, ConfigProblem(field, f"{shown(text, _SHOWN)} is not {_PORT_RULE}")
     return int(text), None

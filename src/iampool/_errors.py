@@ -9,6 +9,8 @@
      ├── AuthTokenRejected            the database refused fresh IAM credentials (after one retry)
      ├── TlsNotOfferedError (ConnectionError)
      │                                the server did not offer TLS; no credential was sent
+     ├── LoginTimeoutError (TimeoutError)
+     │                                a login (TCP, TLS, authentication) outlasted connect_timeout
      └── PoolClosedError (RuntimeError)
                                       a connection was asked of an iampool pool that is closing
 
@@ -27,10 +29,13 @@ __all__ = [
     "CredentialError",
     "IamAuthDisabledError",
     "IamPoolError",
+    "LoginTimeoutError",
     "MissingExtraError",
     "PoolClosedError",
     "TlsNotOfferedError",
     "detached",
+    "one_line",
+    "shown",
 ]
 
 E = TypeVar("E", bound=BaseException)
@@ -65,7 +70,7 @@ def shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= 4 * limit else f"{text[: 4 * limit]}…"
 
 
-def _one_line(text: str, limit: int) -> str:
+def one_line(text: str, limit: int) -> str:
     """``text`` on one line (control characters escaped), cut after ``limit`` characters."""
     text = text if len(text) <= limit else f"{text[:limit]}…"
     if not text.isprintable():
@@ -85,8 +90,8 @@ class ConfigProblem:
     message: str
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "field", _one_line(str(self.field), MAX_FIELD))
-        object.__setattr__(self, "message", _one_line(str(self.message), MAX_PROBLEM))
+        object.__setattr__(self, "field", one_line(str(self.field), MAX_FIELD))
+        object.__setattr__(self, "message", one_line(str(self.message), MAX_PROBLEM))
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
@@ -159,6 +164,19 @@ class AuthTokenRejected(IamPoolError):
 
 class TlsNotOfferedError(IamPoolError, ConnectionError):
     """The server did not offer TLS, so iampool refused to send it a credential."""
+
+
+class LoginTimeoutError(IamPoolError, TimeoutError):
+    """A login (TCP connect, TLS handshake and authentication) took longer than its
+    ``connect_timeout``; the attempt was abandoned and its connection closed. Not retried.
+
+    ``endpoint`` is the address dialled, ``timeout`` the bound in seconds.
+    """
+
+    def __init__(self, message: str, *, endpoint: str, timeout: float) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.timeout = timeout
 
 
 class PoolClosedError(IamPoolError, RuntimeError):

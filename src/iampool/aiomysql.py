@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import DEFAULT_SIZES, PendingPool, mysql, open_pool, resolve
-from .pools.mysql import MySQLPool
+from .pools import DEFAULT_SIZES, PendingPool, connect_with, open_pool
+from .pools.aiomysql import MySQLPool
 
 if TYPE_CHECKING:
     from aiomysql import Connection
@@ -65,5 +65,7 @@ async def connect(
     **driver_kwargs: Any,
 ) -> Connection:
     """One aiomysql connection authenticated with an IAM token over TLS."""
-    target, auth = resolve(dsn, aws_iam, cache, driver="aiomysql", driver_kwargs=driver_kwargs)
-    return await mysql.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
+    connection: Connection = await connect_with(
+        "aiomysql", dsn, aws_iam, cache, connect_rate, driver_kwargs
+    )
+    return connection

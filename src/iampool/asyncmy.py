@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import DEFAULT_SIZES, PendingPool, asyncmy, open_pool, resolve
+from .pools import DEFAULT_SIZES, PendingPool, connect_with, open_pool
 
 if TYPE_CHECKING:
     from asyncmy import Connection, Pool
@@ -62,5 +62,7 @@ async def connect(
     **driver_kwargs: Any,
 ) -> Connection:
     """One ``asyncmy.Connection`` authenticated with an IAM token over TLS."""
-    target, auth = resolve(dsn, aws_iam, cache, driver="asyncmy", driver_kwargs=driver_kwargs)
-    return await asyncmy.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
+    connection: Connection = await connect_with(
+        "asyncmy", dsn, aws_iam, cache, connect_rate, driver_kwargs
+    )
+    return connection

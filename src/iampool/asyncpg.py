@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import DEFAULT_SIZES, PendingPool, open_pool, postgres, resolve
+from .pools import DEFAULT_SIZES, PendingPool, connect_with, open_pool
 
 if TYPE_CHECKING:
     import asyncpg
@@ -63,5 +63,7 @@ async def connect(
 ) -> asyncpg.Connection:
     """One ``asyncpg.Connection`` authenticated with an IAM token; keyword arguments go to
     ``asyncpg.connect``."""
-    target, auth = resolve(dsn, aws_iam, cache, driver="asyncpg", driver_kwargs=driver_kwargs)
-    return await postgres.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
+    connection: asyncpg.Connection = await connect_with(
+        "asyncpg", dsn, aws_iam, cache, connect_rate, driver_kwargs
+    )
+    return connection

@@ -8,7 +8,6 @@ one line. Secrets are never printed, except the token ``iampool token`` was aske
 from __future__ import annotations
 
 import argparse
-import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -30,20 +29,12 @@ from ._errors import (
     shown,
 )
 from .auth import auth_for
-from .pools import resolve
-from .pools._connect import ca_file_problem
-from .pools._dsn import Target, tls_context
+from .pools import Plan, resolve
+from .pools._tls import ca_file_problem
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-# redshift-connector's sslmode for each of ours (see pools/redshift.py): it has no "require".
-_REDSHIFT_SSLMODES = {
-    "require": "verify-ca",
-    "verify-ca": "verify-ca",
-    "verify-full": "verify-full",
-}
 
 
 class UsageError(Exception):
@@ -304,8 +295,8 @@ async def _check(args: argparse.Namespace) -> int:
     cache = CredentialCache()
     report: list[tuple[str, str]] = []
     try:
-        target, auth = resolve(dsn, config, cache)
-        tls_mode = _tls_mode(target)  # every local check done: the AWS calls start below
+        plan = resolve(dsn, config, cache)  # every local check done: the AWS calls start below
+        auth = plan.auth
         started = time.perf_counter()
         aws = await mint_context(cache).aws_credentials(auth.config)  # region from the host
         report.append(("AWS credentials", f"{aws.source} ({_ms(started)})"))
@@ -314,10 +305,10 @@ async def _check(args: argparse.Namespace) -> int:
         report.append(("database login", f"user {credentials.user} ({_ms(started)})"))
         report.append(("credential expiry", credentials.expires_at.isoformat(timespec="seconds")))
         started = time.perf_counter()
-        facts, server_tls = await _probe(target, dsn, config, cache)
+        facts, server_tls = await _probe(plan)
         report.append(("connect + query", _ms(started)))
         report.extend(facts)
-        report.append(("TLS", tls_mode))
+        report.append(("TLS", plan.tls.describe()))
         report.append(("server TLS", server_tls))
     finally:
         await cache.aclose()
@@ -334,36 +325,10 @@ def _check_ca_file(path: str, name: str) -> None:
         raise UsageError(f"{name}: {problem}")
 
 
-def _tls_mode(target: Target) -> str:
-    """The TLS mode this connection uses, as the client enforces it (checked before any AWS call).
-
-    PostgreSQL and MySQL read it off the very ``SSLContext`` the pools build, so ``require`` with
-    a CA shows as the ``verify-full`` it becomes.
-    """
-    if target.engine == "redshift":  # a CA file was refused by resolve()
-        mode = _REDSHIFT_SSLMODES[target.sslmode]
-        checked = "certificate" if mode == "verify-ca" else "certificate and host name"
-        store = "the system store and redshift-connector's Amazon CAs"
-        return f"sslmode={mode}: encrypted, {checked} verified against {store}"
-    if target.sslrootcert is not None:
-        _check_ca_file(target.sslrootcert, "sslrootcert")
-    context = tls_context(target)
-    store = target.sslrootcert or "the system store"
-    if context.verify_mode == ssl.CERT_NONE:
-        return "sslmode=require: encrypted, server certificate not verified"
-    if context.check_hostname:
-        return f"sslmode=verify-full: encrypted, certificate and host name verified against {store}"
-    return f"sslmode=verify-ca: encrypted, certificate verified against {store}"
-
-
-async def _probe(
-    target: Target, dsn: str, config: AwsIamConfig, cache: CredentialCache
-) -> tuple[list[tuple[str, str]], str]:
+async def _probe(plan: Plan) -> tuple[list[tuple[str, str]], str]:
     """Identity and server facts, and what the server itself says about the session's TLS."""
-    from .pools import connect
-
-    engine = target.engine
-    connection: Any = await connect(dsn, aws_iam=config, cache=cache)
+    engine = plan.target.engine
+    connection: Any = await plan.driver.connect(plan)
     try:
         if engine == "postgresql":
             row = await connection.fetchrow(

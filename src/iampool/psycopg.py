@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import DEFAULT_SIZES, PendingPool, open_pool, psycopg, resolve
+from .pools import DEFAULT_SIZES, PendingPool, connect_with, open_pool
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -69,5 +69,7 @@ async def connect(
 ) -> AsyncConnection[TupleRow]:
     """One ``psycopg.AsyncConnection`` authenticated with an IAM token; keyword arguments are
     connection settings (``autocommit``, ``row_factory``, libpq parameters)."""
-    target, auth = resolve(dsn, aws_iam, cache, driver="psycopg", driver_kwargs=driver_kwargs)
-    return await psycopg.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
+    connection: AsyncConnection[TupleRow] = await connect_with(
+        "psycopg", dsn, aws_iam, cache, connect_rate, driver_kwargs
+    )
+    return connection

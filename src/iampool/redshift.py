@@ -11,8 +11,8 @@ from typing import Any
 
 from ._cache import CredentialCache
 from ._config import ConfigLike
-from .pools import DEFAULT_SIZES, PendingPool, open_pool, redshift, resolve
-from .pools.redshift import RedshiftConnection, RedshiftPool
+from .pools import DEFAULT_SIZES, PendingPool, connect_with, open_pool
+from .pools.redshift_connector import RedshiftConnection, RedshiftPool
 
 __all__ = ["connect", "create_pool"]
 
@@ -59,7 +59,7 @@ async def connect(
     **driver_kwargs: Any,
 ) -> RedshiftConnection:
     """One :class:`~iampool.RedshiftConnection` logged in with temporary credentials."""
-    target, auth = resolve(
-        dsn, aws_iam, cache, driver="redshift_connector", driver_kwargs=driver_kwargs
+    connection: RedshiftConnection = await connect_with(
+        "redshift_connector", dsn, aws_iam, cache, connect_rate, driver_kwargs
     )
-    return await redshift.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
+    return connection

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ._cache import CredentialCache
 from ._config import ConfigLike
 from ._errors import ConfigError, ConfigProblem
-from .pools import driver_module, resolve
-from .pools._connect import connect_rate_for
+from .pools import resolve
 from .pools._dsn import SCHEMES
 
 if TYPE_CHECKING:
@@ -43,14 +42,14 @@ def async_creator(
     (asyncpg, psycopg, aiomysql or asyncmy).
 
     ``dsn`` is a string or a SQLAlchemy ``URL`` (the engine's own URL will do when it names the
-    host and database). The DSN, the configuration, ``connect_rate`` and the driver keywords
-    are validated now, so mistakes surface at engine creation, before any AWS call.
+    host and database). The DSN, the configuration, ``connect_rate``, ``connect_timeout`` and
+    the driver keywords are validated now, so mistakes surface at engine creation, before any
+    AWS call; the TLS context is built once, here, for every connection the engine opens.
 
     Raises:
         ConfigError: invalid configuration, DSN or driver keyword, or a ``redshift://`` DSN
             (SQLAlchemy's Redshift dialects are synchronous; use ``iampool.create_pool``).
         MissingExtraError: the DSN's driver is not installed.
-        ValueError: a ``connect_rate`` that is not a positive number.
     """
     text = _dsn_text(dsn)
     scheme = text.partition("://")[0].lower()
@@ -59,12 +58,10 @@ def async_creator(
         raise ConfigError(
             ConfigProblem("dsn", f"async_creator supports {supported}"), context="DSN"
         )
-    target, auth = resolve(text, aws_iam, cache, driver_kwargs=driver_kwargs)
-    connect_rate_for(target.endpoint, connect_rate)  # a rate that is not positive: ValueError
-    module = driver_module(target.driver)
+    plan = resolve(text, aws_iam, cache, driver_kwargs=driver_kwargs, connect_rate=connect_rate)
 
     async def creator() -> Any:
-        return await module.connect(target, auth, connect_rate=connect_rate, **driver_kwargs)
+        return await plan.driver.connect(plan)
 
     return creator
 

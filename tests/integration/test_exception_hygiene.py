@@ -248,7 +248,7 @@ def raised(make: Any) -> BaseException:
 
 
 def test_detached_drops_every_traceback_and_cuts_a_cycle() -> None:
-    from iampool.pools._connect import detached
+    from iampool._errors import detached
 
     def inner() -> None:
         password = "s3cret-token-value-0123456789"
@@ -276,7 +276,7 @@ def test_detached_drops_every_traceback_and_cuts_a_cycle() -> None:
 
 
 def test_detached_drops_the_context_an_error_raised_from_none_declared_irrelevant() -> None:
-    from iampool.pools._connect import detached
+    from iampool._errors import detached
 
     def make() -> None:
         try:
@@ -291,7 +291,7 @@ def test_detached_drops_the_context_an_error_raised_from_none_declared_irrelevan
 
 
 def test_detached_ends_on_a_long_chain_and_visits_a_shared_cause_once() -> None:
-    from iampool.pools._connect import detached
+    from iampool._errors import detached
 
     error: BaseException = ValueError(0)
     for number in range(1, 200):  # each one's cause and context are the previous one

@@ -12,7 +12,7 @@ import anyio
 import pytest
 from trio.testing import MockClock
 
-from iampool.pools._connect import ConnectRate, connect_rate_for
+from iampool.pools._dialer import ConnectRate, connect_rate_for
 
 
 class FakeClock:

@@ -11,7 +11,8 @@ from urllib.parse import quote
 import pytest
 
 from iampool import AwsIamConfig, ConfigError
-from iampool.pools._dsn import DEFAULT_PORTS, parse_target, tls_context
+from iampool.pools._dsn import DEFAULT_PORTS, parse_target
+from iampool.pools._tls import tls_context
 
 AURORA = AwsIamConfig.from_extra({"enabled": True, "region": "us-east-1", "db_username": "app"})
 PROVISIONED = AwsIamConfig.from_extra(
@@ -667,18 +668,18 @@ def test_auth_for_accepts_a_host_name_or_address_and_a_port(host: str, port: int
 
 
 def test_asyncpg_gets_host_port_and_database_as_keywords_and_a_dsn_of_options_only() -> None:
-    from iampool.pools import postgres
+    from iampool import CredentialCache
+    from iampool.pools import asyncpg, resolve
 
-    target = parse_target(
-        f"postgresql://{HOST}:6000/app%2Fdb?application_name=a%26b&sslmode=verify-full", AURORA
-    )
-    settings = postgres._settings(target, auth_for_target(target), {})
+    cache = CredentialCache()
+    dsn = f"postgresql://{HOST}:6000/app%2Fdb?application_name=a%26b&sslmode=verify-full"
+    settings = asyncpg._settings(resolve(dsn, AURORA, cache))
 
     assert (settings["host"], settings["port"], settings["database"]) == (HOST, 6000, "app/db")
     assert settings["user"] == "app"
     assert settings["dsn"] == "postgresql://?application_name=a%26b"
-    plain = parse_target(f"postgresql://{HOST}/db", AURORA)
-    assert postgres._settings(plain, auth_for_target(plain), {})["dsn"] is None
+    plain = resolve(f"postgresql://{HOST}/db", AURORA, cache)
+    assert asyncpg._settings(plain)["dsn"] is None
 
 
 def auth_for_target(target: Any) -> Any:

@@ -271,11 +271,11 @@ def test_a_dsql_block_round_trips_through_to_dict() -> None:
 def test_a_dsql_dsn_verifies_the_server_by_default_against_the_system_store(
     cache: CredentialCache,
 ) -> None:
-    target, _ = resolve(f"postgresql://admin@{HOST}/postgres", ADMIN, cache)
+    target = resolve(f"postgresql://admin@{HOST}/postgres", ADMIN, cache).target
 
     assert target.sslmode == "verify-full"
     assert target.sslrootcert is None
-    explicit, _ = resolve(f"postgresql://{HOST}/postgres?sslmode=require", ADMIN, cache)
+    explicit = resolve(f"postgresql://{HOST}/postgres?sslmode=require", ADMIN, cache).target
     assert explicit.sslmode == "require"
 
 

@@ -96,10 +96,10 @@ async def test_psycopg_may_name_the_system_trust_store_as_its_ca(
 ) -> None:
     from iampool.pools import resolve
 
-    target, _ = resolve(
+    target = resolve(
         "postgresql+psycopg://app@127.0.0.1:9/db?sslmode=verify-full&sslrootcert=system",
         RDS,
         cache,
-    )
+    ).target
 
     assert target.sslrootcert == "system"

@@ -13,8 +13,9 @@ import pytest
 
 from iampool import AwsIamConfig, ConfigError, CredentialCache, auth_for
 from iampool._endpoints import EndpointName, endpoint_name, region_of_host, with_region
-from iampool.pools import _dsn
-from iampool.pools._dsn import ServerNamedContext, parse_target, tls_context
+from iampool.pools import _tls
+from iampool.pools._dsn import parse_target
+from iampool.pools._tls import ServerNamedContext, tls_context
 
 pytestmark = pytest.mark.anyio
 
@@ -334,12 +335,12 @@ async def test_libpq_dials_the_tunnels_addresses_and_verifies_the_endpoints_name
         found = [("::1", 15432, 0, 0), ("127.0.0.1", 15432), ("127.0.0.1", 15432)]
         return [(None, None, None, "", address) for address in found]
 
-    monkeypatch.setattr(_dsn.anyio, "getaddrinfo", resolve)
+    monkeypatch.setattr(_tls.anyio, "getaddrinfo", resolve)
     target = parse_target(
         f"postgresql://app@tunnel.internal:15432/db?iam_host={RDS_HOST}", NO_REGION
     )
 
-    settings = await _dsn.libpq_server_name(target)
+    settings = await _tls.libpq_server_name(target)
 
     # psycopg makes one attempt per (host, hostaddr) pair, libpq checking each against host.
     assert settings == {"host": f"{RDS_HOST},{RDS_HOST}", "hostaddr": "::1,127.0.0.1"}
@@ -349,8 +350,8 @@ async def test_libpq_dials_an_ip_address_as_is_and_nothing_changes_without_iam_h
     tunnel = parse_target(f"postgresql://app@[::1]:15432/db?iam_host={RDS_HOST}", NO_REGION)
     direct = parse_target(f"postgresql://app@{RDS_HOST}/db", NO_REGION)
 
-    assert await _dsn.libpq_server_name(tunnel) == {"host": RDS_HOST, "hostaddr": "::1"}
-    assert await _dsn.libpq_server_name(direct) == {}
+    assert await _tls.libpq_server_name(tunnel) == {"host": RDS_HOST, "hostaddr": "::1"}
+    assert await _tls.libpq_server_name(direct) == {}
 
 
 def test_endpoints_of_one_block_share_one_configuration_with_the_region() -> None:

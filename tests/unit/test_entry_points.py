@@ -42,11 +42,11 @@ TYPED = {
 }
 
 MODULES = {
-    "asyncpg": "iampool.pools.postgres",
+    "asyncpg": "iampool.pools.asyncpg",
     "psycopg": "iampool.pools.psycopg",
-    "aiomysql": "iampool.pools.mysql",
+    "aiomysql": "iampool.pools.aiomysql",
     "asyncmy": "iampool.pools.asyncmy",
-    "redshift_connector": "iampool.pools.redshift",
+    "redshift_connector": "iampool.pools.redshift_connector",
 }
 
 
@@ -103,10 +103,11 @@ def test_the_generic_functions_use_the_module_of_the_schemes_driver(scheme: str)
     config = (
         {**AURORA, "cluster_identifier": "c1", "db_name": "dev"} if engine == "redshift" else AURORA
     )
-    target, _ = iampool.pools.resolve(f"{scheme}://{HOST}/dev", config, CredentialCache())
+    plan = iampool.pools.resolve(f"{scheme}://{HOST}/dev", config, CredentialCache())
 
-    assert target.driver == driver
-    assert driver_module(target.driver).__name__ == MODULES[driver]
+    assert plan.target.driver == driver
+    assert plan.driver is driver_module(driver)
+    assert driver_module(driver).__name__ == MODULES[driver]
 
 
 ENTRY_POINTS = [

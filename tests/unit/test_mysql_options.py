@@ -11,7 +11,7 @@ import pytest
 import iampool
 from iampool import AwsIamConfig, ConfigError, CredentialCache
 from iampool.pools._dsn import parse_target
-from iampool.pools.mysql import _dsn_options
+from iampool.pools._mysql import _dsn_options
 
 from .fakes import FakeSource
 
@@ -106,7 +106,7 @@ async def test_options_that_redirect_or_weaken_a_connection_are_refused_before_a
 
 @pytest.mark.parametrize("driver", ["aiomysql", "asyncmy"])
 def test_options_that_neither_redirect_nor_weaken_stay_allowed(driver: Any) -> None:
-    from iampool.pools.mysql import mysql_options
+    from iampool.pools._mysql import mysql_options
 
     target = parse_target(
         f"mysql://app@{ENDPOINT}/db?init_command=SET+time_zone%3D%27%2B00%3A00%27&local_infile=0",

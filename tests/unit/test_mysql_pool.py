@@ -12,7 +12,9 @@ import pytest
 
 from iampool import AwsIamConfig, ConfigError
 from iampool.pools._dsn import parse_target
-from iampool.pools.mysql import MySQLPool, _settings
+from iampool import CredentialCache
+from iampool.pools import resolve
+from iampool.pools.aiomysql import MySQLPool, _settings, vet
 
 from .fake_servers import FakeServer
 
@@ -423,9 +425,14 @@ CONFIG = AwsIamConfig.from_extra({"enabled": True, "region": "us-east-1", "db_us
 
 
 def test_settings_log_in_as_db_username_with_clear_password_over_tls() -> None:
-    target = parse_target("mysql://db.example.com/appdb", CONFIG)
+    plan = resolve(
+        "mysql://db.example.com/appdb",
+        CONFIG,
+        CredentialCache(),
+        driver_kwargs={"connect_timeout": 5, "autocommit": True},
+    )
 
-    settings = _settings(target, {"connect_timeout": 5, "autocommit": True})
+    settings = _settings(plan)
 
     assert settings["host"] == "db.example.com"
     assert settings["port"] == 3306
@@ -440,21 +447,27 @@ def test_settings_log_in_as_db_username_with_clear_password_over_tls() -> None:
 def test_settings_use_the_callers_ssl_context_as_is() -> None:
     mine = ssl.create_default_context()
 
-    settings = _settings(parse_target("mysql://db.example.com/appdb", CONFIG), {"ssl": mine})
+    plan = resolve(
+        "mysql://db.example.com/appdb", CONFIG, CredentialCache(), driver_kwargs={"ssl": mine}
+    )
+
+    settings = _settings(plan)
 
     assert settings["ssl"] is mine
 
 
 def test_settings_refuse_ssl_off() -> None:
     with pytest.raises(ConfigError, match="ssl"):
-        _settings(parse_target("mysql://db.example.com/appdb", CONFIG), {"ssl": False})
+        resolve(
+            "mysql://db.example.com/appdb", CONFIG, CredentialCache(), driver_kwargs={"ssl": False}
+        )
 
 
 def test_settings_refuse_keywords_iampool_owns_naming_each() -> None:
     target = parse_target("mysql://db.example.com/appdb", CONFIG)
 
     with pytest.raises(ConfigError) as caught:
-        _settings(target, {"password": "secret", "user": "root", "auth_plugin": "x"})
+        vet(target, {"password": "secret", "user": "root", "auth_plugin": "x"}, pool=False)
 
     assert caught.value.fields == ["auth_plugin", "password", "user"]
     assert "secret" not in str(caught.value)

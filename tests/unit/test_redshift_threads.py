@@ -19,7 +19,7 @@ import anyio.to_thread
 import pytest
 from redshift_connector.error import InterfaceError
 
-from iampool.pools.redshift import RedshiftConnection, _DriverThreads
+from iampool.pools.redshift_connector import RedshiftConnection, _DriverThreads
 
 pytestmark = pytest.mark.anyio
 

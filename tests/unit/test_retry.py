@@ -1,4 +1,5 @@
-"""connect_with_retry: one retry with fresh credentials when the server refuses them."""
+"""The dialer: one retry with fresh credentials when the server refuses them, a bounded login,
+the server's text on one line (ARCHITECTURE.md, "The dialer")."""
 
 from __future__ import annotations
 
@@ -9,9 +10,18 @@ from datetime import datetime, timedelta, timezone
 import anyio
 import pytest
 
-from iampool import AuthTokenRejected, AwsIamConfig, CredentialError, DbCredentials
-from iampool.pools import mysql, postgres, redshift
-from iampool.pools._connect import ConnectRate, connect_with_retry
+from iampool import (
+    AuthTokenRejected,
+    AwsIamConfig,
+    CredentialError,
+    DbCredentials,
+    LoginTimeoutError,
+)
+from iampool.pools import aiomysql as mysql
+from iampool.pools import asyncpg as postgres
+from iampool.pools import redshift_connector as redshift
+from iampool.pools._dialer import Classify, ConnectRate, Dialer, Refusal
+from iampool.pools._tls import Tls
 
 pytestmark = pytest.mark.anyio
 
@@ -54,8 +64,8 @@ class Refused(Exception):
     """What a driver raises when the server refuses the password (holds only its message)."""
 
 
-def refusal(exc: BaseException) -> str | None:
-    return str(exc) if isinstance(exc, Refused) else None
+def refusal(exc: BaseException) -> Refusal | None:
+    return Refusal("rejected", str(exc)) if isinstance(exc, Refused) else None
 
 
 class Server:
@@ -67,9 +77,9 @@ class Server:
         self.passwords: list[str] = []
         self.events: list[str] = []
 
-    async def attempt(self) -> str:
+    async def attempt(self, credentials: DbCredentials) -> str:
         self.events.append("attempt")
-        password = (await self.auth.credentials()).password
+        password = credentials.password
         self.passwords.append(password)
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, BaseException):
@@ -87,10 +97,25 @@ class RecordingRate(ConnectRate):
         await super().wait()
 
 
-async def connect(server: Server, rate: ConnectRate | None = None) -> str:
-    return await connect_with_retry(
-        server.auth, server.attempt, refusal, user="app", endpoint=ENDPOINT, rate=rate
+def dialer(
+    auth: FakeAuth,
+    rate: ConnectRate | None = None,
+    classify: Classify = refusal,
+    timeout: float = 30.0,
+) -> Dialer:
+    return Dialer(
+        auth=auth,
+        classify=classify,
+        timeout=timeout,
+        rate=rate,
+        tls=Tls("verify-full", "test CA"),
+        endpoint=ENDPOINT,
+        user="app",
     )
+
+
+async def connect(server: Server, rate: ConnectRate | None = None) -> str:
+    return await dialer(server.auth, rate).dial(server.attempt)
 
 
 async def test_accepted_first_time_makes_one_attempt_and_keeps_the_cache() -> None:
@@ -166,7 +191,6 @@ async def test_auth_token_rejected_message_says_what_to_check() -> None:
     "error",
     [
         ConnectionRefusedError("connection refused"),
-        TimeoutError(),
         RuntimeError("protocol error"),
         CredentialError("AssumeRole denied", code="AccessDenied", target="role"),
     ],
@@ -190,7 +214,7 @@ async def test_aws_failure_while_minting_credentials_is_not_retried() -> None:
     with pytest.raises(CredentialError, match="throttled"):
         await connect(server)
 
-    assert server.events == ["attempt"]
+    assert server.events == []  # credentials come first: no login was attempted
     assert auth.invalidations == 0
 
 
@@ -220,18 +244,14 @@ async def test_cancelled_attempt_is_not_retried_and_keeps_the_cache() -> None:
     auth = FakeAuth()
     attempts = 0
 
-    async def hanging_attempt() -> str:
+    async def hanging_attempt(credentials: DbCredentials) -> str:
         nonlocal attempts
         attempts += 1
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
 
     async with anyio.create_task_group() as group:
-        group.start_soon(
-            lambda: connect_with_retry(
-                auth, hanging_attempt, refusal, user="app", endpoint=ENDPOINT
-            )
-        )
+        group.start_soon(lambda: dialer(auth).dial(hanging_attempt))
         await anyio.wait_all_tasks_blocked()
         group.cancel_scope.cancel()
 
@@ -252,22 +272,27 @@ class SqlStateError(Exception):
 
 @pytest.mark.parametrize("sqlstate", ["28000", "28P01"])
 def test_postgres_refusal_is_sqlstate_28000_or_28p01(sqlstate: str) -> None:
-    assert postgres._rejection(SqlStateError(PAM_REFUSAL, sqlstate)) == PAM_REFUSAL
+    assert postgres.classify(SqlStateError(PAM_REFUSAL, sqlstate)) == Refusal(
+        "rejected", PAM_REFUSAL
+    )
 
 
 @pytest.mark.parametrize(
     "error", [SqlStateError("relation does not exist", "42P01"), OSError("refused")]
 )
 def test_postgres_other_errors_are_not_refusals(error: Exception) -> None:
-    assert postgres._rejection(error) is None
+    assert postgres.classify(error) is None
 
 
 def test_postgres_refusal_recognises_real_asyncpg_errors() -> None:
     asyncpg = pytest.importorskip("asyncpg")
 
-    assert postgres._rejection(asyncpg.InvalidPasswordError(PAM_REFUSAL)) == PAM_REFUSAL
-    assert postgres._rejection(asyncpg.InvalidAuthorizationSpecificationError("no")) == "no"
-    assert postgres._rejection(asyncpg.UndefinedTableError("missing")) is None
+    refused = postgres.classify(asyncpg.InvalidPasswordError(PAM_REFUSAL))
+    assert refused == Refusal("rejected", PAM_REFUSAL)
+    assert postgres.classify(asyncpg.InvalidAuthorizationSpecificationError("no")) == Refusal(
+        "rejected", "no"
+    )
+    assert postgres.classify(asyncpg.UndefinedTableError("missing")) is None
 
 
 def test_mysql_refusal_is_error_1045() -> None:
@@ -275,18 +300,20 @@ def test_mysql_refusal_is_error_1045() -> None:
 
     message = "Access denied for user 'app'@'10.0.0.7' (using password: YES)"
 
-    assert mysql._rejection(OperationalError(1045, message)) == message
-    assert mysql._rejection(OperationalError(2003, "Can't connect to MySQL server")) is None
-    assert mysql._rejection(RuntimeError(1045, message)) is None
+    assert mysql.classify(OperationalError(1045, message)) == Refusal("rejected", message)
+    assert mysql.classify(OperationalError(2003, "Can't connect to MySQL server")) is None
+    assert mysql.classify(RuntimeError(1045, message)) is None
 
 
 def test_redshift_refusal_is_an_auth_sqlstate_in_the_drivers_error_dict() -> None:
     refused = Exception({"S": "FATAL", "C": "28000", "M": 'password authentication failed for "x"'})
     other = Exception({"S": "ERROR", "C": "42P01", "M": "relation does not exist"})
 
-    assert redshift._rejection(refused) == 'password authentication failed for "x"'
-    assert redshift._rejection(other) is None
-    assert redshift._rejection(Exception("plain message")) is None
+    assert redshift.classify(refused) == Refusal(
+        "rejected", 'password authentication failed for "x"'
+    )
+    assert redshift.classify(other) is None
+    assert redshift.classify(Exception("plain message")) is None
 
 
 def mysql_access_denied() -> Exception:
@@ -299,18 +326,92 @@ def mysql_access_denied() -> Exception:
 @pytest.mark.parametrize(
     ("driver_refusal", "make_error"),
     [
-        (postgres._rejection, lambda: SqlStateError(PAM_REFUSAL, "28P01")),
-        (mysql._rejection, mysql_access_denied),
+        (postgres.classify, lambda: SqlStateError(PAM_REFUSAL, "28P01")),
+        (mysql.classify, mysql_access_denied),
     ],
 )
 async def test_each_drivers_refusal_triggers_the_one_retry(
-    driver_refusal: Callable[[BaseException], str | None],
+    driver_refusal: Classify,
     make_error: Callable[[], Exception],
 ) -> None:
     auth = FakeAuth()
     server = Server(auth, make_error(), "accept")
 
-    await connect_with_retry(auth, server.attempt, driver_refusal, user="app", endpoint=ENDPOINT)
+    await dialer(auth, classify=driver_refusal).dial(server.attempt)
 
     assert server.events == ["attempt", "attempt"]
     assert auth.invalidations == 1
+
+
+# --- bounded logins, throttling, the server's text -------------------------------------------
+
+
+async def test_a_login_that_outlasts_connect_timeout_is_a_login_timeout_error_not_retried() -> None:
+    auth = FakeAuth()
+    attempts = 0
+
+    async def silent_server(credentials: DbCredentials) -> str:
+        nonlocal attempts
+        attempts += 1
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    with anyio.fail_after(10), pytest.raises(LoginTimeoutError) as caught:
+        await dialer(auth, timeout=0.05).dial(silent_server)
+
+    assert attempts == 1
+    assert auth.invalidations == 0  # the credentials were never judged
+    assert caught.value.endpoint == ENDPOINT
+    assert caught.value.timeout == 0.05
+    assert "connect_timeout" in str(caught.value)
+    assert isinstance(caught.value, TimeoutError)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+async def test_a_drivers_own_timeout_is_a_login_timeout_error_too() -> None:
+    server = Server(FakeAuth(), TimeoutError("driver gave up"), "accept")
+
+    with pytest.raises(LoginTimeoutError):
+        await connect(server)
+
+    assert server.events == ["attempt"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SqlStateError("too many connections for this cluster", "53400"),
+        SqlStateError("PAM: too many competing requests", "28000"),
+    ],
+)
+async def test_a_throttled_login_is_not_a_refused_token(error: Exception) -> None:
+    auth = FakeAuth()
+    server = Server(auth, error, "accept")
+
+    with pytest.raises(type(error)):
+        await dialer(auth, classify=postgres.classify).dial(server.attempt)
+
+    assert postgres.classify(error) == Refusal("throttled", str(error))
+    assert auth.invalidations == 0
+    assert server.events == ["attempt"]
+
+
+async def test_a_servers_refusal_reaches_logs_and_errors_on_one_line_without_escapes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    forged = "bad\nWARNING iampool: all good\x1b[31m\r"
+    server = Server(FakeAuth(), Refused(forged), Refused(forged))
+
+    with (
+        caplog.at_level(logging.DEBUG, logger="iampool"),
+        pytest.raises(AuthTokenRejected) as caught,
+    ):
+        await connect(server)
+
+    texts = [record.getMessage() for record in caplog.records if record.name == "iampool"] + [
+        str(caught.value),
+        caught.value.server_message,
+    ]
+    for text in texts:
+        assert "\n" not in text and "\r" not in text and "\x1b" not in text
+        assert "bad\\nWARNING" in text  # escaped, still readable

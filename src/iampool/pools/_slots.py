@@ -17,7 +17,7 @@ import anyio
 
 from .._errors import ConfigError, ConfigProblem, PoolClosedError
 
-__all__ = ["ConnectionSlots"]
+__all__ = ["ConnectionSlots", "check_sizes"]
 
 C = TypeVar("C")
 
@@ -38,7 +38,7 @@ class ConnectionSlots(Generic[C]):
         max_size: int,
         min_size: int = 0,
     ) -> None:
-        _check_sizes(min_size, max_size)
+        check_sizes(min_size, max_size)
         self.min_size = min_size
         self.max_size = max_size
         self._open = open_connection
@@ -158,7 +158,7 @@ class ConnectionSlots(Generic[C]):
         await self._all_released.wait()
 
 
-def _check_sizes(min_size: int, max_size: int) -> None:
+def check_sizes(min_size: int, max_size: int) -> None:
     problems = []
     for name, value, low in (("min_size", min_size, 0), ("max_size", max_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

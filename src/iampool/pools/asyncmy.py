@@ -20,76 +20,95 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._credentials import DbAuth
-from ._connect import (
-    ConnectRate,
-    check_tls_settings,
-    connect_rate_for,
-    connect_with_retry,
-    tls_not_offered,
-)
-from ._dsn import Target, tls_context
-from .mysql import mysql_options, tls_failure
+from .._credentials import DbCredentials
+from ._dialer import Refusal, tls_not_offered
+from ._dsn import Target
+from ._mysql import mysql_options, mysql_refusal, tls_failure
+from ._plan import Plan, Vetted
+from ._tls import TlsStyle
 
 if TYPE_CHECKING:
     from asyncmy import Connection, Pool
 
-__all__ = ["check_settings", "connect", "create_pool"]
+__all__ = ["TLS_STYLE", "classify", "close_pool", "connect", "create_pool", "vet"]
 
 T = TypeVar("T")
 
-_ACCESS_DENIED = 1045
+TLS_STYLE: TlsStyle = "context"
+
 _CANNOT_CONNECT = 2003  # CR_CONN_HOST_ERROR: asyncmy's error for a failed socket or handshake
 _CLIENT_SSL = 0x0800
 _PROBE_TIMEOUT = 5.0
 # What iampool sets; mysql_options refuses what would connect elsewhere (unix_socket, sock, an
 # option file) or open the client to the server (local_infile), with the reason.
-_OWNED_KWARGS = ("host", "port", "user", "password", "password_creator", "database", "db")
-
-
-def _rejection(exc: BaseException) -> str | None:
-    from asyncmy.errors import OperationalError
-
-    if isinstance(exc, OperationalError) and exc.args and exc.args[0] == _ACCESS_DENIED:
-        return str(exc.args[1]) if len(exc.args) > 1 else "access denied"
-    return None
-
-
+OWNED = ("host", "port", "user", "password", "password_creator", "database", "db")
 _POOL_OPTIONS = ("echo", "pool_recycle")  # asyncmy.Pool's own, the rest goes to connections
 
-
-def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
-    """Refuse DSN options and keyword arguments that would redirect or weaken a connection
-    (called before any AWS call)."""
-    connection_kwargs = {k: v for k, v in driver_kwargs.items() if k not in _POOL_OPTIONS}
-    mysql_options(target, connection_kwargs, driver="asyncmy", owned=_OWNED_KWARGS)
-    check_tls_settings(target, connection_kwargs.get("ssl"))
+# The credentials of the dialer's attempt under way in this task: asyncmy asks its
+# password_creator for each connection it opens, and a pool fill may open several.
+_attempt_login: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "iampool_asyncmy_login", default=None
+)
 
 
-def _settings(
-    target: Target, auth: DbAuth, rate: ConnectRate | None, driver_kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    options = mysql_options(target, driver_kwargs, driver="asyncmy", owned=_OWNED_KWARGS)
+def vet(target: Target, driver_kwargs: Mapping[str, Any], *, pool: bool) -> Vetted:
+    """asyncmy's settings from the DSN's options and the keywords; refused: what would redirect
+    or weaken a connection (see ``_mysql``) and what iampool sets."""
+    kwargs = dict(driver_kwargs)
+    pool_options = {name: kwargs.pop(name) for name in _POOL_OPTIONS if pool and name in kwargs}
+    kwargs.pop("ssl", None)  # the plan's TLS decision
+    options = mysql_options(target, kwargs, driver="asyncmy", owned=OWNED)
+    return Vetted({**options, **kwargs}, pool_options)
+
+
+def classify(exc: BaseException) -> Refusal | None:
+    """A refused login in an asyncmy error."""
+    from asyncmy.errors import OperationalError
+
+    return mysql_refusal(exc, OperationalError)
+
+
+def _settings(plan: Plan) -> dict[str, Any]:
+    target = plan.target
+    dialer = plan.dialer
 
     async def password_creator() -> str:
-        if rate is not None:
-            await rate.wait()
-        return (await auth.credentials()).password
+        login = _attempt_login.get()
+        if login is None:  # a reconnect (ping(reconnect=True)): a login of its own
+            if dialer.rate is not None:
+                await dialer.rate.wait()
+            return (await dialer.auth.credentials()).password
+        credentials: DbCredentials = login[0]
+        if login[1] and dialer.rate is not None:  # a further connection of the same fill
+            await dialer.rate.wait()
+        login[1] = True
+        return credentials.password
 
     return {
-        **options,
-        **driver_kwargs,
+        **plan.settings.connection,
         "host": target.host,
         "port": target.port,
         "user": target.user,
         "database": target.database,
-        "ssl": tls_context(target, driver_kwargs.get("ssl")),
+        "ssl": plan.tls.context,
+        "connect_timeout": plan.login_timeout,  # asyncmy's own, for the TCP connect
         "password_creator": password_creator,
     }
+
+
+async def _logged_in(plan: Plan, login: Any, opening: Callable[[], Awaitable[T]]) -> T:
+    """Run ``opening`` (asyncmy connects, which call password_creator) with this attempt's
+    credentials; a failed handshake with a server without TLS says so."""
+    token = _attempt_login.set([login, False])
+    try:
+        return await _tls_checked(plan.target, opening())
+    finally:
+        _attempt_login.reset(token)
 
 
 async def _tls_checked(target: Target, connecting: Awaitable[T]) -> T:
@@ -138,47 +157,42 @@ async def _greeting(host: str, port: int) -> bytes:
             await writer.wait_closed()
 
 
-def _retrying(
-    target: Target, auth: DbAuth, fill: Callable[[bool], Awaitable[None]]
+async def connect(plan: Plan) -> Connection:
+    """One ``asyncmy.Connection`` authenticated with an IAM token over TLS."""
+    import asyncmy
+
+    settings = _settings(plan)
+
+    async def opening() -> Connection:
+        connection: Connection = await asyncmy.connect(**settings)
+        return connection
+
+    return await plan.dialer.dial(lambda login: _logged_in(plan, login, opening))
+
+
+def _dialing(
+    plan: Plan, fill: Callable[[bool], Awaitable[None]]
 ) -> Callable[[bool], Coroutine[Any, Any, None]]:
-    """asyncmy's ``Pool.fill_free_pool``, retried once with a fresh token on a refusal."""
+    """asyncmy's ``Pool.fill_free_pool`` (where it opens connections) through the dialer."""
 
     @functools.wraps(fill)
     async def fill_free_pool(override_min: bool = False) -> None:
-        await connect_with_retry(
-            auth,
-            lambda: _tls_checked(target, fill(override_min)),
-            _rejection,
-            user=target.user or "",
-            endpoint=target.endpoint,
-        )
+        await plan.dialer.dial(lambda login: _logged_in(plan, login, lambda: fill(override_min)))
 
     return fill_free_pool
 
 
-async def create_pool(
-    target: Target,
-    auth: DbAuth,
-    *,
-    min_size: int,
-    max_size: int,
-    connect_rate: float | None,
-    **driver_kwargs: Any,
-) -> Pool:
-    """``asyncmy.Pool`` filled to ``min_size``; keyword arguments go to the pool (``echo``,
-    ``pool_recycle``) and to each connection."""
+async def create_pool(plan: Plan) -> Pool:
+    """``asyncmy.Pool`` filled to ``min_size``; ``echo`` and ``pool_recycle`` go to the pool,
+    the other keyword arguments to each connection."""
     from asyncmy import Pool
 
-    pool_options = {
-        name: driver_kwargs.pop(name) for name in _POOL_OPTIONS if name in driver_kwargs
-    }
-    settings = _settings(
-        target, auth, connect_rate_for(target.endpoint, connect_rate), driver_kwargs
+    pool = Pool(
+        minsize=plan.min_size, maxsize=plan.max_size, **plan.settings.pool, **_settings(plan)
     )
-    pool = Pool(minsize=min_size, maxsize=max_size, **pool_options, **settings)
-    pool.fill_free_pool = _retrying(target, auth, pool.fill_free_pool)  # type: ignore[method-assign,assignment]
+    pool.fill_free_pool = _dialing(plan, pool.fill_free_pool)  # type: ignore[method-assign,assignment]
     try:
-        if min_size > 0:
+        if plan.min_size > 0:
             async with pool.cond:
                 await pool.fill_free_pool(False)
     except BaseException:
@@ -188,24 +202,7 @@ async def create_pool(
     return pool
 
 
-async def connect(
-    target: Target, auth: DbAuth, *, connect_rate: float | None = None, **driver_kwargs: Any
-) -> Connection:
-    """One ``asyncmy.Connection`` authenticated with an IAM token over TLS."""
-    import asyncmy
-
-    settings = _settings(
-        target, auth, connect_rate_for(target.endpoint, connect_rate), driver_kwargs
-    )
-
-    async def attempt() -> Connection:
-        connection: Connection = await asyncmy.connect(**settings)
-        return connection
-
-    return await connect_with_retry(
-        auth,
-        lambda: _tls_checked(target, attempt()),
-        _rejection,
-        user=target.user or "",
-        endpoint=target.endpoint,
-    )
+async def close_pool(pool: Pool) -> None:
+    """``close()``, then ``wait_closed()`` (aiomysql's interface)."""
+    pool.close()
+    await pool.wait_closed()

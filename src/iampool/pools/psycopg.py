@@ -1,189 +1,213 @@
-"""PostgreSQL through psycopg 3: the real ``psycopg_pool.AsyncConnectionPool``.
+"""psycopg 3 adapter: the real ``psycopg_pool.AsyncConnectionPool``, its connections opened by a
+subclass of the pool's ``connection_class`` whose ``connect`` logs in through the dialer.
 
-psycopg_pool (3.3+) resolves an async ``kwargs`` callable at every new connection: that is where
-each connection gets a fresh (cached) IAM token, so the pool is psycopg_pool's own, with its own
-workers, health checks and reconnection. Connections are opened by a subclass of the pool's
-``connection_class`` (``psycopg.AsyncConnection`` unless one is given) whose ``connect`` adds
-what every iampool connect does: the per-endpoint rate cap, one retry with a fresh token when
-the server refuses one, and a :class:`~iampool.TlsNotOfferedError` for a server without TLS
-(libpq stops before sending a password then). libpq keeps the password in the connection object
-it attaches to a failed attempt's error; iampool raises errors without it.
+libpq reads most of its settings from the environment (``PGHOSTADDR``, ``PGHOST``,
+``PGSSLMODE``, ``PGSERVICE``, ...) when a connection does not give them. So iampool gives libpq
+EVERY setting that decides where bytes go or how they are protected: its own (host, port, TLS,
+user, database), the caller's, and for the rest their compiled-in defaults, read from the
+installed libpq (``Conninfo.get_defaults()``), so an option a newer libpq adds is pinned too.
+Only settings that change nothing of the sort (application name, client encoding, server
+``options``) may still come from the environment. libpq keeps the password in the connection
+object it attaches to a failed attempt's error; iampool raises errors without it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._credentials import DbAuth
-from .._errors import ConfigError, ConfigProblem
-from ._connect import (
-    ConnectRate,
-    check_ca_file,
-    connect_rate_for,
-    connect_with_retry,
-    detached,
-    refuse_owned_kwargs,
-    tls_not_offered,
-)
-from ._dsn import Target, libpq_server_name, libpq_tls
+from .._credentials import DbCredentials
+from .._errors import ConfigError, ConfigProblem, detached
+from ._dialer import Refusal, pg_refusal, tls_not_offered
+from ._dsn import Target
+from ._plan import Plan, Vetted
+from ._tls import TlsStyle, libpq_server_name
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg.rows import TupleRow
     from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["check_settings", "connect", "create_pool"]
+__all__ = ["TLS_STYLE", "classify", "close_pool", "connect", "create_pool", "libpq_settings", "vet"]
 
 C = TypeVar("C", bound="AsyncConnection[Any]")
-T = TypeVar("T")
 
-# libpq settings iampool decides from the DSN and aws_iam. An override could connect elsewhere
-# than the token is signed for (host, hostaddr, port, service), log in otherwise (user,
-# password, passfile), or weaken TLS (sslmode, sslrootcert, requiressl, gssencmode).
-_OWNED = (
-    "conninfo",
-    "dbname",
-    "gssencmode",
-    "host",
-    "hostaddr",
-    "passfile",
-    "password",
-    "port",
-    "requiressl",
-    "service",
-    "servicefile",
-    "sslmode",
-    "sslrootcert",
-    "user",
+TLS_STYLE: TlsStyle = "libpq"
+
+# libpq settings iampool decides from the DSN and aws_iam: an override could connect elsewhere
+# than the token is signed for, log in otherwise, or weaken TLS.
+OWNED = (
+    "conninfo", "connect_timeout", "dbname", "gssencmode", "host", "hostaddr", "passfile",
+    "password", "port", "requiressl", "service", "servicefile", "sslmode", "sslrootcert", "user",
+)  # fmt: skip
+# libpq settings that are refused outright, with the reason.
+REFUSED = {
+    "sslkeylogfile": "writes the TLS session keys, and so the token, to a file",
+    "oauth_issuer": "is for OAuth logins; IAM authentication supplies the login",
+    "oauth_client_id": "is for OAuth logins; IAM authentication supplies the login",
+    "oauth_client_secret": "is for OAuth logins; IAM authentication supplies the login",
+    "oauth_scope": "is for OAuth logins; IAM authentication supplies the login",
+}
+# Settings that may still come from the environment: they decide nothing about where bytes go
+# or how they are protected. Every other libpq setting is given explicitly (see libpq_settings).
+FROM_ENVIRONMENT = frozenset({"application_name", "client_encoding", "options", "sslcompression"})
+# psycopg's own connect() keywords (not libpq settings).
+PSYCOPG_KEYWORDS = frozenset(
+    {"autocommit", "prepare_threshold", "context", "row_factory", "cursor_factory"}
 )
+
 # libpq reports a refused login as text only (no SQLSTATE before the session exists): "FATAL:
 # password authentication failed for user ..." (PAM, for RDS) or "... access denied" (DSQL).
-_REFUSED = re.compile(r"FATAL:\s+(.*(?:authentication failed|access denied).*)", re.IGNORECASE)
+_REFUSED_LOGIN = re.compile(
+    r"FATAL:\s+(.*(?:authentication failed|access denied).*)", re.IGNORECASE
+)
+_THROTTLED = re.compile(r"FATAL:\s+(.*(?:too many competing requests).*)", re.IGNORECASE)
 _NO_TLS = "server does not support SSL"
 
 
-def _rejection(exc: BaseException) -> str | None:
-    """The server's message when psycopg reports a refused login."""
+def vet(target: Target, driver_kwargs: Mapping[str, Any], *, pool: bool) -> Vetted:
+    """libpq and psycopg settings of each connection (a pool's from its ``kwargs=``); pool
+    options for psycopg_pool. Refused: what iampool sets, what writes or moves bytes elsewhere,
+    and libpq settings this libpq does not know."""
+    if pool:
+        extra = driver_kwargs.get("kwargs") or {}
+        if not isinstance(extra, dict):
+            raise ConfigError(
+                ConfigProblem("kwargs", "must be a dict of connection settings: iampool supplies "
+                                        "the callable that adds each connection's token"),
+                context="driver keyword",
+            )  # fmt: skip
+        pool_options = {k: v for k, v in driver_kwargs.items() if k != "kwargs"}
+        for name in ("conninfo", "open"):
+            if name in pool_options:
+                raise ConfigError(
+                    ConfigProblem(name, "is set by iampool from the DSN and aws_iam"),
+                    context="driver keyword",
+                )
+        connection = dict(extra)
+    else:
+        pool_options, connection = {}, dict(driver_kwargs)
+    _check_libpq(target.options, "DSN")
+    _check_libpq(connection, "driver keyword")
+    return Vetted({**target.options, **connection}, pool_options)
+
+
+def _check_libpq(settings: Mapping[str, Any], context: str) -> None:
+    known = _libpq_defaults()
+    problems = []
+    for name in settings:
+        if name in OWNED:
+            problems.append(ConfigProblem(name, "is set by iampool from the DSN and aws_iam"))
+        elif name in REFUSED:
+            problems.append(ConfigProblem(name, REFUSED[name]))
+        elif name not in known and name not in PSYCOPG_KEYWORDS:
+            problems.append(
+                ConfigProblem(name, "is not a setting of the installed libpq or psycopg")
+            )
+    if problems:
+        raise ConfigError(problems, context=context)
+
+
+# Defaults libpq decides at run time (no compiled-in value), where an empty value is invalid.
+_RUNTIME_DEFAULTS = {"sslcertmode": "allow", "min_protocol_version": "3.0",
+                     "max_protocol_version": "3.0"}  # fmt: skip
+
+
+@functools.cache
+def _libpq_defaults() -> dict[str, str | None]:
+    """Every setting of the installed libpq: the value to pin it to when it could come from
+    the environment (its compiled-in default, else its run-time one, else ""), None when libpq
+    reads no environment variable for it."""
     import psycopg
 
-    if isinstance(exc, psycopg.OperationalError):
-        found = _REFUSED.search(str(exc))
-        if found:
-            return found.group(1).strip()
-    return None
+    defaults: dict[str, str | None] = {}
+    for option in psycopg.pq.Conninfo.get_defaults():
+        name = option.keyword.decode()
+        if option.envvar is None:
+            defaults[name] = None
+        else:
+            compiled = option.compiled.decode() if option.compiled is not None else None
+            defaults[name] = compiled if compiled is not None else _RUNTIME_DEFAULTS.get(name, "")
+    return defaults
 
 
-async def _scrubbed(target: Target, connecting: Awaitable[T]) -> T:
-    """Await a psycopg connect; its errors come back without libpq's connection object (which
-    holds the password) and a server without TLS as :class:`~iampool.TlsNotOfferedError`."""
+def libpq_settings(plan: Plan) -> dict[str, Any]:
+    """What every connection of the plan gives libpq, but the password and ``iam_host``'s
+    addresses: pinned defaults, then the caller's settings, then iampool's."""
+    target = plan.target
+    pinned = {
+        name: default
+        for name, default in _libpq_defaults().items()
+        if default is not None and name not in FROM_ENVIRONMENT and name != "service"
+    }
+    settings: dict[str, Any] = {
+        **pinned,
+        **plan.settings.connection,
+        "host": target.host,
+        "hostaddr": "",  # an explicit empty value: PGHOSTADDR is not read
+        "port": str(target.port),
+        "user": target.user,
+        **plan.tls.libpq,
+        # An encrypted GSSAPI session would stand in for TLS; RDS and DSQL speak TLS only.
+        "gssencmode": "disable",
+        # libpq's own bound (whole seconds, 2 at least) backs up the dialer's.
+        "connect_timeout": str(max(2, math.ceil(plan.login_timeout))),
+    }
+    if target.database is not None:
+        settings["dbname"] = target.database
+    return settings
+
+
+def classify(exc: BaseException) -> Refusal | None:
+    """A login refusal in a psycopg error (libpq reports it as text)."""
     import psycopg
 
+    if not isinstance(exc, psycopg.OperationalError):
+        return None
+    text = str(exc)
+    found = _THROTTLED.search(text) or _REFUSED_LOGIN.search(text)
+    if found is None:
+        return None
+    return pg_refusal("28P01" if found.re is _REFUSED_LOGIN else None, found.group(1).strip())
+
+
+async def _attempt(
+    plan: Plan, base: type[AsyncConnection[Any]], settings: dict[str, Any], login: Any
+) -> Any:
+    """One login; errors come back without libpq's connection object (which holds the
+    password), a server without TLS as :class:`~iampool.TlsNotOfferedError`."""
+    import psycopg
+
+    credentials: DbCredentials = login
+    params: dict[str, Any] = {
+        **settings,
+        **await libpq_server_name(plan.target),  # iam_host: dial host, verify TLS for the name
+        "password": credentials.password,
+    }
     try:
-        return await connecting
+        return await base.connect(**params)
     except psycopg.Error as exc:
         error: psycopg.Error = exc
     # Raised outside the except block, so not even __context__ leads back to the original.
     if _NO_TLS in str(error):
-        raise tls_not_offered(target.endpoint)
+        raise tls_not_offered(plan.target.endpoint)
     raise type(error)(*error.args)
 
 
-def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
-    """Refuse settings iampool decides (in the keyword arguments of ``connect`` or in a pool's
-    ``kwargs=``), a TLS mode libpq cannot verify and an unreadable CA file (called before any
-    AWS call)."""
-    refuse_owned_kwargs(driver_kwargs, ("conninfo", "open"))
-    _connection_settings(target, None, {**driver_kwargs, **_pool_kwargs(driver_kwargs)})
-    libpq_tls(target)
-    if target.sslrootcert not in (None, "system"):  # libpq's word for the system trust store
-        check_ca_file(target.sslrootcert)
-
-
-def _pool_kwargs(driver_kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """A pool's ``kwargs=``: the settings of each of its connections."""
-    extra = driver_kwargs.get("kwargs") or {}
-    if not isinstance(extra, dict):
-        raise ConfigError(
-            ConfigProblem("kwargs", "must be a dict of connection settings: iampool supplies "
-                                    "the callable that adds each connection's token"),
-            context="driver keyword",
-        )  # fmt: skip
-    return extra
-
-
-def _connection_settings(
-    target: Target, auth: DbAuth | None, extra: dict[str, Any]
-) -> Callable[[], Awaitable[dict[str, Any]]]:
-    """The ``kwargs`` callable: each call returns the settings of one new connection."""
-    refuse_owned_kwargs(extra, _OWNED)
-    options = dict(target.options)
-    clashes = sorted(set(options) & set(_OWNED))
-    if clashes:
-        raise ConfigError(
-            [ConfigProblem(name, "is set by iampool from the DSN and aws_iam") for name in clashes],
-            context="DSN",
-        )
-    fixed: dict[str, Any] = {
-        **options,
-        **extra,
-        "host": target.host,
-        "port": target.port,
-        "user": target.user,
-        **libpq_tls(target),
-        # An encrypted GSSAPI session would stand in for TLS; RDS and DSQL speak TLS only.
-        "gssencmode": "disable",
-    }
-    if target.database is not None:
-        fixed["dbname"] = target.database
-
-    async def settings() -> dict[str, Any]:
-        assert auth is not None  # None only when checking, which never calls this
-        return {
-            **fixed,
-            **await libpq_server_name(target),  # iam_host: dial host, verify TLS for the name
-            "password": (await auth.credentials()).password,
-        }
-
-    return settings
-
-
-def _iam_connection_class(
-    base: type[C],
-    target: Target,
-    auth: DbAuth,
-    settings: Callable[[], Awaitable[dict[str, Any]]],
-    rate: ConnectRate | None,
-    failed: Callable[[BaseException], None] | None = None,
-) -> type[C]:
-    """``base`` whose ``connect`` waits for the rate cap, retries once with a fresh token when
-    the server refuses one, and reports failures to ``failed``."""
+def _iam_connection_class(base: type[C], plan: Plan, failed: Any = None) -> type[C]:
+    """``base`` whose ``connect`` logs in through the plan's dialer (what psycopg_pool calls
+    for each new connection) and reports failures to ``failed``."""
+    settings = libpq_settings(plan)
 
     class IamConnection(base):  # type: ignore[valid-type,misc]
         @classmethod
         async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
-            # The pool's settings for the first attempt, then fresh ones. Moved out of
-            # ``kwargs``: this frame is in the traceback of what it raises, and error trackers
-            # capture its locals; the password must not be among them.
-            pending = [dict(kwargs)]
-            kwargs.clear()
-
-            async def attempt() -> Any:
-                params = pending.pop() if pending else await settings()
-                connecting = super(IamConnection, cls).connect(conninfo, **params)
-                return await _scrubbed(target, connecting)
-
             try:
-                return await connect_with_retry(
-                    auth,
-                    attempt,
-                    _rejection,
-                    user=target.user or "",
-                    endpoint=target.endpoint,
-                    rate=rate,
-                )
+                return await plan.dialer.dial(lambda login: _attempt(plan, base, settings, login))
             except Exception as exc:
                 if failed is not None:
                     failed(exc)
@@ -193,28 +217,27 @@ def _iam_connection_class(
     return IamConnection
 
 
-async def create_pool(
-    target: Target,
-    auth: DbAuth,
-    *,
-    min_size: int,
-    max_size: int,
-    connect_rate: float | None,
-    **driver_kwargs: Any,
-) -> AsyncConnectionPool[AsyncConnection[TupleRow]]:
-    """An open ``psycopg_pool.AsyncConnectionPool`` with ``min_size`` connections.
+async def connect(plan: Plan) -> AsyncConnection[TupleRow]:
+    """One ``psycopg.AsyncConnection``."""
+    import psycopg
 
-    Keyword arguments go to the pool; its ``kwargs=`` (a dict) to every connection. Like
-    ``asyncpg.create_pool``, the first failure while filling the pool (a refused token, a
-    server without TLS, ...) closes the pool and is raised.
+    settings = libpq_settings(plan)
+    connection: AsyncConnection[TupleRow] = await plan.dialer.dial(
+        lambda login: _attempt(plan, psycopg.AsyncConnection, settings, login)
+    )
+    return connection
+
+
+async def create_pool(plan: Plan) -> AsyncConnectionPool[AsyncConnection[TupleRow]]:
+    """An open ``psycopg_pool.AsyncConnectionPool`` holding ``min_size`` connections.
+
+    Like ``asyncpg.create_pool``, the first failure while filling the pool (a refused token, a
+    server without TLS, a login timeout, ...) closes the pool and is raised.
     """
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
-    refuse_owned_kwargs(driver_kwargs, ("conninfo", "open"))
-    extra = _pool_kwargs(driver_kwargs)
-    driver_kwargs.pop("kwargs", None)
-    settings = _connection_settings(target, auth, extra)
+    options = dict(plan.settings.pool)
     loop = asyncio.get_running_loop()
     first_failure: asyncio.Future[BaseException] = loop.create_future()
 
@@ -223,24 +246,18 @@ async def create_pool(
             first_failure.set_result(exc)
 
     connection_class = _iam_connection_class(
-        driver_kwargs.pop("connection_class", psycopg.AsyncConnection),
-        target,
-        auth,
-        settings,
-        connect_rate_for(target.endpoint, connect_rate),
-        failed,
+        options.pop("connection_class", psycopg.AsyncConnection), plan, failed
     )
     pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
-        kwargs=settings,
         connection_class=connection_class,
-        min_size=min_size,
-        max_size=max_size,
+        min_size=plan.min_size,
+        max_size=plan.max_size,
         open=False,
-        **driver_kwargs,
+        **options,
     )
     await pool.open()
     try:
-        if min_size:
+        if plan.min_size:
             await _filled(pool, first_failure)
     except BaseException:
         await pool.close()
@@ -271,20 +288,6 @@ async def _filled(
     ready.result()  # the pool's own PoolTimeout
 
 
-async def connect(
-    target: Target, auth: DbAuth, *, connect_rate: float | None = None, **driver_kwargs: Any
-) -> AsyncConnection[TupleRow]:
-    """One ``psycopg.AsyncConnection`` authenticated with an IAM token; keyword arguments are
-    connection settings (``autocommit``, ``row_factory``, libpq parameters)."""
-    import psycopg
-
-    settings = _connection_settings(target, auth, driver_kwargs)
-    connection_class = _iam_connection_class(
-        psycopg.AsyncConnection,
-        target,
-        auth,
-        settings,
-        connect_rate_for(target.endpoint, connect_rate),
-    )
-    connection: AsyncConnection[TupleRow] = await connection_class.connect(**await settings())
-    return connection
+async def close_pool(pool: AsyncConnectionPool[Any]) -> None:
+    """``AsyncConnectionPool.close()``: waits (``timeout``, 5 s by default) for its workers."""
+    await pool.close()

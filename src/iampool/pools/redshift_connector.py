@@ -1,4 +1,4 @@
-"""Redshift through redshift-connector, the official (synchronous) driver, from worker threads.
+"""redshift-connector adapter: the official (synchronous) driver, driven from worker threads.
 
 ``RedshiftPool`` offers asyncpg's shape (``acquire()``, ``fetch``/``fetchrow``/``fetchval``/
 ``execute``, ``close()``). Every driver call runs in a worker thread, at most ``max_size`` of
@@ -24,37 +24,64 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .._credentials import DbAuth
+from .._credentials import DbCredentials
 from .._errors import ConfigError, ConfigProblem
-from ._connect import (
-    PG_AUTH_SQLSTATES,
-    REDSHIFT_ADVICE,
-    ConnectRate,
-    connect_rate_for,
-    connect_with_retry,
-    refuse_owned_kwargs,
-    tls_not_offered,
-)
+from ._dialer import Refusal, pg_refusal, tls_not_offered
 from ._dsn import Target
+from ._plan import Plan, Vetted, refuse_owned
 from ._slots import ConnectionSlots
+from ._tls import TlsStyle
 
-__all__ = ["RedshiftConnection", "RedshiftPool", "check_settings", "connect", "create_pool"]
+__all__ = [
+    "TLS_STYLE",
+    "RedshiftConnection",
+    "RedshiftPool",
+    "classify",
+    "close_pool",
+    "connect",
+    "create_pool",
+    "vet",
+]
 
 T = TypeVar("T")
-# redshift-connector only knows verify-ca / verify-full; an unknown mode would skip TLS
-# verification entirely, so "require" becomes verify-ca (what Superset uses for Redshift).
-_SSLMODES = {"require": "verify-ca", "verify-ca": "verify-ca", "verify-full": "verify-full"}
-_OWNED_KWARGS = ("host", "port", "user", "password", "database", "iam", "ssl", "sslmode")
+
+TLS_STYLE: TlsStyle = "redshift"
+
+OWNED = ("host", "port", "user", "password", "database", "iam", "ssl", "sslmode")
+# redshift-connector's own IAM and identity-provider logins: iampool does the IAM part from the
+# aws_iam block (auto_create, db_groups, role_arn, ... are fields there), and with iam=False
+# the driver ignores them; refused so that nobody believes they apply.
+_OWN_IAM = (
+    "access_key_id", "allow_db_user_override", "app_id", "app_name", "auth_profile",
+    "auto_create", "client_id", "client_secret", "cluster_identifier", "credentials_provider",
+    "db_groups", "db_user", "endpoint_url", "force_lowercase", "group_federation",
+    "iam_disable_cache",
+    "idc_client_display_name", "idc_region", "identity_namespace", "idp_host", "idp_partition",
+    "idp_response_timeout", "idp_tenant", "is_serverless", "issuer_url", "listen_port",
+    "login_to_rp", "login_url", "partner_sp_id", "preferred_role", "principal_arn", "profile",
+    "provider_name", "region", "role_arn", "role_session_name", "scope", "secret_access_key",
+    "serverless_acct_id", "serverless_work_group", "session_token", "token", "token_type",
+    "web_identity_token",
+)  # fmt: skip
+REFUSED = {
+    "unix_sock": "connects to a local socket instead of the endpoint the password was minted for",
+    "ssl_insecure": "turns off the verification of the server's certificate",
+    **dict.fromkeys(
+        _OWN_IAM,
+        "belongs to redshift-connector's own IAM login; iampool logs in from the aws_iam block "
+        "(which has auto_create, db_groups, role_arn, ...)",
+    ),
+}
 _CONNECTION_ERRORS = frozenset({"InterfaceError", "OperationalError"})
 _FATAL_SEVERITIES = frozenset({"FATAL", "PANIC"})
 
 
-def _rejection(exc: BaseException) -> str | None:
-    """The server's message when redshift-connector reports an authentication refusal."""
+def classify(exc: BaseException) -> Refusal | None:
+    """A login refusal in a redshift-connector error (the server's fields as a dict)."""
     detail = exc.args[0] if exc.args else None
-    if isinstance(detail, dict) and detail.get("C") in PG_AUTH_SQLSTATES:
-        return str(detail.get("M", "authentication failed"))
-    return None
+    if not isinstance(detail, dict):
+        return None
+    return pg_refusal(detail.get("C"), str(detail.get("M", "authentication failed")))
 
 
 def _breaks_connection(exc: BaseException) -> bool:
@@ -363,49 +390,52 @@ def _close_half_built(exc: BaseException) -> None:
         traceback = traceback.tb_next
 
 
-def check_settings(target: Target, driver_kwargs: Mapping[str, Any]) -> None:
-    """Refuse keyword arguments iampool sets and a CA file, which redshift-connector cannot
-    take (called before any AWS call)."""
-    refuse_owned_kwargs(driver_kwargs, _OWNED_KWARGS)
+def vet(target: Target, driver_kwargs: Mapping[str, Any], *, pool: bool) -> Vetted:
+    """redshift-connector's settings (keywords only: a redshift:// DSN takes no options);
+    refused: what iampool sets, a CA file (the driver cannot take one), a Unix socket,
+    unverified TLS and the driver's own IAM logins."""
+    refused = [ConfigProblem(name, REFUSED[name]) for name in driver_kwargs if name in REFUSED]
+    if refused:
+        raise ConfigError(refused, context="driver keyword")
+    refuse_owned(driver_kwargs, OWNED)
     if target.sslrootcert is not None:
         raise ConfigError(
             ConfigProblem("sslrootcert", "redshift-connector cannot take a CA file: it trusts "
                                          "the system store (SSL_CERT_FILE) and Amazon's CAs"),
             context="DSN",
         )  # fmt: skip
+    return Vetted(dict(driver_kwargs))
 
 
 def _opener(
-    target: Target,
-    auth: DbAuth,
-    threads: _DriverThreads,
-    rate: ConnectRate | None,
-    driver_kwargs: dict[str, Any],
-    *,
-    owns_threads: bool = False,
+    plan: Plan, threads: _DriverThreads, *, owns_threads: bool = False
 ) -> Callable[[], Awaitable[RedshiftConnection]]:
     import redshift_connector
     import redshift_connector.error
 
-    check_settings(target, driver_kwargs)
-    sslmode = _SSLMODES[target.sslmode]
+    target = plan.target
+    settings = dict(plan.settings.connection)
+    # The socket's timeout: the login bound while logging in (so a silent server cannot keep a
+    # worker thread), then what the caller asked for (none by default) for the queries.
+    query_timeout = settings.pop("timeout", None)
 
-    async def attempt() -> RedshiftConnection:
-        login = await auth.credentials()
+    async def attempt(login: Any) -> RedshiftConnection:
+        credentials: DbCredentials = login
         try:
             raw = await threads.run(
                 functools.partial(
                     _connect_closing_on_failure,
                     redshift_connector.connect,
-                    host=login.host or target.host,
-                    port=login.port or target.port,
-                    database=login.database or target.database,
-                    user=login.user,
-                    password=login.password,
+                    host=credentials.host or target.host,
+                    port=credentials.port or target.port,
+                    database=credentials.database or target.database,
+                    user=credentials.user,
+                    password=credentials.password,
                     iam=False,
                     ssl=True,
-                    sslmode=sslmode,
-                    **driver_kwargs,
+                    sslmode=plan.tls.mode,
+                    timeout=plan.login_timeout,
+                    **settings,
                 ),
                 connects=True,
                 discard=_close_quietly,
@@ -414,21 +444,22 @@ def _opener(
             if "refuses SSL" in str(exc):  # it stops before sending the password
                 raise tls_not_offered(target.endpoint) from None
             raise
+        _set_socket_timeout(raw, query_timeout)
         raw.autocommit = True
         return RedshiftConnection(raw, threads, owns_threads=owns_threads)
 
     async def open_connection() -> RedshiftConnection:
-        return await connect_with_retry(
-            auth,
-            attempt,
-            _rejection,
-            user=auth.config.db_username or auth.config.workgroup_name or "",
-            endpoint=target.endpoint,
-            rate=rate,
-            advice=REDSHIFT_ADVICE,
-        )
+        return await plan.dialer.dial(attempt)
 
     return open_connection
+
+
+def _set_socket_timeout(raw: Any, timeout: float | None) -> None:
+    """Give the sockets of a driver connection ``timeout`` (found by type, as in
+    :func:`_close_half_built`: the driver keeps them in private attributes)."""
+    for held in vars(raw).values():
+        if isinstance(held, socket.socket):
+            held.settimeout(timeout)
 
 
 def _reusable(idle: RedshiftConnection) -> bool:
@@ -469,25 +500,15 @@ class _Lease:
 class RedshiftPool:
     """An async pool of redshift-connector connections, each opened with IAM credentials."""
 
-    def __init__(
-        self,
-        target: Target,
-        auth: DbAuth,
-        *,
-        min_size: int,
-        max_size: int,
-        connect_rate: float | None = None,
-        **driver_kwargs: Any,
-    ) -> None:
-        rate = connect_rate_for(target.endpoint, connect_rate)
-        # The sizes are checked by the slots; the threads read theirs only when they start one.
-        self._threads = _DriverThreads(max_size)
+    def __init__(self, plan: Plan) -> None:
+        # The sizes are checked by the plan; the threads read theirs only when they start one.
+        self._threads = _DriverThreads(plan.max_size)
         weakref.finalize(self, self._threads.stop)  # dropped without close(): threads exit
         self._slots: ConnectionSlots[RedshiftConnection] = ConnectionSlots(
-            _opener(target, auth, self._threads, rate, driver_kwargs),
+            _opener(plan, self._threads),
             RedshiftConnection.close,
-            min_size=min_size,
-            max_size=max_size,
+            min_size=plan.min_size,
+            max_size=plan.max_size,
         )
 
     def get_size(self) -> int:
@@ -554,24 +575,9 @@ class RedshiftPool:
         await self.close()
 
 
-async def create_pool(
-    target: Target,
-    auth: DbAuth,
-    *,
-    min_size: int,
-    max_size: int,
-    connect_rate: float | None,
-    **driver_kwargs: Any,
-) -> RedshiftPool:
+async def create_pool(plan: Plan) -> RedshiftPool:
     """A :class:`RedshiftPool` filled to ``min_size``."""
-    pool = RedshiftPool(
-        target,
-        auth,
-        min_size=min_size,
-        max_size=max_size,
-        connect_rate=connect_rate,
-        **driver_kwargs,
-    )
+    pool = RedshiftPool(plan)
     try:
         await pool._slots.start()  # closes what it opened when filling fails
     except BaseException:
@@ -580,15 +586,16 @@ async def create_pool(
     return pool
 
 
-async def connect(
-    target: Target, auth: DbAuth, *, connect_rate: float | None = None, **driver_kwargs: Any
-) -> RedshiftConnection:
+async def connect(plan: Plan) -> RedshiftConnection:
     """One :class:`RedshiftConnection` (it runs its calls in a worker thread of its own)."""
     threads = _DriverThreads(1)
-    rate = connect_rate_for(target.endpoint, connect_rate)
-    opener = _opener(target, auth, threads, rate, driver_kwargs, owns_threads=True)
     try:
-        return await opener()
+        return await _opener(plan, threads, owns_threads=True)()
     except BaseException:
         threads.stop()
         raise
+
+
+async def close_pool(pool: RedshiftPool) -> None:
+    """``RedshiftPool.close()``."""
+    await pool.close()

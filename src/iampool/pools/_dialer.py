@@ -1,0 +1,250 @@
+"""The one login pipeline every driver's new connection goes through.
+
+::
+
+    credentials (cached) -> rate cap -> ONE attempt, bounded by connect_timeout -> classify
+        ok        -> the connection
+        rejected  -> invalidate the credentials, retry once with fresh ones, then AuthTokenRejected
+        no TLS    -> TlsNotOfferedError (nothing was sent)
+        timeout   -> LoginTimeoutError (the attempt is cancelled; its connection closed)
+        throttled -> the driver's error as is (the credentials were fine: no invalidation)
+        other     -> the driver's error as is
+
+Whatever leaves :meth:`Dialer.dial` is :func:`~iampool._errors.detached` from the attempt's
+frames (their locals hold the credential), and a server's text reaches messages and logs on one
+line, control characters escaped, at most 1,000 characters. A driver adapter supplies the
+attempt and how to recognise its refusals (:class:`Refusal`); a concern every login shares
+(metrics, a retry policy, rotation) belongs here, not in an adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import anyio
+
+from .._credentials import DbAuth, DbCredentials
+from .._errors import (
+    AuthTokenRejected,
+    LoginTimeoutError,
+    TlsNotOfferedError,
+    detached,
+    one_line,
+)
+from ._tls import Tls, warn_unverified
+
+__all__ = [
+    "PG_AUTH_SQLSTATES",
+    "RDS_ADVICE",
+    "REDSHIFT_ADVICE",
+    "ConnectRate",
+    "Dialer",
+    "Refusal",
+    "connect_rate_for",
+    "pg_refusal",
+    "server_text",
+    "tls_not_offered",
+]
+
+log = logging.getLogger("iampool")
+C = TypeVar("C")
+
+# invalid_authorization_specification, invalid_password: how PostgreSQL (and Redshift) refuse a
+# login; a token the server refused is one of these.
+PG_AUTH_SQLSTATES = frozenset({"28000", "28P01"})
+
+RDS_ADVICE = (
+    "Check that the user is granted IAM login (PostgreSQL: GRANT rds_iam; MySQL: IDENTIFIED "
+    "WITH AWSAuthenticationPlugin), that the IAM policy allows rds-db:connect for it, and that "
+    "this machine's clock is in sync"
+)
+REDSHIFT_ADVICE = (
+    "Check that the temporary user may log in to this database (db_groups, auto_create) and "
+    "that the IAM policy allows the credentials call for this user and database"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """How a server said no to a login: ``rejected`` (the credentials) or ``throttled`` (too
+    many logins at once; the credentials were fine), with the server's own words."""
+
+    outcome: Literal["rejected", "throttled"]
+    message: str
+
+
+Classify = Callable[[BaseException], "Refusal | None"]
+
+# Too many logins at once: Aurora DSQL's connection-rate limit (SQLSTATE 53400,
+# configuration_limit_exceeded) and RDS's IAM authentication throttle ("too many competing
+# requests"). The credentials were fine: not a reason to mint new ones.
+_THROTTLED_SQLSTATES = frozenset({"53400"})
+_THROTTLED_TEXT = "too many competing requests"
+
+
+def pg_refusal(sqlstate: object, message: str) -> Refusal | None:
+    """A PostgreSQL-protocol server's refusal of a login (asyncpg, psycopg, Redshift), from
+    its SQLSTATE (None when the driver reports text only) and message."""
+    if sqlstate in _THROTTLED_SQLSTATES or _THROTTLED_TEXT in message.lower():
+        return Refusal("throttled", message)
+    if sqlstate in PG_AUTH_SQLSTATES:
+        return Refusal("rejected", message)
+    return None
+
+
+class ConnectRate:
+    """A token bucket for new connections to one endpoint (GCRA: one timestamp, no task).
+
+    RDS advises staying under roughly 200 new IAM-authenticated connections per second per
+    instance; ``rate`` is connections per second and ``burst`` how many may start at once.
+    Thread-safe, loop-agnostic: a caller reserves its slot under a lock, then sleeps outside it.
+    """
+
+    def __init__(
+        self, rate: float, burst: int | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        # NaN passes "rate <= 0" and would make every delay 0: no cap at all, silently.
+        if not math.isfinite(rate) or rate <= 0:
+            raise ValueError(f"connect_rate must be a positive number, got {rate}")
+        if burst is not None and burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst}")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1, int(rate))
+        self._interval = 1.0 / rate
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._arrival = 0.0  # theoretical arrival time of the next connection
+
+    def reserve(self) -> float:
+        """Claim the next slot; returns how many seconds to wait for it."""
+        with self._lock:
+            now = self._clock()
+            arrival = max(self._arrival, now)
+            self._arrival = arrival + self._interval
+            return max(0.0, arrival - (self.burst - 1) * self._interval - now)
+
+    async def wait(self) -> None:
+        """Wait for this connection's turn."""
+        delay = self.reserve()
+        if delay > 0:
+            await anyio.sleep(delay)
+
+
+# One bucket per (endpoint, rate): whoever asks for the same rate to the same endpoint shares
+# its cap; another rate gets a bucket of its own, so no request changes another one's limit.
+# Bounded, least recently used out: a bucket evicted once idle is as good as a new one, and a
+# process that talks to more endpoints than this at once keeps each plan's own bucket.
+_MAX_RATES = 4096
+_rates: OrderedDict[tuple[str, float], ConnectRate] = OrderedDict()
+_rates_lock = threading.Lock()
+
+
+def connect_rate_for(endpoint: str, rate: float | None) -> ConnectRate | None:
+    """The process-wide bucket capping new connections to ``endpoint`` at ``rate`` per second
+    (``rate`` already checked by the plan); ``None`` without a rate."""
+    if rate is None:
+        return None
+    key = (endpoint, rate)
+    with _rates_lock:
+        bucket = _rates.get(key)
+        if bucket is None:
+            bucket = _rates[key] = ConnectRate(rate)
+            if len(_rates) > _MAX_RATES:
+                _rates.popitem(last=False)
+        else:
+            _rates.move_to_end(key)
+        return bucket
+
+
+_MAX_ECHO = 1000  # characters of a server's text kept in a message
+
+
+def server_text(text: str, limit: int = _MAX_ECHO) -> str:
+    """A server's text for a message or a log line: one line (control characters escaped, so it
+    cannot forge a second log line or a terminal escape), at most ``limit`` characters."""
+    return one_line(text, limit)
+
+
+def tls_not_offered(endpoint: str) -> TlsNotOfferedError:
+    """The error for a server that did not offer TLS (no credential was sent to it)."""
+    return TlsNotOfferedError(
+        f"{endpoint} did not offer TLS; iampool refused to send it IAM credentials (RDS and "
+        "Redshift always offer TLS: check the endpoint and any proxy in between)"
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Dialer:
+    """A plan's login pipeline: :meth:`dial` runs one connection's login through it.
+
+    ``classify`` is the driver adapter's: it recognises the server's refusals in the driver's
+    errors. ``user`` and ``endpoint`` name the login in messages; ``advice`` ends a rejection.
+    """
+
+    auth: DbAuth
+    classify: Classify
+    timeout: float
+    rate: ConnectRate | None
+    tls: Tls
+    endpoint: str
+    user: str
+    advice: str = RDS_ADVICE
+
+    async def dial(self, attempt: Callable[[DbCredentials], Awaitable[C]]) -> C:
+        """Log in with ``attempt(credentials)``; retried once, with freshly minted credentials,
+        when the server rejects them.
+
+        Raises:
+            AuthTokenRejected: the server refused the credentials twice.
+            LoginTimeoutError: one attempt took longer than ``timeout``.
+            TlsNotOfferedError: the server offered no TLS; nothing was sent.
+        """
+        for tries in (1, 2):
+            credentials = await self.auth.credentials()
+            if self.rate is not None:
+                await self.rate.wait()
+            warn_unverified(self.tls, self.endpoint)
+            try:
+                with anyio.fail_after(self.timeout):
+                    return await attempt(credentials)
+            except BaseException as exc:  # a cancellation's frames hold the credential too
+                del credentials
+                detached(exc)
+                if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+                    raise self._timed_out() from None
+                refusal = self.classify(exc) if isinstance(exc, Exception) else None
+                if refusal is None or refusal.outcome != "rejected":
+                    raise exc.with_traceback(None)  # noqa: B904 - the error itself, minus frames
+                self.auth.invalidate()
+                said = server_text(refusal.message)
+                if tries == 2:
+                    raise AuthTokenRejected(
+                        f"{self.endpoint} refused IAM credentials for user {self.user!r} twice "
+                        f"(the second time freshly minted): {said}. {self.advice}.",
+                        server_message=said,
+                        user=self.user,
+                        endpoint=self.endpoint,
+                    ) from exc
+            log.warning(
+                "%s refused IAM credentials for user %r (%s); retrying once with fresh ones",
+                self.endpoint,
+                self.user,
+                said,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _timed_out(self) -> LoginTimeoutError:
+        return LoginTimeoutError(
+            f"{self.endpoint} did not complete the login (TCP, TLS and authentication) within "
+            f"{self.timeout:g} s; raise connect_timeout if the server is just slow",
+            endpoint=self.endpoint,
+            timeout=self.timeout,
+        )
