@@ -10,10 +10,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from iampool import AwsIamConfig, ConfigError
-from iampool.pools._dsn import parse_target
-from iampool import CredentialCache
+from iampool import AwsIamConfig, ConfigError, CredentialCache
 from iampool.pools import resolve
+from iampool.pools._dsn import parse_target
 from iampool.pools.aiomysql import MySQLPool, _settings, vet
 
 from .fake_servers import FakeServer

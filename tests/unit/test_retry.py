@@ -365,7 +365,8 @@ async def test_a_login_that_outlasts_connect_timeout_is_a_login_timeout_error_no
     assert caught.value.timeout == 0.05
     assert "connect_timeout" in str(caught.value)
     assert isinstance(caught.value, TimeoutError)
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
 
 
 async def test_a_drivers_own_timeout_is_a_login_timeout_error_too() -> None:
@@ -413,5 +414,7 @@ async def test_a_servers_refusal_reaches_logs_and_errors_on_one_line_without_esc
         caught.value.server_message,
     ]
     for text in texts:
-        assert "\n" not in text and "\r" not in text and "\x1b" not in text
+        assert "\n" not in text
+        assert "\r" not in text
+        assert "\x1b" not in text
         assert "bad\\nWARNING" in text  # escaped, still readable
