@@ -11,9 +11,9 @@ from typing import Any, Literal
 from .._errors import ConfigError, ConfigProblem
 from ._dialer import Refusal
 from ._dsn import Target
-from ._plan import refuse_owned
+from ._plan import refuse_owned, refuse_unvetted
 
-__all__ = ["MySQLDriver", "mysql_options", "mysql_refusal", "tls_failure"]
+__all__ = ["ALLOWED", "MySQLDriver", "mysql_options", "mysql_refusal", "tls_failure"]
 
 _ACCESS_DENIED = 1045
 _CANNOT_CONNECT = 2003  # CR_CONN_HOST_ERROR: both drivers' error for a failed socket or handshake
@@ -50,6 +50,25 @@ _LOCAL_INFILE = (
     "with sslmode=require the server is not even verified; load files through the application"
 )
 _TEXT_OPTIONS = ("charset", "init_command", "program_name", "sql_mode")
+# Each driver's settings that change nothing of where the login goes or how it is protected
+# (local_infile and client_flag only without local files: checked above).
+ALLOWED: dict[MySQLDriver, frozenset[str]] = {
+    "aiomysql": frozenset(
+        {
+            "autocommit", "charset", "client_flag", "connect_timeout", "conv", "cursorclass",
+            "echo", "init_command", "local_infile", "loop", "program_name",
+            "server_public_key", "sql_mode", "ssl", "use_unicode",
+        }
+    ),
+    "asyncmy": frozenset(
+        {
+            "auth_plugin_map", "autocommit", "binary_prefix", "charset", "client_flag",
+            "connect_timeout", "conv", "cursor_cls", "echo", "init_command", "local_infile",
+            "max_allowed_packet", "program_name", "query_callback", "read_timeout",
+            "server_public_key", "sql_mode", "ssl", "stmt_cache_size", "use_unicode",
+        }
+    ),
+}  # fmt: skip
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -84,6 +103,7 @@ def mysql_options(
     if problems:
         raise ConfigError(problems, context="driver keyword")
     refuse_owned(driver_kwargs, owned)
+    refuse_unvetted(driver_kwargs, ALLOWED[driver], driver, "driver keyword")
     return settings
 
 

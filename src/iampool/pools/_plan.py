@@ -41,6 +41,7 @@ __all__ = [
     "Vetted",
     "driver_module",
     "refuse_owned",
+    "refuse_unvetted",
     "require_driver",
     "resolve",
 ]
@@ -137,6 +138,27 @@ def refuse_owned(driver_kwargs: Mapping[str, Any], owned: tuple[str, ...]) -> No
             [ConfigProblem(name, "is set by iampool from the DSN and aws_iam") for name in clashes],
             context="driver keyword",
         )
+
+
+def refuse_unvetted(
+    driver_kwargs: Mapping[str, Any], vetted: frozenset[str], label: str, context: str
+) -> None:
+    """A setting the installed driver takes but iampool has not judged (a newer driver's) is
+    refused until it is: it might move the connection or weaken it.
+
+    Raises:
+        ConfigError: naming each such setting.
+    """
+    unvetted = [name for name in driver_kwargs if name not in vetted]
+    if unvetted:
+        raise ConfigError(
+            [
+                ConfigProblem(name, f"is a {label} setting iampool has not vetted for IAM "
+                                    "connections; open an issue if you need it")
+                for name in unvetted
+            ],
+            context=context,
+        )  # fmt: skip
 
 
 def driver_module(driver: str) -> DriverModule[Any, Any]:

@@ -91,15 +91,22 @@ def decide_tls(target: Target, style: TlsStyle, ssl_option: Any = None) -> Tls:
         ConfigError: an unusable CA file, an ``ssl=`` that turns TLS off, or a mode the driver
             cannot verify (``verify-ca`` without a CA file for libpq).
     """
-    if target.sslrootcert is not None and not (style == "libpq" and target.sslrootcert == "system"):
-        check_ca_file(target.sslrootcert)  # libpq's "system" is its name for the system store
     store = target.sslrootcert or "the system store"
-    if style == "redshift":
-        return Tls(REDSHIFT_SSLMODES[target.sslmode], f"{store} and redshift-connector's CAs")
-    if style == "libpq":
+    if style != "context":
+        if target.sslrootcert is not None and target.sslrootcert != "system":
+            check_ca_file(target.sslrootcert)  # libpq's "system" is its name for the system store
+        if style == "redshift":
+            return Tls(REDSHIFT_SSLMODES[target.sslmode], f"{store} and redshift-connector's CAs")
         settings = libpq_tls(target)
         return Tls(settings["sslmode"], store, None, settings)
-    context = tls_context(target, ssl_option)
+    try:
+        context = tls_context(target, ssl_option)  # loads the CA file, if any: once, cached
+    except ConfigError:
+        raise
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        assert target.sslrootcert is not None  # nothing else is read
+        problem = ConfigProblem("sslrootcert", _ca_problem(target.sslrootcert, exc))
+        raise ConfigError(problem, context="DSN") from None
     if isinstance(ssl_option, ssl.SSLContext):
         return Tls(_mode_of(context), "the SSLContext given as ssl=", context)
     return Tls(_effective_mode(target, ssl_option), store, context)
@@ -131,18 +138,23 @@ def check_ca_file(path: str) -> None:
 
 
 def ca_file_problem(path: str) -> str | None:
-    """Why ``path`` is not a readable file of PEM certificates, or ``None`` (loads it through
-    the context cache, so the check costs nothing more than the context it will build)."""
+    """Why ``path`` is not a readable file of PEM certificates, or ``None`` (it loads the file
+    through the context cache)."""
     try:
-        _verifying_context(path)
-    except FileNotFoundError:
-        return f"no file {shown(path, 200)} (a CA bundle in PEM, e.g. the RDS global-bundle.pem)"
-    except ssl.SSLError:
-        return f"{shown(path, 200)} holds no PEM certificate"
-    except (OSError, ValueError) as exc:  # a directory, no permission, a NUL in the path
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a file name"
-        return f"cannot read {shown(path, 200)}: {reason}"
+        _cached("verify-ca", path, None)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return _ca_problem(path, exc)
     return None
+
+
+def _ca_problem(path: str, exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"no file {shown(path, 200)} (a CA bundle in PEM, e.g. the RDS global-bundle.pem)"
+    if isinstance(exc, ssl.SSLError):
+        return f"{shown(path, 200)} holds no PEM certificate"
+    # a directory, no permission, a NUL in the path
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a file name"
+    return f"cannot read {shown(path, 200)}: {reason}"
 
 
 def check_tls_option(target: Target, ssl_option: Any) -> None:
@@ -210,10 +222,6 @@ def _cached(mode: str, cafile: str | None, server_name: str | None) -> ssl.SSLCo
         while len(_contexts) > _MAX_CONTEXTS:
             _contexts.popitem(last=False)
     return context
-
-
-def _verifying_context(cafile: str) -> ssl.SSLContext:
-    return _cached("verify-ca", cafile, None)
 
 
 def _build(mode: str, cafile: str | None, server_name: str | None) -> ssl.SSLContext:

@@ -17,7 +17,7 @@ from .._credentials import DbCredentials
 from .._errors import ConfigError, ConfigProblem
 from ._dialer import Refusal, pg_refusal, tls_not_offered
 from ._dsn import Target
-from ._plan import Plan, Vetted, refuse_owned
+from ._plan import Plan, Vetted, refuse_owned, refuse_unvetted
 from ._tls import TlsStyle
 
 if TYPE_CHECKING:
@@ -42,6 +42,28 @@ REFUSED = {
 }
 
 
+# Settings that change nothing of where the login goes or how it is protected.
+ALLOWED = frozenset(
+    {
+        "command_timeout", "connection_class", "direct_tls", "gsslib", "krbsrvname", "loop",
+        "max_cacheable_statement_size", "max_cached_statement_lifetime", "record_class",
+        "server_settings", "ssl", "statement_cache_size", "target_session_attrs", "timeout",
+    }
+)  # fmt: skip
+# asyncpg.create_pool's own.
+POOL_OPTIONS = frozenset(
+    {
+        "connect",
+        "init",
+        "init_size",
+        "max_inactive_connection_lifetime",
+        "max_queries",
+        "reset",
+        "setup",
+    }
+)
+
+
 def vet(target: Target, driver_kwargs: Mapping[str, Any], *, pool: bool) -> Vetted:
     """asyncpg's settings: the caller's keywords except those iampool sets; the pool's
     ``connect=`` hook kept apart (the dialer wraps it)."""
@@ -50,6 +72,8 @@ def vet(target: Target, driver_kwargs: Mapping[str, Any], *, pool: bool) -> Vett
         if refused:
             raise ConfigError(refused, context=context)
     refuse_owned(driver_kwargs, OWNED)
+    vetted = ALLOWED | POOL_OPTIONS if pool else ALLOWED
+    refuse_unvetted(driver_kwargs, vetted, "asyncpg", "driver keyword")
     connection = {k: v for k, v in driver_kwargs.items() if k not in ("connect", "ssl")}
     hook = {"connect": driver_kwargs["connect"]} if pool and "connect" in driver_kwargs else {}
     return Vetted(connection, hook)

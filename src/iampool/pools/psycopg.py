@@ -112,9 +112,15 @@ def _check_libpq(settings: Mapping[str, Any], context: str) -> None:
         raise ConfigError(problems, context=context)
 
 
-# Defaults libpq decides at run time (no compiled-in value), where an empty value is invalid.
-_RUNTIME_DEFAULTS = {"sslcertmode": "allow", "min_protocol_version": "3.0",
-                     "max_protocol_version": "3.0"}  # fmt: skip
+# Values for settings without a compiled-in default, where an empty one is invalid: libpq's
+# run-time defaults, and for require_auth what an IAM login is (a password, sent in clear over
+# TLS: RDS's PAM and DSQL both ask for exactly that; anything else is not the server we want).
+_RUNTIME_DEFAULTS = {
+    "sslcertmode": "allow",
+    "min_protocol_version": "3.0",
+    "max_protocol_version": "3.0",
+    "require_auth": "password",
+}
 
 
 @functools.cache

@@ -28,7 +28,7 @@ from .._credentials import DbCredentials
 from .._errors import ConfigError, ConfigProblem
 from ._dialer import Refusal, pg_refusal, tls_not_offered
 from ._dsn import Target
-from ._plan import Plan, Vetted, refuse_owned
+from ._plan import Plan, Vetted, refuse_owned, refuse_unvetted
 from ._slots import ConnectionSlots
 from ._tls import TlsStyle
 
@@ -72,6 +72,15 @@ REFUSED = {
         "(which has auto_create, db_groups, role_arn, ...)",
     ),
 }
+# Settings that change nothing of where the login goes or how it is protected.
+ALLOWED = frozenset(
+    {
+        "application_name", "client_protocol_version", "database_metadata_current_db_only",
+        "enable_table_types", "max_prepared_statements", "numeric_to_float", "source_address",
+        "tcp_keepalive", "tcp_keepalive_count", "tcp_keepalive_idle", "tcp_keepalive_interval",
+        "timeout",
+    }
+)  # fmt: skip
 _CONNECTION_ERRORS = frozenset({"InterfaceError", "OperationalError"})
 _FATAL_SEVERITIES = frozenset({"FATAL", "PANIC"})
 
@@ -398,6 +407,7 @@ def vet(target: Target, driver_kwargs: Mapping[str, Any], *, pool: bool) -> Vett
     if refused:
         raise ConfigError(refused, context="driver keyword")
     refuse_owned(driver_kwargs, OWNED)
+    refuse_unvetted(driver_kwargs, ALLOWED, "redshift-connector", "driver keyword")
     if target.sslrootcert is not None:
         raise ConfigError(
             ConfigProblem("sslrootcert", "redshift-connector cannot take a CA file: it trusts "
