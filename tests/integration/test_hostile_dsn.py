@@ -551,11 +551,12 @@ def test_a_socket_path_in_the_host_is_refused_before_anything_connects(
 
 def test_a_service_file_cannot_send_asyncpg_elsewhere_or_turn_tls_off(endpoints: Endpoints) -> None:
     # PGSERVICEFILE's [evil] names the socket directory, the plain-text gateway and
-    # sslmode=disable; asyncpg reads it for ?service=, but host, port and TLS are iampool's.
+    # sslmode=disable; asyncpg would read it for ?service=, which is refused (it was overridden
+    # by iampool's host, port and TLS before; refused now, as for psycopg).
     port = endpoints.tls["postgresql"].port
     dsn = f"postgresql://app@127.0.0.1:{port}/postgres?service=evil"
 
-    assert check("query options", dsn, "postgresql", endpoints) == "connected"
+    assert check("query options", dsn, "postgresql", endpoints) == "config error"
     assert check("query options", dsn.replace("postgresql:", "postgresql+psycopg:"),
                  "postgresql+psycopg", endpoints) == "config error"  # fmt: skip
 

@@ -56,13 +56,13 @@ def prefetches(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Authenticators whose credentials creating a pool or a connection started to mint (the
     first AWS call, made in the background: counted here at once, without waiting for it)."""
     started: list[Any] = []
-    prefetch = iampool.pools.prefetch
+    prefetch = iampool.pools._plan.prefetch
 
     def counting(auth: Any) -> None:
         started.append(auth)
         prefetch(auth)
 
-    monkeypatch.setattr(iampool.pools, "prefetch", counting)
+    monkeypatch.setattr(iampool.pools._plan, "prefetch", counting)
     return started
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import iampool.pools
+import iampool.pools._plan
 from iampool import ConfigError, CredentialCache
 from iampool.sqlalchemy import async_creator
 
@@ -119,9 +120,9 @@ async def test_keywords_are_checked_at_engine_creation_before_any_aws_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     prefetches: list[Any] = []
-    prefetch = iampool.pools.prefetch
+    prefetch = iampool.pools._plan.prefetch
     monkeypatch.setattr(
-        iampool.pools, "prefetch", lambda auth: (prefetches.append(auth), prefetch(auth))
+        iampool.pools._plan, "prefetch", lambda auth: (prefetches.append(auth), prefetch(auth))
     )
     db = request.getfixturevalue(DIALECTS[dialect])
     dsn = f"{dialect}://{db.dsn.split('://', 1)[1]}"

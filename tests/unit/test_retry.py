@@ -92,9 +92,9 @@ class RecordingRate(ConnectRate):
         super().__init__(rate=1000, burst=1000)
         self.events = events
 
-    async def wait(self) -> None:
+    async def wait(self) -> float:
         self.events.append("rate")
-        await super().wait()
+        return await super().wait()
 
 
 def dialer(
@@ -366,7 +366,7 @@ async def test_a_login_that_outlasts_connect_timeout_is_a_login_timeout_error_no
     assert "connect_timeout" in str(caught.value)
     assert isinstance(caught.value, TimeoutError)
     assert caught.value.__cause__ is None
-    assert caught.value.__suppress_context__
+    assert caught.value.__context__ is None
 
 
 async def test_a_drivers_own_timeout_is_a_login_timeout_error_too() -> None:

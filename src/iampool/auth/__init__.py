@@ -12,7 +12,7 @@ from .dsql import DsqlAuth
 from .rds import RdsIamAuth
 from .redshift import RedshiftAuth
 
-__all__ = ["DsqlAuth", "RdsIamAuth", "RedshiftAuth", "auth_for", "prefetch"]
+__all__ = ["DsqlAuth", "RdsIamAuth", "RedshiftAuth", "auth_for", "build_auth", "prefetch"]
 
 
 def auth_for(
@@ -50,6 +50,21 @@ def auth_for(
     ]
     if invalid:
         raise ConfigError(invalid, context="auth_for")
+    return build_auth(config, host=host, port=port, cache=cache)
+
+
+def build_auth(
+    config: AwsIamConfig,
+    *,
+    host: str | None,
+    port: int | None,
+    cache: CredentialCache | None,
+) -> DbAuth:
+    """:func:`auth_for` for a configuration, host and port already checked (a connect plan's).
+
+    Raises:
+        ConfigError: no host for RDS or DSQL, no port for RDS.
+    """
     context = mint_context(cache if cache is not None else default_cache())
     port = port if port is not None else config.port
     if config.backend == "dsql":

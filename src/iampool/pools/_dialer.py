@@ -131,11 +131,12 @@ class ConnectRate:
             self._arrival = arrival + self._interval
             return max(0.0, arrival - (self.burst - 1) * self._interval - now)
 
-    async def wait(self) -> None:
-        """Wait for this connection's turn."""
+    async def wait(self) -> float:
+        """Wait for this connection's turn; returns how long that was, in seconds."""
         delay = self.reserve()
         if delay > 0:
             await anyio.sleep(delay)
+        return delay
 
 
 # One bucket per (endpoint, rate): whoever asks for the same rate to the same endpoint shares
@@ -200,26 +201,31 @@ class Dialer:
 
     async def dial(self, attempt: Callable[[DbCredentials], Awaitable[C]]) -> C:
         """Log in with ``attempt(credentials)``; retried once, with freshly minted credentials,
-        when the server rejects them.
+        when the server rejects them. ``timeout`` bounds each try: waiting for the credentials
+        and the attempt together (the rate cap's wait, iampool's own pacing, is not counted).
 
         Raises:
             AuthTokenRejected: the server refused the credentials twice.
-            LoginTimeoutError: one attempt took longer than ``timeout``.
+            LoginTimeoutError: a try took longer than ``timeout``.
             TlsNotOfferedError: the server offered no TLS; nothing was sent.
         """
         for tries in (1, 2):
-            credentials = await self.auth.credentials()
+            deadline = anyio.current_time() + self.timeout
+            with anyio.CancelScope(deadline=deadline) as waiting:
+                credentials = await self.auth.credentials()
+            if waiting.cancelled_caught:
+                raise self._timed_out("waiting for its IAM credentials")
             if self.rate is not None:
-                await self.rate.wait()
+                deadline += await self.rate.wait()
             warn_unverified(self.tls, self.endpoint)
             try:
-                with anyio.fail_after(self.timeout):
-                    return await attempt(credentials)
+                with anyio.CancelScope(deadline=deadline) as logging_in:
+                    connection = await attempt(credentials)
             except BaseException as exc:  # a cancellation's frames hold the credential too
                 del credentials
                 detached(exc)
-                if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-                    raise self._timed_out() from None
+                if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # the driver's own
+                    raise self._timed_out("the server did not complete the login") from None
                 refusal = self.classify(exc) if isinstance(exc, Exception) else None
                 if refusal is None or refusal.outcome != "rejected":
                     raise exc.with_traceback(None)  # noqa: B904 - the error itself, minus frames
@@ -233,6 +239,10 @@ class Dialer:
                         user=self.user,
                         endpoint=self.endpoint,
                     ) from exc
+            else:
+                if logging_in.cancelled_caught:
+                    raise self._timed_out("the server did not complete the login")
+                return connection
             log.warning(
                 "%s refused IAM credentials for user %r (%s); retrying once with fresh ones",
                 self.endpoint,
@@ -241,10 +251,10 @@ class Dialer:
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _timed_out(self) -> LoginTimeoutError:
+    def _timed_out(self, what: str) -> LoginTimeoutError:
         return LoginTimeoutError(
-            f"{self.endpoint} did not complete the login (TCP, TLS and authentication) within "
-            f"{self.timeout:g} s; raise connect_timeout if the server is just slow",
+            f"no login to {self.endpoint} within {self.timeout:g} s (connect_timeout): {what}; "
+            "raise connect_timeout if it is just slow",
             endpoint=self.endpoint,
             timeout=self.timeout,
         )

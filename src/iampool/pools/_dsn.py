@@ -1,33 +1,16 @@
-"""DSN parsing and TLS settings shared by every pool: one place decides user, endpoint and TLS."""
+"""DSN parsing: one place decides engine, driver, user, endpoint, database and TLS mode."""
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-import ssl
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import parse_qsl, unquote
-
-import anyio
 
 from .._config import AwsIamConfig
 from .._endpoints import dsn_port, host_problem
 from .._errors import ConfigError, ConfigProblem
 
-__all__ = [
-    "DEFAULT_PORTS",
-    "SCHEMES",
-    "Driver",
-    "Engine",
-    "ServerNamedContext",
-    "Target",
-    "check_tls_option",
-    "libpq_server_name",
-    "libpq_tls",
-    "parse_target",
-    "tls_context",
-]
+__all__ = ["DEFAULT_PORTS", "SCHEMES", "Driver", "Engine", "Target", "dsn_endpoint", "parse_target"]
 
 Engine = Literal["postgresql", "mysql", "redshift"]
 Driver = Literal["asyncpg", "psycopg", "aiomysql", "asyncmy", "redshift_connector"]
@@ -230,6 +213,18 @@ def _token_endpoint(
     return (host, port) if host is not None else (None, None)
 
 
+def dsn_endpoint(dsn: str) -> tuple[str | None, int | None]:
+    """The host and port of a DSN's authority when both pass the rules (else ``None``): what a
+    message may repeat of a DSN that was not parsed yet."""
+    _, separator, rest = dsn.partition("://")
+    authority, tail = _split_authority(rest)
+    if not separator or "@" in tail:  # an '@' after '/', '?' or '#': a password cut short
+        return None, None
+    problems: list[ConfigProblem] = []
+    host, port = _host_and_port(authority.rpartition("@")[2], problems)
+    return (None, None) if problems else (host, port)
+
+
 def _split_authority(rest: str) -> tuple[str, str]:
     """``user@host:port`` and what follows it (path, query, fragment) in a DSN after ``://``."""
     ends = [index for index in (rest.find(c) for c in "/?#") if index >= 0]
@@ -332,152 +327,3 @@ def _redshift_problems(
                                 "settings as keyword arguments")
         )  # fmt: skip
     return problems
-
-
-def check_tls_option(target: Target, ssl_option: Any) -> None:
-    """Refuse a driver's ``ssl=`` argument :func:`tls_context` would refuse, without building
-    a context (which may load a CA bundle).
-
-    Raises:
-        ConfigError: ``ssl`` turns TLS off, or is an ``SSLContext`` with ``iam_host``.
-    """
-    if isinstance(ssl_option, ssl.SSLContext):
-        if target.iam_host is not None:
-            raise ConfigError(
-                ConfigProblem("ssl", "an SSLContext cannot be combined with iam_host: the driver "
-                                     "would verify the certificate against the address it dials; "
-                                     "give the CA as sslrootcert in the DSN instead"),
-                context="driver keyword",
-            )  # fmt: skip
-        return
-    if ssl_option not in (None, True, "require", "verify-ca", "verify-full"):
-        raise ConfigError(
-            ConfigProblem("ssl", f"{ssl_option!r} is not allowed: IAM connections always use TLS; "
-                                 "pass an ssl.SSLContext or leave it unset"),
-            context="driver keyword",
-        )  # fmt: skip
-
-
-def tls_context(target: Target, ssl_option: Any = None) -> ssl.SSLContext:
-    """The TLS context for an IAM connection: always encrypted, verified when a CA is known.
-
-    ``ssl_option`` is the driver's own ``ssl=`` argument: an ``SSLContext`` is used as is;
-    ``False``/``"disable"`` are refused because IAM credentials must not travel in plain text.
-    """
-    check_tls_option(target, ssl_option)
-    if isinstance(ssl_option, ssl.SSLContext):
-        return ssl_option
-    mode = ssl_option if isinstance(ssl_option, str) else target.sslmode
-    if target.sslrootcert is not None and mode == "require":
-        mode = "verify-full"  # a CA was given: use it (libpq does the same)
-    if target.iam_host is not None:
-        return _server_named_context(target.iam_host, mode, target.sslrootcert)
-    if mode == "require":
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    context = ssl.create_default_context(cafile=target.sslrootcert)
-    context.check_hostname = mode == "verify-full"
-    return context
-
-
-class ServerNamedContext(ssl.SSLContext):
-    """An ``SSLContext`` that names one server whatever address is dialled: the endpoint behind
-    a tunnel (``iam_host``).
-
-    Drivers pass the host they dial as ``server_hostname`` (asyncio's ``start_tls`` and
-    ``open_connection`` hand it to :meth:`wrap_bio`; blocking drivers to :meth:`wrap_socket`);
-    this context replaces it, so SNI and the ``verify-full`` name check are for the endpoint.
-    """
-
-    server_name: str
-
-    def wrap_socket(  # same parameters; server_hostname is replaced
-        self,
-        sock: socket.socket,
-        server_side: bool = False,
-        do_handshake_on_connect: bool = True,
-        suppress_ragged_eofs: bool = True,
-        server_hostname: str | bytes | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLSocket:
-        """``SSLContext.wrap_socket`` for :attr:`server_name`."""
-        return super().wrap_socket(
-            sock, server_side, do_handshake_on_connect, suppress_ragged_eofs, self.server_name,
-            session,
-        )  # fmt: skip
-
-    def wrap_bio(  # same parameters; server_hostname is replaced
-        self,
-        incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-        server_side: bool = False,
-        server_hostname: str | bytes | None = None,
-        session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLObject:
-        """``SSLContext.wrap_bio`` for :attr:`server_name`."""
-        return super().wrap_bio(incoming, outgoing, server_side, self.server_name, session)
-
-
-def _server_named_context(name: str, mode: str, cafile: str | None) -> ServerNamedContext:
-    # PROTOCOL_TLS_CLIENT starts as create_default_context's: CERT_REQUIRED, check_hostname,
-    # its secure options; the CA is loaded the same way.
-    context = ServerNamedContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.server_name = name
-    if mode == "require":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    if cafile is not None:
-        context.load_verify_locations(cafile=cafile)
-    else:
-        context.load_default_certs()
-    context.check_hostname = mode == "verify-full"
-    return context
-
-
-async def libpq_server_name(target: Target) -> dict[str, str]:
-    """libpq's settings to dial ``target.host`` while verifying TLS for ``iam_host``: ``host``
-    is the name libpq checks the certificate against (and sends as SNI), ``hostaddr`` the
-    addresses it dials, which libpq takes numeric only: a name is resolved here, at each
-    connect, every address tried in turn as libpq would. Empty without ``iam_host``.
-    """
-    if target.iam_host is None or target.host is None:
-        return {}
-    try:
-        addresses = [str(ipaddress.ip_address(target.host))]
-    except ValueError:
-        found = await anyio.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-        addresses = list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in found))
-    return {
-        "host": ",".join([target.iam_host] * len(addresses)),
-        "hostaddr": ",".join(addresses),
-    }
-
-
-def libpq_tls(target: Target) -> dict[str, str]:
-    """:func:`tls_context`'s decision as libpq settings (psycopg cannot take an ``SSLContext``).
-
-    A CA file upgrades ``require`` to ``verify-full``, as in :func:`tls_context`; verification
-    without one uses the system trust store (``sslrootcert=system``, libpq 16+), which libpq
-    allows with ``verify-full`` only.
-
-    Raises:
-        ConfigError: ``verify-ca`` without ``sslrootcert``.
-    """
-    mode = target.sslmode
-    if target.sslrootcert is not None:
-        return {
-            "sslmode": "verify-full" if mode == "require" else mode,
-            "sslrootcert": target.sslrootcert,
-        }
-    if mode == "require":
-        return {"sslmode": "require"}
-    if mode == "verify-ca":
-        raise ConfigError(
-            ConfigProblem("sslmode", "verify-ca needs an sslrootcert with psycopg (libpq checks "
-                                     "the system trust store with verify-full only)"),
-            context="DSN",
-        )  # fmt: skip
-    return {"sslmode": "verify-full", "sslrootcert": "system"}

@@ -11,9 +11,16 @@ from typing import Any, Literal
 from .._errors import ConfigError, ConfigProblem
 from ._dialer import Refusal
 from ._dsn import Target
-from ._plan import refuse_owned, refuse_unvetted
+from ._plan import Vetted, refuse_owned, refuse_unvetted
 
-__all__ = ["ALLOWED", "MySQLDriver", "mysql_options", "mysql_refusal", "tls_failure"]
+__all__ = [
+    "ALLOWED",
+    "MySQLDriver",
+    "mysql_options",
+    "mysql_refusal",
+    "tls_failure",
+    "vet_mysql",
+]
 
 _ACCESS_DENIED = 1045
 _CANNOT_CONNECT = 2003  # CR_CONN_HOST_ERROR: both drivers' error for a failed socket or handshake
@@ -70,6 +77,24 @@ ALLOWED: dict[MySQLDriver, frozenset[str]] = {
     ),
 }  # fmt: skip
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def vet_mysql(
+    target: Target,
+    driver_kwargs: Mapping[str, Any],
+    *,
+    pool: bool,
+    driver: MySQLDriver,
+    owned: tuple[str, ...],
+    pool_options: tuple[str, ...],
+) -> Vetted:
+    """Either MySQL adapter's ``vet``: the pool's own options (``pool_options``) apart, the TLS
+    decision the plan's, the rest judged by :func:`mysql_options`."""
+    kwargs = dict(driver_kwargs)
+    for_pool = {name: kwargs.pop(name) for name in pool_options if pool and name in kwargs}
+    kwargs.pop("ssl", None)  # the plan's TLS decision
+    options = mysql_options(target, kwargs, driver=driver, owned=owned)
+    return Vetted({**options, **kwargs}, for_pool)
 
 
 def mysql_options(

@@ -26,9 +26,9 @@ from .._cache import CredentialCache, default_cache
 from .._config import SUPERSET_NO_REDSHIFT_SELECTOR, AwsIamConfig, ConfigLike, coerce_config
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem, MissingExtraError, shown
-from ..auth import auth_for, prefetch
+from ..auth import build_auth, prefetch
 from ._dialer import RDS_ADVICE, REDSHIFT_ADVICE, Dialer, connect_rate_for
-from ._dsn import SCHEMES, Driver, Target, parse_target
+from ._dsn import SCHEMES, Driver, Target, dsn_endpoint, parse_target
 from ._slots import check_sizes
 from ._tls import Tls, TlsStyle, decide_tls
 
@@ -235,7 +235,7 @@ def resolve(
     _refuse_unknown_keywords(target.driver, kwargs, pool=pool)
     _refuse_libpq_service(target)
     tls = decide_tls(target, module.TLS_STYLE, kwargs.get("ssl"))
-    auth = auth_for(
+    auth = build_auth(  # parse_target checked the host and port already
         config,
         host=target.signed_host,  # the endpoint's name when the DSN's host is a tunnel
         port=target.signed_port,
@@ -475,16 +475,18 @@ def _login_problems(
 
 
 def _dsn_example(scheme: str, engine: str, dsn: str, driver_kwargs: Mapping[str, Any]) -> str:
-    """The DSN that says what the keywords tried to. Only the keywords' values and the DSN's
-    scheme appear in it: nothing else of the DSN is known to be safe to repeat (its query may
-    hold ``sslpassword`` or a client secret, its authority an unencoded password)."""
+    """The DSN that says what the keywords tried to: theirs, and the DSN's own host and port
+    when they pass the host rules. Nothing else of the DSN is known to be safe to repeat (its
+    query may hold ``sslpassword`` or a client secret, its authority a password that a ``/``,
+    ``?`` or ``#`` cut short)."""
     database = next(
         (driver_kwargs[name] for name in ("database", "db", "dbname") if name in driver_kwargs),
         "DATABASE",
     )
-    host = str(driver_kwargs.get("host", "HOST"))
+    own_host, own_port = dsn_endpoint(dsn)
+    host = str(driver_kwargs.get("host", own_host or "HOST"))
     host = f"[{host}]" if ":" in host else host  # IPv6
-    port = driver_kwargs.get("port")
+    port = driver_kwargs.get("port", own_port)
     user = driver_kwargs.get("user")
     login = f"{user}@" if user and engine != "redshift" else ""
     query = "?..." if "?" in dsn else ""

@@ -21,7 +21,7 @@ from .._credentials import DbCredentials
 from .._errors import TlsNotOfferedError
 from ._dialer import Refusal, tls_not_offered
 from ._dsn import Target
-from ._mysql import mysql_options, mysql_refusal, tls_failure
+from ._mysql import mysql_refusal, tls_failure, vet_mysql
 from ._plan import Plan, Vetted
 from ._slots import ConnectionSlots
 from ._tls import TlsStyle
@@ -90,11 +90,9 @@ def _connection_class() -> type[Connection]:
 def vet(target: Target, driver_kwargs: Mapping[str, Any], *, pool: bool) -> Vetted:
     """aiomysql's settings from the DSN's options and the keywords; refused: what would redirect
     or weaken a connection (see ``_mysql``) and what iampool sets."""
-    kwargs = dict(driver_kwargs)
-    pool_options = {name: kwargs.pop(name) for name in _POOL_OPTIONS if pool and name in kwargs}
-    kwargs.pop("ssl", None)  # the plan's TLS decision
-    options = mysql_options(target, kwargs, driver="aiomysql", owned=OWNED)
-    return Vetted({**options, **kwargs}, pool_options)
+    return vet_mysql(
+        target, driver_kwargs, pool=pool, driver="aiomysql", owned=OWNED, pool_options=_POOL_OPTIONS
+    )
 
 
 def classify(exc: BaseException) -> Refusal | None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._credentials import DbCredentials
 from ._dialer import Refusal, tls_not_offered
 from ._dsn import Target
-from ._mysql import mysql_options, mysql_refusal, tls_failure
+from ._mysql import mysql_refusal, tls_failure, vet_mysql
 from ._plan import Plan, Vetted
 from ._tls import TlsStyle
 
@@ -59,11 +59,9 @@ _attempt_login: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVa
 def vet(target: Target, driver_kwargs: Mapping[str, Any], *, pool: bool) -> Vetted:
     """asyncmy's settings from the DSN's options and the keywords; refused: what would redirect
     or weaken a connection (see ``_mysql``) and what iampool sets."""
-    kwargs = dict(driver_kwargs)
-    pool_options = {name: kwargs.pop(name) for name in _POOL_OPTIONS if pool and name in kwargs}
-    kwargs.pop("ssl", None)  # the plan's TLS decision
-    options = mysql_options(target, kwargs, driver="asyncmy", owned=OWNED)
-    return Vetted({**options, **kwargs}, pool_options)
+    return vet_mysql(
+        target, driver_kwargs, pool=pool, driver="asyncmy", owned=OWNED, pool_options=_POOL_OPTIONS
+    )
 
 
 def classify(exc: BaseException) -> Refusal | None:
