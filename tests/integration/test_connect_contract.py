@@ -327,6 +327,43 @@ async def test_create_pool_against_a_server_that_never_answers_ends_with_login_t
         assert_login_timeout(caught.value, listener.port)
 
 
+DEFAULT_CONNECT_TIMEOUT = 30  # seconds, every driver's, when none is given
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 20: without connect_timeout a login is unbounded (aiomysql, asyncmy, Redshift) "
+    "or bounded otherwise (asyncpg 60 s, psycopg 130 s)",
+)
+async def test_without_connect_timeout_every_driver_bounds_a_login_at_30_s(
+    cache: CredentialCache, request: pytest.FixtureRequest
+) -> None:
+    # One test for the five drivers, their logins at once: the default is 30 s each.
+    databases = {driver: database_for(request, driver) for driver in SCHEMES}
+    outcomes: dict[str, BaseException | None] = {}
+    with contextlib.ExitStack() as stack:
+        listeners = {driver: stack.enter_context(Listener("silent")) for driver in SCHEMES}
+
+        async def attempt(driver: str) -> None:
+            dsn = dsn_at(driver, listeners[driver].port)
+            outcomes[driver] = None
+            try:
+                await connect_and_close(dsn, aws_iam=databases[driver].config, cache=cache)
+            except Exception as exc:  # judged below, per driver
+                outcomes[driver] = exc
+
+        with anyio.fail_after(DEFAULT_CONNECT_TIMEOUT + 10):
+            async with anyio.create_task_group() as logins:
+                for driver in SCHEMES:
+                    logins.start_soon(attempt, driver)
+
+    for driver, listener in listeners.items():
+        error = outcomes[driver]
+        assert isinstance(error, LoginTimeoutError), f"{driver}: {error!r}"
+        assert_login_timeout(error, listener.port)
+
+
 # -- 2. bounded close ------------------------------------------------------------------------
 
 

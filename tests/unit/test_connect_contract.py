@@ -160,8 +160,7 @@ BAD_TIMEOUT_TEXTS = ["0", "-1", "nan", "inf", "abc", ""]
 
 @pytest.mark.xfail(strict=True, reason="issue 20: connect_timeout is not checked by iampool")
 @pytest.mark.parametrize("value", BAD_TIMEOUTS, ids=repr)
-@pytest.mark.parametrize("api", ["connect", "create_pool"])
-@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize(("driver", "api"), ENTRIES)
 async def test_an_invalid_connect_timeout_keyword_is_a_config_error_before_any_aws_call(
     driver: str, api: str, value: Any, cache: CredentialCache, source: FakeSource
 ) -> None:
