@@ -1,9 +1,10 @@
 """New-connection latency with a realistic CA bundle (DESIGN §6; issue 20), per driver and entry
 path, against the floor: the bare driver with ONE prebuilt ``SSLContext`` and a static token.
 
-The CA file holds 145 certificates, about the size of the RDS global bundle: 144 throwaway CA
-certificates made here with ``cryptography`` and the IAM gateway's own test CA (the gateway's
-certificate verifies against the file with ``sslmode=verify-full``). Every iampool side reads
+The CA file holds 145 certificates, about the size of the RDS global bundle: throwaway CA
+certificates made here (trustme's, built with ``cryptography``), then the test CA of each IAM
+gateway in use (one per protocol; the gateways' certificates verify against the file with
+``sslmode=verify-full``). Every iampool side reads
 it from the DSN (``?sslmode=verify-full&sslrootcert=<file>``), as a deployment does.
 
 Per driver (asyncpg, psycopg, aiomysql, asyncmy), sides measured in interleaved rounds whose
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import logging
 import os
 import ssl
@@ -49,10 +49,7 @@ import aiomysql
 import asyncmy
 import asyncpg
 import psycopg
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+import trustme
 
 import iampool
 import iampool.sqlalchemy
@@ -87,30 +84,9 @@ Close = Callable[[Any], Awaitable[None]]
 # -- the CA bundle ----------------------------------------------------------------------------
 
 
-def throwaway_ca(serial: int) -> bytes:
-    """A self-signed CA certificate (P-256) in PEM: never used to sign anything."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, f"bench_connect throwaway CA {serial}")]
-    )
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
 def write_bundle(directory: Path, gateway_cas: list[Path]) -> Path:
     """``BUNDLE_SIZE`` certificates: throwaway CAs, then the gateways' CAs."""
-    pems = [throwaway_ca(serial) for serial in range(BUNDLE_SIZE - len(gateway_cas))]
+    pems = [trustme.CA().cert_pem.bytes() for _ in range(BUNDLE_SIZE - len(gateway_cas))]
     pems += [path.read_bytes() for path in gateway_cas]
     bundle = directory / "ca-bundle.pem"
     bundle.write_bytes(b"".join(pems))

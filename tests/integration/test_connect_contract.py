@@ -40,6 +40,9 @@ import iampool
 from iampool import AuthTokenRejected, CredentialCache
 from iampool.testing import IamDatabase
 
+from ..unit.test_connect_contract import SCHEMES
+from .test_fuzz_gateway import receive_exactly
+
 pytestmark = pytest.mark.anyio
 
 GUARD = 15.0  # seconds any one login test may take before it counts as a hang
@@ -47,13 +50,6 @@ CONNECT_TIMEOUT = 1
 CLOSE_TIMEOUT = 2  # connect_timeout of the bounded-close tests
 RDS_NAME = "db.cluster-iampool20.us-east-1.rds.amazonaws.com"  # does not resolve here
 TOKEN_MARKS = (b"X-Amz-Signature", b"Action=connect", b"X-Amz-Credential")
-SCHEMES = {
-    "asyncpg": "postgresql",
-    "psycopg": "postgresql+psycopg",
-    "aiomysql": "mysql+aiomysql",
-    "asyncmy": "mysql+asyncmy",
-    "redshift": "redshift",
-}
 PG_SSL_REQUEST = 80877103
 PG_GSSENC_REQUEST = 80877104
 PG_PROTOCOL_3 = 196608
@@ -169,12 +165,7 @@ class Listener:
                 into.append(chunk)
 
     def _read(self, stream: socket.socket, size: int, into: list[bytes]) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = stream.recv(size - len(data))
-            if not chunk:
-                raise ConnectionError("the client hung up")
-            data += chunk
+        data = receive_exactly(stream, size)
         with self._lock:
             into.append(data)
         return data
@@ -449,51 +440,29 @@ def redirections(listener: Listener, directory: Path) -> dict[str, dict[str, str
 
 
 @pytest.mark.parametrize(
-    "variables",
+    ("driver", "variables"),
     [
         pytest.param(
-            "PGHOSTADDR",
+            "psycopg", "PGHOSTADDR",
             marks=pytest.mark.xfail(strict=True, reason="issue 20: psycopg honours PGHOSTADDR"),
         ),
-        "PGHOST+PGPORT",
-        "PGSERVICE",
+        ("psycopg", "PGHOST+PGPORT"),
+        ("psycopg", "PGSERVICE"),
+        ("asyncpg", "PGHOSTADDR"),
+        ("asyncpg", "PGHOST+PGPORT"),
+        ("asyncpg", "PGSERVICE"),
     ],
-)
-async def test_libpq_variables_cannot_send_a_psycopg_token_to_another_address(
-    variables: str,
-    cache: CredentialCache,
-    iam_postgres: IamDatabase,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    await _login_with_redirecting_variables(
-        "psycopg", variables, cache, iam_postgres, monkeypatch, tmp_path
-    )
-
-
-@pytest.mark.parametrize("variables", ["PGHOSTADDR", "PGHOST+PGPORT", "PGSERVICE"])
-async def test_libpq_variables_cannot_send_an_asyncpg_token_to_another_address(
-    variables: str,
-    cache: CredentialCache,
-    iam_postgres: IamDatabase,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    await _login_with_redirecting_variables(
-        "asyncpg", variables, cache, iam_postgres, monkeypatch, tmp_path
-    )
-
-
-async def _login_with_redirecting_variables(
+)  # fmt: skip
+async def test_libpq_variables_cannot_send_a_token_to_another_address(
     driver: str,
     variables: str,
     cache: CredentialCache,
-    database: IamDatabase,
+    iam_postgres: IamDatabase,
     monkeypatch: pytest.MonkeyPatch,
-    directory: Path,
+    tmp_path: Path,
 ) -> None:
     with Listener("postgresql") as listener:
-        for name, value in redirections(listener, directory)[variables].items():
+        for name, value in redirections(listener, tmp_path)[variables].items():
             monkeypatch.setenv(name, value)
         # The DSN names an endpoint that does not resolve here, at the listener's port: only
         # the environment could make a driver dial the listener.
@@ -501,7 +470,7 @@ async def _login_with_redirecting_variables(
 
         # It fails (no such host, or the listener's refusal); only where the token went counts.
         with anyio.fail_after(GUARD), contextlib.suppress(Exception):
-            await connect_and_close(dsn, aws_iam=database.config, cache=cache)
+            await connect_and_close(dsn, aws_iam=iam_postgres.config, cache=cache)
 
         assert not listener.saw_token(), f"{variables} sent a token to the recording listener"
 
