@@ -94,8 +94,10 @@ class Listener:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._tls: ssl.SSLContext | None = None
+        self.ca_pem = b""
         if mode == "postgresql":
             authority = trustme.CA()
+            self.ca_pem = authority.cert_pem.bytes()  # for clients that verify (Redshift)
             self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             authority.issue_cert(RDS_NAME, "127.0.0.1", "localhost").configure_cert(self._tls)
         self._accepting = threading.Thread(target=self._accept, name="contract-listener")
@@ -622,21 +624,25 @@ def assert_escaped(text: str) -> None:
 
 
 @pytest.mark.xfail(strict=True, reason="issue 20: a server's refusal text is echoed verbatim")
-@pytest.mark.parametrize("driver", LIBPQ_DRIVERS)
+@pytest.mark.parametrize("driver", [*LIBPQ_DRIVERS, "redshift"])
 async def test_a_refusal_with_control_characters_is_escaped_in_logs_and_errors(
     driver: str,
     cache: CredentialCache,
-    iam_postgres: IamDatabase,
     caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    with (
-        Listener("postgresql", refusal=FORGED) as listener,
-        anyio.fail_after(GUARD),
-        pytest.raises(AuthTokenRejected) as caught,
-    ):
-        await connect_and_close(
-            dsn_at(driver, listener.port), aws_iam=iam_postgres.config, cache=cache
-        )
+    database = database_for(request, driver)
+    with Listener("postgresql", refusal=FORGED) as listener:
+        if driver == "redshift":  # redshift-connector verifies the CA (verify-ca) from the store
+            ca_file = tmp_path / "listener-ca.pem"
+            ca_file.write_bytes(listener.ca_pem)
+            monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        with anyio.fail_after(GUARD), pytest.raises(AuthTokenRejected) as caught:
+            await connect_and_close(
+                dsn_at(driver, listener.port), aws_iam=database.config, cache=cache
+            )
 
     records = [
         record.getMessage() for record in caplog.records if record.name.startswith("iampool")
