@@ -12,8 +12,8 @@ source saw no call and the cache holds nothing, so no background mint was starte
   unencoded ``/ ? #`` quoted back (item 4);
 - a scheme no driver serves (item 6).
 
-Tests marked ``xfail(strict=True, reason="issue 20: ...")`` fail on the code before the rewrite
-of the connect path; the marks go as it lands.
+Each test here failed on the connect path before the rewrite (9af94da), where it was marked
+``xfail(strict=True)``; the marks went when the rewrite landed.
 """
 
 from __future__ import annotations
@@ -158,11 +158,6 @@ BAD_NUMBERS = [("connect_timeout", value) for value in BAD_TIMEOUTS] + [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 20: connect_timeout is not checked by iampool; a bad connect_rate is a "
-    "ValueError after the prefetch started an AssumeRole",
-)
 @pytest.mark.parametrize(("field", "value"), BAD_NUMBERS, ids=repr)
 @pytest.mark.parametrize(("driver", "api"), ENTRIES)
 async def test_an_invalid_connect_timeout_or_rate_is_a_config_error_before_any_aws_call(
@@ -180,20 +175,10 @@ async def test_an_invalid_connect_timeout_or_rate_is_a_config_error_before_any_a
     assert_no_aws_call(source, cache)
 
 
-def _checks_dsn_connect_timeout(driver: str) -> Any:
-    # The MySQL modules check ?connect_timeout= today; asyncpg and psycopg pass it on unchecked.
-    if driver in ("aiomysql", "asyncmy"):
-        return ()
-    return pytest.mark.xfail(strict=True, reason="issue 20: ?connect_timeout= is not checked")
-
-
 @pytest.mark.parametrize("text", BAD_TIMEOUT_TEXTS, ids=repr)
 @pytest.mark.parametrize(
     "driver",
-    [
-        pytest.param(driver, marks=_checks_dsn_connect_timeout(driver))
-        for driver in ("asyncpg", "psycopg", "aiomysql", "asyncmy")
-    ],
+    ["asyncpg", "psycopg", "aiomysql", "asyncmy"],
 )
 async def test_an_invalid_connect_timeout_in_the_dsn_is_a_config_error(
     driver: str, text: str, cache: CredentialCache, source: FakeSource
@@ -207,19 +192,9 @@ async def test_an_invalid_connect_timeout_in_the_dsn_is_a_config_error(
     assert_no_aws_call(source, cache)
 
 
-def _accepts_connect_timeout_keyword(driver: str) -> Any:
-    # aiomysql, asyncmy and psycopg (libpq) take the keyword today; asyncpg (timeout=) and
-    # redshift-connector (timeout=) do not, and iampool refuses it as unknown to them.
-    if driver in ("asyncpg", "redshift"):
-        return pytest.mark.xfail(
-            strict=True, reason="issue 20: connect_timeout= is not a keyword of this driver"
-        )
-    return ()
-
-
 @pytest.mark.parametrize(
     "driver",
-    [pytest.param(driver, marks=_accepts_connect_timeout_keyword(driver)) for driver in DRIVERS],
+    DRIVERS,
 )
 async def test_a_valid_connect_timeout_keyword_is_taken_by_every_driver(
     driver: str, cache: CredentialCache
@@ -252,9 +227,7 @@ async def test_a_valid_connect_timeout_in_the_dsn_is_taken(
 
 
 def test_login_timeout_error_is_an_iampool_error_and_a_timeout_error() -> None:
-    error = getattr(iampool, "LoginTimeoutError", None)
-    if error is None:
-        pytest.xfail("issue 20: iampool.LoginTimeoutError does not exist yet")
+    error = iampool.LoginTimeoutError
     assert issubclass(error, iampool.IamPoolError)
     assert issubclass(error, TimeoutError)
     assert "LoginTimeoutError" in iampool.__all__
@@ -265,12 +238,10 @@ def test_login_timeout_error_is_an_iampool_error_and_a_timeout_error() -> None:
 REFUSED_OPTIONS = [
     pytest.param(
         "psycopg", "sslkeylogfile=/tmp/keys.log", {}, "sslkeylogfile",
-        marks=pytest.mark.xfail(strict=True, reason="issue 20: sslkeylogfile is passed to libpq"),
         id="psycopg-dsn-sslkeylogfile",
     ),
     pytest.param(
         "psycopg", "", {"sslkeylogfile": "/home/app/keys.log"}, "sslkeylogfile",
-        marks=pytest.mark.xfail(strict=True, reason="issue 20: sslkeylogfile is passed to libpq"),
         id="psycopg-keyword-sslkeylogfile",
     ),
     pytest.param("psycopg", "hostaddr=10.0.0.1", {}, "hostaddr", id="psycopg-dsn-hostaddr"),
@@ -279,7 +250,6 @@ REFUSED_OPTIONS = [
     ),
     pytest.param(
         "redshift", "", {"unix_sock": "/var/run/redshift/.s.PGSQL.5439"}, "unix_sock",
-        marks=pytest.mark.xfail(strict=True, reason="issue 20: unix_sock reaches the driver"),
         id="redshift-keyword-unix_sock",
     ),
 ]  # fmt: skip
@@ -313,7 +283,6 @@ async def test_an_option_that_moves_or_leaks_bytes_is_refused_before_any_aws_cal
 SECRET_QUERY = "sslpassword=S3CRET-A&oauth_client_secret=S3CRET-B"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20: the example DSN echoes every query parameter")
 @pytest.mark.parametrize("keyword", ["host", "port", "database", "user"])
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 async def test_an_example_dsn_in_an_error_never_echoes_other_query_values(
@@ -348,7 +317,6 @@ def fragments(password: str) -> set[str]:
     return {password[i : i + 3] for i in range(len(password) - 2)}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20: the password is quoted back as a port")
 @pytest.mark.parametrize(("scheme", "password"), PASSWORDS)
 async def test_a_password_with_unencoded_separators_is_refused_without_quoting_it(
     scheme: str, password: str, cache: CredentialCache, source: FakeSource

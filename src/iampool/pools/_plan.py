@@ -327,7 +327,7 @@ def _login_timeout(target: Target, kwargs: dict[str, Any]) -> tuple[float, Targe
         sources.append(("timeout", kwargs.pop("timeout")))
     if "connect_timeout" in target.options:
         options = dict(target.options)
-        sources.append(("dsn connect_timeout", options.pop("connect_timeout")))
+        sources.append(("connect_timeout", options.pop("connect_timeout")))
         target = dataclasses.replace(target, options=options)
     for field, value in sources:
         seconds = _seconds(value)
