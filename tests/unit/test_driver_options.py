@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -143,7 +144,7 @@ def test_every_libpq_environment_variable_is_overridden_or_harmless(
     for option in libpq_options():
         if option.envvar is not None:
             monkeypatch.setenv(option.envvar.decode(), "hostile")
-    monkeypatch.delenv("PGSERVICE")  # refused outright: tested below
+    monkeypatch.delenv("PGSERVICE")  # a service file: tested below
     plan = resolve(f"postgresql+psycopg://{HOST}/db", AURORA, CredentialCache())
 
     settings = psycopg.libpq_settings(plan)
@@ -158,23 +159,33 @@ def test_every_libpq_environment_variable_is_overridden_or_harmless(
         else:
             from_environment.add(name)
     # What may still come from the environment decides nothing about where bytes go.
-    assert from_environment == set(psycopg.FROM_ENVIRONMENT)
+    assert from_environment <= set(psycopg.FROM_ENVIRONMENT)
     assert from_environment <= {"application_name", "client_encoding", "options", "sslcompression"}
     assert settings["hostaddr"] == ""  # explicitly empty: PGHOSTADDR is not read
     assert (settings["host"], settings["port"]) == (HOST, "5432")
 
 
-def test_pgservice_in_the_environment_is_refused_for_psycopg_before_any_aws_call(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_service_file_can_set_nothing_that_matters(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("PGSERVICE", "elsewhere")
-    cache = CredentialCache()
+    # libpq applies a service's settings to those a connection leaves out: every setting that
+    # could move or weaken the login is given, the key log file included.
+    services = tmp_path / "pg_service.conf"
+    services.write_text(
+        "[evil]\nhost=attacker.example\nhostaddr=127.0.0.9\nport=1\nsslmode=disable\n"
+        "sslkeylogfile=/tmp/keys.log\nrequire_auth=none\n"
+    )
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    monkeypatch.setenv("PGSERVICE", "evil")
+    plan = resolve(f"postgresql+psycopg://{HOST}/db", AURORA, CredentialCache())
 
-    with pytest.raises(ConfigError) as caught:
-        resolve(f"postgresql+psycopg://{HOST}/db", AURORA, cache)
+    settings = psycopg.libpq_settings(plan)
 
-    assert caught.value.fields == ["PGSERVICE"]
-    assert cache.stats()["misses"] == 0
+    for name in ("host", "hostaddr", "port", "sslmode", "sslkeylogfile", "require_auth"):
+        assert name in settings, name
+    assert settings["sslkeylogfile"] == ""
+    assert settings["require_auth"] == "password"
+    assert settings["sslmode"] == "require"
 
 
 # How iampool makes each environment variable asyncpg reads irrelevant: it passes the setting

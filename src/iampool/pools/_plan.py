@@ -16,7 +16,6 @@ import importlib
 import inspect
 import json
 import math
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -233,7 +232,6 @@ def resolve(
         raise ConfigError(problems, context="argument")
     vetted = module.vet(target, kwargs, pool=pool)
     _refuse_unknown_keywords(target.driver, kwargs, pool=pool)
-    _refuse_libpq_service(target)
     tls = decide_tls(target, module.TLS_STYLE, kwargs.get("ssl"))
     auth = build_auth(  # parse_target checked the host and port already
         config,
@@ -375,19 +373,6 @@ def _rate_problems(rate: Any) -> list[ConfigProblem]:
                                           f"second (RDS advises under 200), got {shown(rate)}")
         ]  # fmt: skip
     return []
-
-
-def _refuse_libpq_service(target: Target) -> None:
-    """libpq reads ``PGSERVICE`` from the environment whatever the connection says (an explicit
-    empty ``service`` is looked up too); a service definition can only fail the login, since
-    iampool sets every setting it could change, but it should fail before any AWS call."""
-    if target.driver == "psycopg" and os.environ.get("PGSERVICE"):
-        raise ConfigError(
-            ConfigProblem("PGSERVICE", "is set in the environment, and libpq would read a "
-                                       "service definition for IAM connections; unset it for "
-                                       "this process (iampool gives libpq every setting itself)"),
-            context="environment",
-        )  # fmt: skip
 
 
 # Each driver's pip extra, what to call it, and the modules it brings. They are imported before

@@ -2,13 +2,14 @@
 subclass of the pool's ``connection_class`` whose ``connect`` logs in through the dialer.
 
 libpq reads most of its settings from the environment (``PGHOSTADDR``, ``PGHOST``,
-``PGSSLMODE``, ``PGSERVICE``, ...) when a connection does not give them. So iampool gives libpq
-EVERY setting that decides where bytes go or how they are protected: its own (host, port, TLS,
-user, database), the caller's, and for the rest their compiled-in defaults, read from the
-installed libpq (``Conninfo.get_defaults()``), so an option a newer libpq adds is pinned too.
-Only settings that change nothing of the sort (application name, client encoding, server
-``options``) may still come from the environment. libpq keeps the password in the connection
-object it attaches to a failed attempt's error; iampool raises errors without it.
+``PGSSLMODE``, ...) and from a service file (``PGSERVICE``) when a connection does not give them.
+So iampool gives libpq EVERY setting that decides where bytes go or how they are protected: its
+own (host, port, TLS, user, database), the caller's, and for the rest their compiled-in
+defaults, read from the installed libpq (``Conninfo.get_defaults()``), so an option a newer
+libpq adds is pinned too. Only settings that change nothing of the sort (application name,
+client encoding, server ``options``, TCP keepalives) may still come from elsewhere. libpq keeps
+the password in the connection object it attaches to a failed attempt's error; iampool raises
+errors without it.
 """
 
 from __future__ import annotations
@@ -123,21 +124,33 @@ _RUNTIME_DEFAULTS = {
 }
 
 
+# Settings never pinned: an empty value is invalid for them and they decide nothing of where
+# bytes go or how they are protected (TCP keepalives, SCRAM keys for a SCRAM login).
+_NOT_PINNED = frozenset(
+    {
+        "keepalives", "keepalives_count", "keepalives_idle", "keepalives_interval",
+        "scram_client_key", "scram_server_key", "service", "tcp_user_timeout",
+    }
+)  # fmt: skip
+
+
 @functools.cache
 def _libpq_defaults() -> dict[str, str | None]:
-    """Every setting of the installed libpq: the value to pin it to when it could come from
-    the environment (its compiled-in default, else its run-time one, else ""), None when libpq
-    reads no environment variable for it."""
+    """Every setting of the installed libpq, with the value to pin it to (its compiled-in
+    default, else its run-time one, else ""), or None for one never pinned. Pinned settings
+    come neither from the environment nor from a service file (``PGSERVICE``): libpq applies
+    those only to settings a connection leaves out."""
     import psycopg
 
     defaults: dict[str, str | None] = {}
     for option in psycopg.pq.Conninfo.get_defaults():
         name = option.keyword.decode()
-        if option.envvar is None:
+        if name in _NOT_PINNED or name in FROM_ENVIRONMENT:
             defaults[name] = None
+        elif option.compiled is not None:
+            defaults[name] = option.compiled.decode()
         else:
-            compiled = option.compiled.decode() if option.compiled is not None else None
-            defaults[name] = compiled if compiled is not None else _RUNTIME_DEFAULTS.get(name, "")
+            defaults[name] = _RUNTIME_DEFAULTS.get(name, "")
     return defaults
 
 
@@ -145,11 +158,7 @@ def libpq_settings(plan: Plan) -> dict[str, Any]:
     """What every connection of the plan gives libpq, but the password and ``iam_host``'s
     addresses: pinned defaults, then the caller's settings, then iampool's."""
     target = plan.target
-    pinned = {
-        name: default
-        for name, default in _libpq_defaults().items()
-        if default is not None and name not in FROM_ENVIRONMENT and name != "service"
-    }
+    pinned = {name: value for name, value in _libpq_defaults().items() if value is not None}
     settings: dict[str, Any] = {
         **pinned,
         **plan.settings.connection,
