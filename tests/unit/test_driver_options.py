@@ -46,7 +46,7 @@ def test_every_asyncpg_option_is_judged() -> None:
 def test_every_aiomysql_option_is_judged() -> None:
     from aiomysql.connection import Connection
 
-    judged = set(aiomysql.OWNED) | set(_mysql._REFUSED) | _mysql.ALLOWED["aiomysql"]
+    judged = set(aiomysql.OWNED) | set(_mysql.REFUSED) | _mysql.ALLOWED["aiomysql"]
 
     assert parameters(Connection.__init__) <= judged
 
@@ -54,7 +54,7 @@ def test_every_aiomysql_option_is_judged() -> None:
 def test_every_asyncmy_option_is_judged() -> None:
     import asyncmy as driver
 
-    judged = set(asyncmy.OWNED) | set(_mysql._REFUSED) | _mysql.ALLOWED["asyncmy"]
+    judged = set(asyncmy.OWNED) | set(_mysql.REFUSED) | _mysql.ALLOWED["asyncmy"]
     pool_only = {"minsize", "maxsize", "echo", "pool_recycle", "loop"}
 
     assert parameters(driver.connect) <= judged
@@ -100,8 +100,8 @@ def test_every_refused_option_is_refused_before_any_aws_call(
     modules: dict[str, Any] = {
         "asyncpg": asyncpg.REFUSED,
         "psycopg": psycopg.REFUSED,
-        "aiomysql": _mysql._REFUSED,
-        "asyncmy": _mysql._REFUSED,
+        "aiomysql": _mysql.REFUSED,
+        "asyncmy": _mysql.REFUSED,
         "redshift_connector": redshift_connector.REFUSED,
     }
     cache = CredentialCache()

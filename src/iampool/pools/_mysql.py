@@ -15,6 +15,7 @@ from ._plan import Vetted, refuse_owned, refuse_unvetted
 
 __all__ = [
     "ALLOWED",
+    "REFUSED",
     "MySQLDriver",
     "mysql_options",
     "mysql_refusal",
@@ -33,7 +34,7 @@ MySQLDriver = Literal["aiomysql", "asyncmy"]
 # the login, on the authenticated session; server_public_key only encrypts a password on
 # connections without TLS, which iampool never opens; conv, cursor classes, echo, charset,
 # program_name, timeouts and asyncmy's auth_plugin_map are the application's own business.
-_REFUSED = {
+REFUSED = {
     "read_default_file": (
         "reads host, port, socket, user and password from an option file, which would replace "
         "the endpoint the IAM token is signed for; pass settings as keyword arguments"
@@ -114,7 +115,7 @@ def mysql_options(
     """
     settings = _dsn_options(target.options, driver)
     problems = [
-        ConfigProblem(name, reason) for name, reason in _REFUSED.items() if name in driver_kwargs
+        ConfigProblem(name, reason) for name, reason in REFUSED.items() if name in driver_kwargs
     ]
     if _truthy(driver_kwargs.get("local_infile")):
         problems.append(ConfigProblem("local_infile", _LOCAL_INFILE))
@@ -144,8 +145,8 @@ def _dsn_options(options: Mapping[str, str], driver: MySQLDriver = "aiomysql") -
     problems = []
     for name, value in options.items():
         lowered = value.strip().lower()
-        if name in _REFUSED:
-            problems.append(ConfigProblem(name, _REFUSED[name]))
+        if name in REFUSED:
+            problems.append(ConfigProblem(name, REFUSED[name]))
         elif name == "local_infile" and lowered not in _FALSE:
             problems.append(ConfigProblem(name, _LOCAL_INFILE))
         elif name in _TEXT_OPTIONS:

@@ -17,7 +17,7 @@ import inspect
 import json
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -77,6 +77,7 @@ class DriverModule(Protocol[PoolT, ConnectionT]):
     plug the dialer into the driver's pool. One module per driver, in ``pools/``."""
 
     TLS_STYLE: TlsStyle  # how the driver takes the TLS decision
+    REFUSED: Mapping[str, str]  # settings refused, with the reason (whether the driver has them)
 
     def vet(self, target: Target, driver_kwargs: Mapping[str, Any], *, pool: bool) -> Vetted:
         """The driver's settings from the DSN's options and the keywords; ``ConfigError`` for
@@ -152,8 +153,8 @@ def refuse_unvetted(
     if unvetted:
         raise ConfigError(
             [
-                ConfigProblem(name, f"is a {label} setting iampool has not vetted for IAM "
-                                    "connections; open an issue if you need it")
+                ConfigProblem(name, f"is a setting of {label} that iampool has not vetted for "
+                                    "IAM connections; open an issue if you need it")
                 for name in unvetted
             ],
             context=context,
@@ -230,8 +231,9 @@ def resolve(
         check_sizes(*sizes)
     if problems:
         raise ConfigError(problems, context="argument")
+    # A typo ("did you mean ...?"), but a refused setting is refused with its reason.
+    _refuse_unknown_keywords(target.driver, kwargs.keys() - module.REFUSED.keys(), pool=pool)
     vetted = module.vet(target, kwargs, pool=pool)
-    _refuse_unknown_keywords(target.driver, kwargs, pool=pool)
     tls = decide_tls(target, module.TLS_STYLE, kwargs.get("ssl"))
     auth = build_auth(  # parse_target checked the host and port already
         config,
@@ -492,13 +494,11 @@ def _dsn_part_message(name: str, engine: str, example: str) -> str:
     return f"goes in the DSN as its path: {example}"
 
 
-def _refuse_unknown_keywords(
-    driver: Driver, driver_kwargs: Mapping[str, Any], *, pool: bool
-) -> None:
+def _refuse_unknown_keywords(driver: Driver, names: Iterable[str], *, pool: bool) -> None:
     accepted = _accepted_keywords(driver, pool=pool)
     if accepted is None:
         return
-    unknown = [name for name in driver_kwargs if name not in accepted]
+    unknown = sorted(name for name in names if name not in accepted)
     if unknown:
         label = EXTRAS[driver][1]
         raise ConfigError(

@@ -21,7 +21,7 @@ from .._credentials import DbCredentials
 from .._errors import TlsNotOfferedError
 from ._dialer import Refusal, tls_not_offered
 from ._dsn import Target
-from ._mysql import mysql_refusal, tls_failure, vet_mysql
+from ._mysql import REFUSED, mysql_refusal, tls_failure, vet_mysql
 from ._plan import Plan, Vetted
 from ._slots import ConnectionSlots
 from ._tls import TlsStyle
@@ -29,7 +29,16 @@ from ._tls import TlsStyle
 if TYPE_CHECKING:
     from aiomysql.connection import Connection
 
-__all__ = ["TLS_STYLE", "MySQLPool", "classify", "close_pool", "connect", "create_pool", "vet"]
+__all__ = [
+    "REFUSED",
+    "TLS_STYLE",
+    "MySQLPool",
+    "classify",
+    "close_pool",
+    "connect",
+    "create_pool",
+    "vet",
+]
 
 log = logging.getLogger("iampool")
 

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._credentials import DbCredentials
 from ._dialer import Refusal, tls_not_offered
 from ._dsn import Target
-from ._mysql import mysql_refusal, tls_failure, vet_mysql
+from ._mysql import REFUSED, mysql_refusal, tls_failure, vet_mysql
 from ._plan import Plan, Vetted
 from ._tls import TlsStyle
 
 if TYPE_CHECKING:
     from asyncmy import Connection, Pool
 
-__all__ = ["TLS_STYLE", "classify", "close_pool", "connect", "create_pool", "vet"]
+__all__ = ["REFUSED", "TLS_STYLE", "classify", "close_pool", "connect", "create_pool", "vet"]
 
 T = TypeVar("T")
 
