@@ -15,8 +15,9 @@
    records and in ``AuthTokenRejected``.
 
 Every test is guarded by ``anyio.fail_after`` so that code without the bound fails instead of
-hanging (a bound, not a timing assertion). Tests marked ``xfail(strict=True, reason="issue 20:
-...")`` fail on the code before the rewrite of the connect path; the marks go as it lands.
+hanging (a bound, not a timing assertion). Each test failed on the connect path
+before the rewrite (9af94da), where it was marked ``xfail(strict=True)``; the marks went when
+the rewrite landed.
 """
 
 from __future__ import annotations
@@ -285,7 +286,6 @@ def assert_login_timeout(error: BaseException, port: int) -> None:
     assert isinstance(error, TimeoutError)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20: no LoginTimeoutError; logins not bounded")
 @pytest.mark.parametrize(("driver", "mode", "spelling"), LOGIN_CASES)
 async def test_connect_to_a_server_that_never_answers_ends_with_login_timeout_error(
     driver: str, mode: Mode, spelling: str, cache: CredentialCache, request: pytest.FixtureRequest
@@ -304,7 +304,6 @@ async def test_connect_to_a_server_that_never_answers_ends_with_login_timeout_er
         assert not listener.saw_token()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20: no LoginTimeoutError; logins not bounded")
 @pytest.mark.parametrize("driver", list(SCHEMES))
 async def test_create_pool_against_a_server_that_never_answers_ends_with_login_timeout_error(
     driver: str, cache: CredentialCache, request: pytest.FixtureRequest
@@ -324,11 +323,6 @@ DEFAULT_CONNECT_TIMEOUT = 30  # seconds, every driver's, when none is given
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 20: without connect_timeout a login is unbounded (aiomysql, asyncmy, Redshift) "
-    "or bounded otherwise (asyncpg 60 s, psycopg 130 s)",
-)
 async def test_without_connect_timeout_every_driver_bounds_a_login_at_30_s(
     cache: CredentialCache, request: pytest.FixtureRequest
 ) -> None:
@@ -375,17 +369,9 @@ async def acquire_one(driver: str, pool: Any) -> None:
             pass
 
 
-def _close_takes_connect_timeout(driver: str) -> Any:
-    if driver in ("aiomysql", "asyncmy"):
-        return ()  # connect_timeout is their keyword too; a cancelled acquire ends its login
-    return pytest.mark.xfail(
-        strict=True, reason="issue 20: connect_timeout is not a keyword of this driver's pool"
-    )
-
-
 @pytest.mark.parametrize(
     "driver",
-    [pytest.param(driver, marks=_close_takes_connect_timeout(driver)) for driver in SCHEMES],
+    list(SCHEMES),
 )
 async def test_close_returns_with_logins_stuck_and_acquires_cancelled(
     driver: str, cache: CredentialCache, request: pytest.FixtureRequest
@@ -403,6 +389,10 @@ async def test_close_returns_with_logins_stuck_and_acquires_cancelled(
                     acquiring.start_soon(acquire_one, driver, pool)
                 # a login is under way (psycopg_pool grows one connection at a time)
                 assert await anyio.to_thread.run_sync(listener.wait_for_contacts, 1, GUARD)
+                # Past the TCP connect: asyncpg cancelled inside loop.create_connection() leaves
+                # its TLS-upgrade future failed and unretrieved (asyncpg's race, not iampool's;
+                # a bare asyncpg pool does the same), which this test would report.
+                await anyio.sleep(0.2)
                 acquiring.cancel_scope.cancel()
 
         deadline = time.monotonic() + CLOSE_TIMEOUT + 10
@@ -444,10 +434,7 @@ def redirections(listener: Listener, directory: Path) -> dict[str, dict[str, str
 @pytest.mark.parametrize(
     ("driver", "variables"),
     [
-        pytest.param(
-            "psycopg", "PGHOSTADDR",
-            marks=pytest.mark.xfail(strict=True, reason="issue 20: psycopg honours PGHOSTADDR"),
-        ),
+        ("psycopg", "PGHOSTADDR"),
         ("psycopg", "PGHOST+PGPORT"),
         ("psycopg", "PGSERVICE"),
         ("asyncpg", "PGHOSTADDR"),
@@ -530,7 +517,6 @@ def every_libpq_variable(directory: Path, listener: Listener) -> dict[str, str]:
     return variables
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20: the drivers obey libpq's PG* variables")
 @pytest.mark.parametrize("driver", LIBPQ_DRIVERS)
 async def test_a_login_through_the_gateway_ignores_every_libpq_variable(
     driver: str,
@@ -560,28 +546,15 @@ async def test_a_login_through_the_gateway_ignores_every_libpq_variable(
         assert listener.count() == 0
 
 
-def _writes_a_key_log(reason: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=f"issue 20: {reason}")
-
-
 @pytest.mark.parametrize(
     ("driver", "variable"),
     [
-        pytest.param(
-            "asyncpg", "SSLKEYLOGFILE",
-            marks=_writes_a_key_log("ssl.create_default_context reads SSLKEYLOGFILE"),
-        ),
-        pytest.param(
-            "psycopg", "SSLKEYLOGFILE",
-            marks=_writes_a_key_log("psycopg's OpenSSL reads SSLKEYLOGFILE"),
-        ),
+        ("asyncpg", "SSLKEYLOGFILE"),
+        ("psycopg", "SSLKEYLOGFILE"),
         ("asyncpg", "PGSSLKEYLOGFILE"),
         ("psycopg", "PGSSLKEYLOGFILE"),
         ("asyncpg", "PGSERVICE"),
-        pytest.param(
-            "psycopg", "PGSERVICE",
-            marks=_writes_a_key_log("libpq reads sslkeylogfile from PGSERVICE's file"),
-        ),
+        ("psycopg", "PGSERVICE"),
     ],
 )  # fmt: skip
 async def test_no_tls_key_log_is_written_whatever_the_environment_says(
@@ -608,7 +581,11 @@ async def test_no_tls_key_log_is_written_whatever_the_environment_says(
         )
         await connection.close()
 
-    assert not key_log.exists() or key_log.stat().st_size == 0
+    # No session secrets of the database connection (Python writes a one-line header when a
+    # library builds a default context while the variable is set: the AWS SDK's HTTP client,
+    # whose HTTPS to AWS honours SSLKEYLOGFILE as botocore does; iampool's contexts do not).
+    lines = key_log.read_text().splitlines() if key_log.exists() else []
+    assert [line for line in lines if line and not line.startswith("#")] == []
 
 
 # -- 4. error text ---------------------------------------------------------------------------
@@ -623,7 +600,6 @@ def assert_escaped(text: str) -> None:
     assert re.search(r"\\(x1b|033|u001b|e)", text), text
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20: a server's refusal text is echoed verbatim")
 @pytest.mark.parametrize("driver", [*LIBPQ_DRIVERS, "redshift"])
 async def test_a_refusal_with_control_characters_is_escaped_in_logs_and_errors(
     driver: str,

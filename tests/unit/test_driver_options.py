@@ -200,7 +200,7 @@ ASYNCPG_ENVIRONMENT = {
     "PGSERVICE": "a service file is read only for a DSN's ?service=, which is refused",
     "PGSERVICEFILE": "likewise",
     "PGSSLMODE": "ssl is an SSLContext",
-    "PGSSLNEGOTIATION": "TLS either way (direct or negotiated)",
+    "PGSSLNEGOTIATION": "direct_tls is passed",
     "PGSSLROOTCERT": "ssl is an SSLContext",
     "PGSSLCRL": "ssl is an SSLContext",
     "PGSSLKEY": "ssl is an SSLContext",
@@ -208,7 +208,7 @@ ASYNCPG_ENVIRONMENT = {
     "SSLKEYLOGFILE": "ssl is an SSLContext, which iampool builds without reading it",
     "PGSSLMINPROTOCOLVERSION": "ssl is an SSLContext",
     "PGSSLMAXPROTOCOLVERSION": "ssl is an SSLContext",
-    "PGTARGETSESSIONATTRS": "one host: nothing to choose between",
+    "PGTARGETSESSIONATTRS": "target_session_attrs is passed",
     "PGKRBSRVNAME": "GSSAPI is not used with a password",
     "PGGSSLIB": "GSSAPI is not used with a password",
 }
@@ -225,6 +225,7 @@ def test_every_environment_variable_asyncpg_reads_is_made_irrelevant() -> None:
     plan = resolve(f"postgresql://{HOST}/db", AURORA, CredentialCache())
     settings = asyncpg._settings(plan)
     assert {"host", "port", "user", "database"} <= {k for k, v in settings.items() if v}
+    assert (settings["direct_tls"], settings["target_session_attrs"]) == (False, "any")
     import ssl
 
     assert isinstance(settings["ssl"], ssl.SSLContext)

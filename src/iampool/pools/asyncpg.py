@@ -4,7 +4,8 @@ asyncpg gets host, port, user and database as keywords (what the plan validated)
 ``SSLContext``, and the DSN's other query options in a host-less DSN, read as asyncpg reads
 them. Each attempt passes the password itself; asyncpg's own ``timeout`` is the plan's login
 bound. libpq's environment variables asyncpg honours (``PGHOST``, ``PGPORT``, ``PGUSER``,
-``PGDATABASE``, ``PGPASSWORD``, ``PGSSL*``) are all overridden by those explicit values.
+``PGDATABASE``, ``PGPASSWORD``, ``PGSSL*``, ``PGSSLNEGOTIATION``, ``PGTARGETSESSIONATTRS``) are
+all overridden by explicit values.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def _settings(plan: Plan) -> dict[str, Any]:
     """What every connection of the plan gets, but the password."""
     target = plan.target
     return {
+        # What asyncpg would otherwise read from PGSSLNEGOTIATION and PGTARGETSESSIONATTRS.
+        "direct_tls": False,
+        "target_session_attrs": "any",
         **plan.settings.connection,
         # The DSN's other query options, for asyncpg to read as it reads them (asyncpg
         # settings, else server settings), in a DSN without host, port, user or database.

@@ -63,10 +63,13 @@ PSYCOPG_KEYWORDS = frozenset(
 
 # libpq reports a refused login as text only (no SQLSTATE before the session exists): "FATAL:
 # password authentication failed for user ..." (PAM, for RDS) or "... access denied" (DSQL).
+# The server's whole message is kept (DOTALL): the dialer shows it on one line, escaped.
 _REFUSED_LOGIN = re.compile(
-    r"FATAL:\s+(.*(?:authentication failed|access denied).*)", re.IGNORECASE
+    r"FATAL:\s+(.*(?:authentication failed|access denied).*)", re.IGNORECASE | re.DOTALL
 )
-_THROTTLED = re.compile(r"FATAL:\s+(.*(?:too many competing requests).*)", re.IGNORECASE)
+_THROTTLED = re.compile(
+    r"FATAL:\s+(.*(?:too many competing requests).*)", re.IGNORECASE | re.DOTALL
+)
 _NO_TLS = "server does not support SSL"
 
 
