@@ -38,8 +38,8 @@ import pytest
 import trustme
 
 import iampool
-from iampool import AuthTokenRejected, CredentialCache
-from iampool.testing import IamDatabase
+from iampool import AuthTokenRejected, AwsIamConfig, CredentialCache
+from iampool.testing import FakeAws, IamDatabase
 
 from ..unit.test_connect_contract import SCHEMES
 from .test_fuzz_gateway import receive_exactly
@@ -49,6 +49,7 @@ pytestmark = pytest.mark.anyio
 GUARD = 15.0  # seconds any one login test may take before it counts as a hang
 CONNECT_TIMEOUT = 1
 CLOSE_TIMEOUT = 2  # connect_timeout of the bounded-close tests
+REDSHIFT_CLUSTER = "iampool-connect-contract"
 RDS_NAME = "db.cluster-iampool20.us-east-1.rds.amazonaws.com"  # does not resolve here
 TOKEN_MARKS = (b"X-Amz-Signature", b"Action=connect", b"X-Amz-Credential")
 PG_SSL_REQUEST = 80877103
@@ -220,10 +221,32 @@ async def cache() -> AsyncIterator[CredentialCache]:
     await cache.aclose()
 
 
-def database_for(request: pytest.FixtureRequest, driver: str) -> IamDatabase:
-    name = {"aiomysql": "iam_mysql", "asyncmy": "iam_mysql", "redshift": "iam_redshift"}
-    database: IamDatabase = request.getfixturevalue(name.get(driver, "iam_postgres"))
-    return database
+@pytest.fixture(scope="module")
+def redshift_config(fake_aws: FakeAws) -> AwsIamConfig:
+    """A Redshift cluster of the module's own: only GetClusterCredentials is called (the DSNs
+    name a host). Not the ``iam_redshift`` fixture: its endpoint override does not survive a
+    ``FakeAws.reset()`` of test_fake_aws, which runs after this module."""
+    fake_aws.create_redshift_cluster(REDSHIFT_CLUSTER, db_name="dev")
+    return AwsIamConfig.from_extra(
+        {
+            "enabled": True,
+            "region": fake_aws.region,
+            "role_arn": fake_aws.create_role("iampool-connect-contract"),
+            "db_username": "app",
+            "cluster_identifier": REDSHIFT_CLUSTER,
+            "db_name": "dev",
+        }
+    )
+
+
+def config_for(request: pytest.FixtureRequest, driver: str) -> AwsIamConfig:
+    """The aws_iam block of a driver's tests: a role (and cluster) in the session's FakeAws."""
+    if driver == "redshift":
+        redshift: AwsIamConfig = request.getfixturevalue("redshift_config")
+        return redshift
+    name = "iam_mysql" if driver in ("aiomysql", "asyncmy") else "iam_postgres"
+    database: IamDatabase = request.getfixturevalue(name)
+    return database.config
 
 
 def dsn_at(driver: str, port: int, query: str = "", host: str = "127.0.0.1") -> str:
@@ -290,12 +313,12 @@ def assert_login_timeout(error: BaseException, port: int) -> None:
 async def test_connect_to_a_server_that_never_answers_ends_with_login_timeout_error(
     driver: str, mode: Mode, spelling: str, cache: CredentialCache, request: pytest.FixtureRequest
 ) -> None:
-    database = database_for(request, driver)
+    config = config_for(request, driver)
     kwargs, query = SPELLINGS[spelling]
     with Listener(mode) as listener:
         with anyio.fail_after(GUARD), pytest.raises(LoginTimeoutError) as caught:
             await connect_and_close(
-                dsn_at(driver, listener.port, query), aws_iam=database.config, cache=cache,
+                dsn_at(driver, listener.port, query), aws_iam=config, cache=cache,
                 **kwargs,
             )  # fmt: skip
 
@@ -308,11 +331,11 @@ async def test_connect_to_a_server_that_never_answers_ends_with_login_timeout_er
 async def test_create_pool_against_a_server_that_never_answers_ends_with_login_timeout_error(
     driver: str, cache: CredentialCache, request: pytest.FixtureRequest
 ) -> None:
-    database = database_for(request, driver)
+    config = config_for(request, driver)
     with Listener("silent") as listener:
         with anyio.fail_after(GUARD), pytest.raises(LoginTimeoutError) as caught:
             await create_and_close(
-                driver, dsn_at(driver, listener.port), aws_iam=database.config, cache=cache,
+                driver, dsn_at(driver, listener.port), aws_iam=config, cache=cache,
                 min_size=1, max_size=1, connect_timeout=CONNECT_TIMEOUT,
             )  # fmt: skip
 
@@ -327,7 +350,7 @@ async def test_without_connect_timeout_every_driver_bounds_a_login_at_30_s(
     cache: CredentialCache, request: pytest.FixtureRequest
 ) -> None:
     # One test for the five drivers, their logins at once: the default is 30 s each.
-    databases = {driver: database_for(request, driver) for driver in SCHEMES}
+    configs = {driver: config_for(request, driver) for driver in SCHEMES}
     outcomes: dict[str, BaseException | None] = {}
     with contextlib.ExitStack() as stack:
         listeners = {driver: stack.enter_context(Listener("silent")) for driver in SCHEMES}
@@ -336,7 +359,7 @@ async def test_without_connect_timeout_every_driver_bounds_a_login_at_30_s(
             dsn = dsn_at(driver, listeners[driver].port)
             outcomes[driver] = None
             try:
-                await connect_and_close(dsn, aws_iam=databases[driver].config, cache=cache)
+                await connect_and_close(dsn, aws_iam=configs[driver], cache=cache)
             except Exception as exc:  # judged below, per driver
                 outcomes[driver] = exc
 
@@ -376,11 +399,11 @@ async def acquire_one(driver: str, pool: Any) -> None:
 async def test_close_returns_with_logins_stuck_and_acquires_cancelled(
     driver: str, cache: CredentialCache, request: pytest.FixtureRequest
 ) -> None:
-    database = database_for(request, driver)
+    config = config_for(request, driver)
     before = redshift_threads()
     with Listener("silent") as listener:
         pool = await iampool.create_pool(
-            dsn_at(driver, listener.port), aws_iam=database.config, cache=cache,
+            dsn_at(driver, listener.port), aws_iam=config, cache=cache,
             min_size=0, max_size=2, connect_timeout=CLOSE_TIMEOUT,
         )  # fmt: skip
         with anyio.fail_after(GUARD):
@@ -609,16 +632,14 @@ async def test_a_refusal_with_control_characters_is_escaped_in_logs_and_errors(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    database = database_for(request, driver)
+    config = config_for(request, driver)
     with Listener("postgresql", refusal=FORGED) as listener:
         if driver == "redshift":  # redshift-connector verifies the CA (verify-ca) from the store
             ca_file = tmp_path / "listener-ca.pem"
             ca_file.write_bytes(listener.ca_pem)
             monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
         with anyio.fail_after(GUARD), pytest.raises(AuthTokenRejected) as caught:
-            await connect_and_close(
-                dsn_at(driver, listener.port), aws_iam=database.config, cache=cache
-            )
+            await connect_and_close(dsn_at(driver, listener.port), aws_iam=config, cache=cache)
 
     records = [
         record.getMessage() for record in caplog.records if record.name.startswith("iampool")
