@@ -18,8 +18,7 @@ order rotates, each opening ONE new connection per round (closing is not timed):
 - ``connect``: ``iampool.connect(dsn)``;
 - ``creator``: ``creator()`` of one ``iampool.sqlalchemy.async_creator(dsn)``;
 - ``pool``: a new connection of an iampool pool (``min_size=0, max_size=1``): each round the
-  connection it gave out is closed or expired first (asyncpg ``expire_connections()``, the
-  others closed before release), so the timed acquire opens a new one.
+  connection it gave out is closed before release, so the timed acquire opens a new one.
 
 Reported per side: the median latency and the median of its per-round ratios to the floor's
 connect of the same round; the target after issue 20 is <= 1.05x for every iampool side.
@@ -143,9 +142,8 @@ async def close_connection(driver: str, connection: Any) -> None:
 class PoolSide:
     """An iampool pool of one connection whose every timed acquire opens a new connection.
 
-    asyncpg: the connection is released and ``expire_connections()`` called (untimed), so the
-    next acquire replaces it. aiomysql, asyncmy: it is closed before release (untimed), so the
-    pool drops it and the next acquire opens one. psycopg_pool opens the replacement of a
+    asyncpg, aiomysql, asyncmy: it is closed before release (untimed), so the pool drops it and
+    the next acquire opens one. psycopg_pool opens the replacement of a
     closed connection in its worker as soon as it comes back: what is timed is giving the
     closed connection back and getting the new one (closing it is not).
     """
@@ -168,8 +166,10 @@ class PoolSide:
         connection = await self.pool.acquire()
         elapsed = time.perf_counter() - started
         if self.driver == "asyncpg":
+            # Closed before release: the next acquire opens a new one and times only that
+            # (after expire_connections() it would also time closing the old one, gracefully).
+            await connection.close()
             await self.pool.release(connection)
-            await self.pool.expire_connections()
         else:
             await connection.ensure_closed()
             released = self.pool.release(connection)
