@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from .._credentials import DbCredentials
 from .._errors import TlsNotOfferedError
 from ._dialer import Refusal, tls_not_offered
@@ -77,7 +79,13 @@ def _connection_class() -> type[Connection]:
         async def _request_authentication(self) -> None:
             if not self.server_capabilities & CLIENT.SSL:
                 raise tls_not_offered(f"MySQL server {self._host}:{self._port}")
-            await super()._request_authentication()
+            try:
+                await super()._request_authentication()
+            except BaseException:
+                # aiomysql closes the (TLS) transport of a refused login without waiting:
+                # kept, so that wait_closed() can.
+                self._closing_writer = self._writer
+                raise
 
         @property
         def closed(self) -> bool:
@@ -118,6 +126,10 @@ async def _attempt(plan: Plan, settings: dict[str, Any], login: Any) -> Connecti
         await connection._connect()
     except Exception as exc:  # aiomysql wraps connect failures in OperationalError
         failure: BaseException = exc
+        # A refused login's TLS goodbye, bounded: no half-closed transport outlives the attempt
+        # (a loop that ends right after would report it unclosed).
+        with anyio.move_on_after(_CLOSE_GRACE):
+            await connection.wait_closed()
     except BaseException:  # cancelled mid-handshake: aiomysql only cleans up after Exception
         connection.close()
         raise
