@@ -31,8 +31,13 @@ _DRIVERS = {
     "mysql": ("pymysql",),
     "redshift": ("redshift_connector",),
 }
-# Other spellings of what the listener sets, per driver and SQLAlchemy version: dropped.
-_ALIASES = {"psycopg2": ("database",), "pymysql": ("db", "passwd"), "redshift_connector": ()}
+# Other spellings of what the listener sets (per driver and SQLAlchemy version), and the URL's
+# TLS options a driver does not take (the listener gives it its own form of them): dropped.
+_ALIASES = {
+    "psycopg2": ("database",),
+    "pymysql": ("db", "passwd", "sslmode", "sslrootcert"),
+    "redshift_connector": (),
+}
 # redshift_connector's sslmode: it always verifies the CA ("require" is its verify-ca).
 _REDSHIFT_SSLMODES = {
     "require": "verify-ca",
@@ -67,6 +72,12 @@ def do_connect(
         raise ConfigError(ConfigProblem("url", f"do_connect serves {served}"), context="DSN")
     config = coerce_config(aws_iam)
     target = parse_target(f"{engine}://{rest}", config)
+    if driver == "redshift_connector" and target.sslrootcert is not None:
+        raise ConfigError(
+            ConfigProblem("sslrootcert", "redshift_connector cannot take a CA file: it trusts "
+                                         "the system store (SSL_CERT_FILE)"),
+            context="DSN",
+        )  # fmt: skip
     if target.iam_host is not None:
         raise ConfigError(
             ConfigProblem("iam_host", "is not supported by do_connect: connect to the endpoint's "

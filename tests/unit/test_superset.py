@@ -206,11 +206,12 @@ def test_do_connect_gives_psycopg2_a_token_and_tls_for_the_url_endpoint(
 def test_do_connect_gives_pymysql_a_tls_context_and_drops_its_other_spellings(
     cache: CredentialCache,
 ) -> None:
-    url = f"mysql+pymysql://superset_iam_user@{HOST}:3306/app"
-    cparams = connect_kwargs(url, RDS, cache, db="app", passwd="stale")
+    url = f"mysql+pymysql://superset_iam_user@{HOST}:3306/app?sslmode=verify-full"
+    # SQLAlchemy hands PyMySQL the URL's query as keywords, which PyMySQL does not take.
+    cparams = connect_kwargs(url, RDS, cache, db="app", passwd="stale", sslmode="verify-full")
 
-    assert "passwd" not in cparams
-    assert "db" not in cparams
+    assert cparams.keys() == {"host", "port", "user", "password", "database", "ssl"}
+    assert cparams["ssl"].check_hostname  # verify-full
     assert isinstance(cparams["ssl"], ssl.SSLContext)
     assert cparams["database"] == "app"
     assert cparams["password"].startswith(f"{HOST}:3306/?Action=connect")
@@ -231,6 +232,18 @@ def test_do_connect_gives_redshift_connector_the_login_and_endpoint_from_the_api
     assert dict(source.calls) == {
         "AssumeRole": 1, "GetClusterCredentials": 1, "DescribeClusters": 1
     }  # fmt: skip
+
+
+def test_do_connect_refuses_a_ca_file_redshift_connector_cannot_take(
+    cache: CredentialCache,
+) -> None:
+    cluster = {**BLOCK, "cluster_identifier": "analytics", "db_name": "dev"}
+    url = "redshift+redshift_connector://?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+
+    with pytest.raises(ConfigError) as info:
+        do_connect(url, aws_iam=cluster, cache=cache)
+
+    assert info.value.fields == ["sslrootcert"]
 
 
 def test_install_without_superset_returns_false_and_says_why(
