@@ -350,7 +350,7 @@ def _login(
 ) -> _Login:
     """The cached login for one step, or Superset's exception in Superset's words."""
     try:
-        auth = _authenticator(_block(role, region, fields), host, port)
+        auth = _authenticator(role, region, tuple(fields.items()), host, port)
         login = auth.credentials_sync()
     except IamPoolError as error:
         raise _superset_error(cls, error, role, redshift) from None
@@ -368,8 +368,18 @@ class _Login:
     password: str = dataclasses.field(repr=False)
 
 
-def _block(role: _AssumedRole, region: str, fields: dict[str, Any]) -> str:
-    """The ``aws_iam`` block of one login (the key of its authenticator)."""
+@functools.lru_cache(maxsize=1024)
+def _authenticator(
+    role: _AssumedRole,
+    region: str,
+    fields: tuple[tuple[str, Any], ...],
+    host: str | None,
+    port: int,
+) -> DbAuth:
+    """One authenticator per login (role, the step's fields, endpoint), kept: building one
+    (validating its block) costs more than a login."""
+    state = _state
+    assert state is not None
     block = {
         "enabled": True,
         "role_arn": role.role_arn,
@@ -377,16 +387,8 @@ def _block(role: _AssumedRole, region: str, fields: dict[str, Any]) -> str:
         "session_duration": role.session_duration,
         "role_session_name": _SESSION_NAME,
         **({"external_id": role.external_id} if role.external_id else {}),
-        **fields,
+        **dict(fields),
     }
-    return json.dumps(block, sort_keys=True)
-
-
-@functools.lru_cache(maxsize=1024)
-def _authenticator(block: str, host: str | None, port: int) -> DbAuth:
-    """One authenticator per (block, endpoint), kept: building one costs more than a login."""
-    state = _state
-    assert state is not None
     return auth_for(AwsIamConfig.from_extra(block), host=host, port=port, cache=state.cache)
 
 
@@ -494,6 +496,6 @@ def _prefetch_database(database: Any) -> None:
                 fields = _cluster_fields(
                     block["cluster_identifier"], block["db_username"], block["db_name"], False
                 )
-        prefetch(_authenticator(_block(role, region, fields), host, port))
+        prefetch(_authenticator(role, region, tuple(fields.items()), host, port))
     except Exception as exc:  # its first login reports what is wrong, in Superset's words
         log.debug("iampool.superset: no prefetch for a database (%s)", type(exc).__name__)

@@ -67,6 +67,8 @@ def test_a_superset_database_logs_in_through_iampools_cache(
 
     assert users == [iam_postgres.user] * 3
     assert fake_aws.calls["AssumeRole"] - assume_role == 1
+    # CloudTrail sees Superset's session name, as before install()
+    assert fake_aws.requests["AssumeRole"][-1]["RoleSessionName"] == "superset-iam-session"
     assert installed.stats()["tokens_signed"] == 1
     # Superset's own SSL handling is untouched: it asks for TLS as before.
     assert connect_args(database)["sslmode"] == "require"
