@@ -19,7 +19,8 @@ flag on; each row runs Superset's path (not installed) and iampool's (installed,
   (GetCredentials): the AWS calls each path made;
 - forked workers: 30 children forked while the parent's own login waits on AssumeRole (a flight
   in progress at every fork, as in a pre-fork server), each logging in cold and connecting; the
-  children that did not finish within 120 s are counted as hung (target 0 of 30).
+  children that did not finish within 120 s are counted as hung (target 0 of 30). This is the
+  procedure of tests/superset's forked-workers test, imported from it.
 
 Run: ``PYTHONPATH=src $(scripts/superset-env) benchmarks/bench_superset.py`` (about a minute).
 ``IAMPOOL_TEST_PG_DSN`` names the upstream server (default: PostgreSQL at 127.0.0.1:5432).
@@ -31,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 REGION = "us-east-1"
@@ -49,8 +50,6 @@ PG_UPSTREAM = os.environ.get("IAMPOOL_TEST_PG_DSN", "postgresql://postgres@127.0
 HERD = 50
 REDSHIFT_HERD = 20
 CHILDREN = 30
-HELD = 60.0
-FORK_WAIT = 120.0  # what a child may take before it counts as hung
 
 
 def main() -> int:
@@ -118,7 +117,7 @@ def main() -> int:
         herd = paths(lambda path: bench_herd(app, aws, database(f"bench-herd-{path}")))
         tokens = bench_token_cost(database("bench-token"))
         redshift = bench_redshift(app, aws, gateway, database, paths)
-        hung, exits = bench_forked(app, aws, database)
+        hung, exits = bench_forked(app, aws, gateway)
     print_report(herd, tokens, redshift, hung, exits)
     return 0 if hung == 0 else 1
 
@@ -267,66 +266,24 @@ def bench_redshift(
     return rows
 
 
-def bench_forked(app: Any, aws: Any, database: Any) -> tuple[int, list[int]]:
-    """30 children forked while a login waits on AssumeRole; how many never finish."""
-    import iampool.superset
-    from iampool import CredentialCache
+def bench_forked(app: Any, aws: Any, gateway: Any) -> tuple[int, list[int]]:
+    """The forked-workers test's own procedure (tests/superset), run here to report its count."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: its tests
+    from tests.superset.test_superset_logins import fork_while_minting
 
-    # Thirty children building AWS clients at once take a while on a small machine: the mint
-    # deadline must not end them (a hang is what is counted).
-    cache = CredentialCache(deadline=FORK_WAIT)
-    assert iampool.superset.install(cache=cache, strict=True)
-    try:
-        warm, cold = database("bench-fork-warm"), database("bench-fork-cold")
-        warm.update_params_from_encrypted_extra({})  # the parent's service thread runs
-        before = aws.calls["AssumeRole"]
-        aws.faults.latency("AssumeRole", HELD)
+    from iampool import AwsIamConfig
+    from iampool.testing import IamDatabase
 
-        def parent_login() -> None:
-            with app.app_context():
-                cold.update_params_from_encrypted_extra({})
-
-        parent = threading.Thread(target=parent_login)
-        parent.start()
-        aws.wait_for_calls("AssumeRole", before + 1, timeout=HELD / 2)
-        children = [fork_child(app, cold) for _ in range(CHILDREN)]
-        aws.faults.clear()
-        parent.join(FORK_WAIT)
-        return reap(children, within=FORK_WAIT)
-    finally:
-        iampool.superset.uninstall()
-        cache.close()
-
-
-def fork_child(app: Any, database: Any) -> int:
-    from sqlalchemy import text
-
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 1
-    try:
-        with app.app_context(), database.get_sqla_engine() as engine, engine.connect() as db:
-            code = 0 if db.execute(text("SELECT current_user")).scalar() == USER else 2
-    finally:
-        os._exit(code)
-
-
-def reap(children: list[int], *, within: float) -> tuple[int, list[int]]:
-    deadline = time.monotonic() + within
-    codes: dict[int, int] = {}
-    while len(codes) < len(children) and time.monotonic() < deadline:
-        for pid in children:
-            if pid not in codes:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    codes[pid] = os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    hung = [pid for pid in children if pid not in codes]
-    for pid in hung:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    return len(hung), sorted(codes.values())
+    block = {"enabled": True, "role_arn": aws.create_role("bench-fork"), "region": REGION}
+    target = IamDatabase(
+        dsn=gateway.dsn(USER),
+        config=AwsIamConfig.from_extra({**block, "db_username": USER}),
+        gateway=gateway,
+        ca_path=gateway.ca_path,
+        user=USER,
+    )
+    hung, codes, _ = fork_while_minting(target, aws, app)
+    return hung, codes
 
 
 def print_report(

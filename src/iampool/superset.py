@@ -18,17 +18,30 @@ import inspect
 import json
 import logging
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ._cache import CredentialCache, default_cache
-from ._config import AwsIamConfig
+from ._config import AwsIamConfig, ConfigLike, coerce_config
 from ._credentials import DbAuth
-from ._engines import do_connect
 from ._errors import ConfigError, ConfigProblem, CredentialError, IamAuthDisabledError, IamPoolError
 from .auth import auth_for, prefetch
+from .pools._dsn import libpq_tls, parse_target, tls_context
+from .pools.redshift import _SSLMODES as REDSHIFT_SSLMODES
+from .pools.redshift import check_settings as check_redshift_settings
 
-__all__ = ["FEATURE_FLAG", "TESTED_VERSIONS", "do_connect", "iam_config", "install", "uninstall"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+__all__ = [
+    "FEATURE_FLAG",
+    "TESTED_VERSIONS",
+    "DoConnect",
+    "do_connect",
+    "iam_config",
+    "install",
+    "uninstall",
+]
 
 log = logging.getLogger("iampool")
 
@@ -499,3 +512,91 @@ def _prefetch_database(database: Any) -> None:
         prefetch(_authenticator(role, region, tuple(fields.items()), host, port))
     except Exception as exc:  # its first login reports what is wrong, in Superset's words
         log.debug("iampool.superset: no prefetch for a database (%s)", type(exc).__name__)
+
+
+# --- Synchronous SQLAlchemy engines ----------------------------------------------------------
+# SQLAlchemy calls a ``do_connect`` listener before each new DBAPI connection with the keyword
+# arguments it is about to pass the driver; the listener puts a current login (a cached token
+# or Redshift password, ``DbAuth.credentials_sync``) and the TLS settings the URL asked for into
+# them. Everything is checked when the listener is made, before any AWS call.
+
+DoConnect = Callable[[Any, Any, list[Any], dict[str, Any]], None]
+
+# SQLAlchemy's synchronous drivers served, per engine (the URL's "<engine>+<driver>").
+_DRIVERS = {
+    "postgresql": ("psycopg2",),
+    "mysql": ("pymysql",),
+    "redshift": ("redshift_connector",),
+}
+# Other spellings of what the listener sets (per driver and SQLAlchemy version), and the URL's
+# TLS options a driver does not take (the listener gives it its own form of them): dropped.
+_ALIASES = {
+    "psycopg2": ("database",),
+    "pymysql": ("db", "passwd", "sslmode", "sslrootcert"),
+    "redshift_connector": (),
+}
+
+
+def do_connect(
+    url: str | URL, *, aws_iam: ConfigLike, cache: CredentialCache | None = None
+) -> DoConnect:
+    """A ``do_connect`` listener that logs a synchronous engine in with IAM credentials::
+
+        engine = create_engine(url)
+        event.listen(engine, "do_connect", iampool.superset.do_connect(url, aws_iam=cfg))
+
+    ``url`` is the engine's URL (``postgresql+psycopg2://``, ``mysql+pymysql://`` or
+    ``redshift+redshift_connector://``), without a password; its user must be ``db_username``
+    (Redshift: none, or ``db_username``). Each new connection gets a current login from the
+    cache and TLS as the URL asks: ``sslmode=require`` (the default), ``verify-ca`` or
+    ``verify-full``, with ``sslrootcert``.
+
+    Raises:
+        ConfigError: invalid configuration or URL (another driver, a password, another user, a
+            TLS mode that could fall back to plain text, ...), before any AWS call.
+    """
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    scheme, separator, rest = text.partition("://")
+    engine, _, driver = scheme.lower().partition("+")
+    if not separator or driver not in _DRIVERS.get(engine, ()):
+        served = ", ".join(f"{name}+{drivers[0]}://" for name, drivers in _DRIVERS.items())
+        raise ConfigError(ConfigProblem("url", f"do_connect serves {served}"), context="DSN")
+    config = coerce_config(aws_iam)
+    target = parse_target(f"{engine}://{rest}", config)
+    if driver == "redshift_connector":
+        check_redshift_settings(target, {})  # no CA file: redshift_connector cannot take one
+    if target.iam_host is not None:
+        raise ConfigError(
+            ConfigProblem("iam_host", "is not supported by do_connect: connect to the endpoint's "
+                                      "name (a tunnel's local port can resolve to it instead)"),
+            context="DSN",
+        )  # fmt: skip
+    auth = auth_for(
+        config, host=target.host, port=target.port, cache=cache or default_cache()
+    )  # fmt: skip
+    settings: dict[str, Any] = {"host": target.host, "port": target.port}
+    if driver == "psycopg2":
+        # An encrypted GSSAPI session would stand in for TLS; RDS speaks TLS only.
+        settings.update(libpq_tls(target), gssencmode="disable", dbname=target.database)
+    elif driver == "pymysql":
+        settings.update(ssl=tls_context(target), database=target.database)
+    else:
+        settings.update(
+            database=target.database, ssl=True, sslmode=REDSHIFT_SSLMODES[target.sslmode],
+            iam=False,
+        )  # fmt: skip
+    settings = {name: value for name, value in settings.items() if value is not None}
+    aliases = _ALIASES[driver]
+    prefetch(auth)
+
+    def listener(dialect: Any, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+        login = auth.credentials_sync()
+        for alias in aliases:
+            cparams.pop(alias, None)
+        cparams.update(settings)
+        cparams["user"] = login.user
+        cparams["password"] = login.password
+        if login.host is not None and target.host is None:  # Redshift: discovered
+            cparams["host"], cparams["port"] = login.host, login.port
+
+    return listener

@@ -219,15 +219,7 @@ def test_per_connection_gives_a_pooled_engine_the_current_token(
 def test_forked_workers_log_in_while_the_parent_mints(
     iam_postgres: IamDatabase, fake_aws: FakeAws, app_context: Any
 ) -> None:
-    # Thirty children building their AWS clients at once take a while on a small machine: the
-    # mint deadline must not be what ends them (a hang is what this test looks for).
-    cache = CredentialCache(deadline=FORK_WAIT)
-    assert iampool.superset.install(cache=cache, strict=True)
-    try:
-        hung, codes, made = fork_while_minting(iam_postgres, fake_aws, app_context)
-    finally:
-        iampool.superset.uninstall()
-        cache.close()
+    hung, codes, made = fork_while_minting(iam_postgres, fake_aws, app_context)
 
     assert hung == 0
     assert codes == [0] * 30
@@ -242,8 +234,24 @@ FORK_WAIT = 120.0
 def fork_while_minting(
     iam_postgres: IamDatabase, fake_aws: FakeAws, app_context: Any
 ) -> tuple[int, list[int], int]:
-    """30 children forked while the parent's own login waits on AssumeRole, each logging in
-    cold: how many never finished, their exit codes, and the AssumeRole calls made."""
+    """With install(): 30 children forked while the parent's own login waits on AssumeRole,
+    each logging in cold: how many never finished, their exit codes, the AssumeRole calls made.
+
+    Thirty children building their AWS clients at once take a while on a small machine: the
+    mint deadline must not be what ends them (a hang is what is counted).
+    """
+    cache = CredentialCache(deadline=FORK_WAIT)
+    assert iampool.superset.install(cache=cache, strict=True)
+    try:
+        return _fork_while_minting(iam_postgres, fake_aws, app_context)
+    finally:
+        iampool.superset.uninstall()
+        cache.close()
+
+
+def _fork_while_minting(
+    iam_postgres: IamDatabase, fake_aws: FakeAws, app_context: Any
+) -> tuple[int, list[int], int]:
     warm = superset_database(iam_postgres)
     assert logged_in_user(warm) == iam_postgres.user  # the service thread runs in the parent
     cold = superset_database(iam_postgres, role_arn=fake_aws.create_role(f"forked-{os.getpid()}"))

@@ -1,24 +1,21 @@
 """iampool.superset: ``iam_config`` (Superset's encrypted_extra and the AWS_DATABASE_IAM_AUTH
-flag), ``do_connect`` for synchronous engines, and ``install`` where Superset is absent.
+flag), and ``install`` where Superset is absent.
 
-``install`` against the real apache-superset is tested in tests/superset/ (its own environment).
+``install`` against the real apache-superset is tested in tests/superset/ (its own environment);
+``do_connect`` in test_sync_logins.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import iampool.superset
-from iampool import AwsIamConfig, ConfigError, CredentialCache, IamAuthDisabledError, IamPoolError
-from iampool.superset import FEATURE_FLAG, do_connect, iam_config
-
-from .fakes import FakeClock, FakeSource
+from iampool import AwsIamConfig, ConfigError, IamAuthDisabledError, IamPoolError
+from iampool.superset import FEATURE_FLAG, iam_config
 
 BLOCK: dict[str, Any] = {
     "enabled": True,
@@ -135,115 +132,6 @@ def test_invalid_json_is_reported_without_echoing_the_document() -> None:
 
     assert "hunter2-secret" not in str(info.value)
     assert "line 1 column" in str(info.value)
-
-
-RDS = AwsIamConfig.from_extra(BLOCK)
-HOST = "app.cluster-abc.us-east-1.rds.amazonaws.com"
-
-
-@pytest.fixture
-def source() -> FakeSource:
-    return FakeSource(FakeClock())
-
-
-@pytest.fixture
-def cache(source: FakeSource) -> Iterator[CredentialCache]:
-    cache = CredentialCache(clock=source.clock, source=source)
-    yield cache
-    cache.close()
-
-
-@pytest.mark.parametrize(
-    ("url", "field"),
-    [
-        (f"postgresql+psycopg2://superset_iam_user:hunter2@{HOST}/app", "dsn"),
-        (f"postgresql+psycopg2://someone_else@{HOST}/app", "dsn"),
-        (f"postgresql+psycopg2://superset_iam_user@{HOST}/app?sslmode=disable", "sslmode"),
-        (f"postgresql+psycopg2://superset_iam_user@{HOST}/app?sslmode=prefer", "sslmode"),
-        (f"postgresql+asyncpg://superset_iam_user@{HOST}/app", "url"),
-        (f"mysql+mysqldb://superset_iam_user@{HOST}/app", "url"),
-        ("postgresql+psycopg2:///app", "dsn"),
-    ],
-    ids=["password", "another user", "TLS off", "TLS optional", "async driver", "mysqlclient",
-         "no host"],
-)  # fmt: skip
-def test_do_connect_refuses_a_url_before_any_aws_call(
-    url: str, field: str, cache: CredentialCache, source: FakeSource
-) -> None:
-    with pytest.raises(ConfigError) as info:
-        do_connect(url, aws_iam=RDS, cache=cache)
-
-    assert field in info.value.fields
-    assert "hunter2" not in str(info.value)
-    assert sum(source.calls.values()) == 0
-
-
-def connect_kwargs(url: str, config: AwsIamConfig, cache: CredentialCache, **given: Any) -> Any:
-    """The keyword arguments a driver gets once the listener has run (SQLAlchemy's cparams)."""
-    cparams = dict(given)
-    do_connect(url, aws_iam=config, cache=cache)(None, None, [], cparams)
-    return cparams
-
-
-def test_do_connect_gives_psycopg2_a_token_and_tls_for_the_url_endpoint(
-    cache: CredentialCache, source: FakeSource
-) -> None:
-    url = f"postgresql+psycopg2://superset_iam_user@{HOST}:5432/app?sslmode=verify-full"
-    # SQLAlchemy 1.4 spells the database "database", 2.x "dbname"; a stray host is replaced.
-    cparams = connect_kwargs(url, RDS, cache, host="elsewhere", database="app")
-
-    assert cparams.keys() == {
-        "host", "port", "user", "password", "dbname", "sslmode", "sslrootcert", "gssencmode"
-    }  # fmt: skip
-    assert (cparams["host"], cparams["port"], cparams["dbname"]) == (HOST, 5432, "app")
-    assert (cparams["sslmode"], cparams["gssencmode"]) == ("verify-full", "disable")
-    assert cparams["sslrootcert"] == "system"  # verified against the system's trust store
-    assert cparams["user"] == "superset_iam_user"
-    assert f"{HOST}:5432/?Action=connect&DBUser=superset_iam_user" in cparams["password"]
-    assert source.calls["AssumeRole"] == 1
-
-
-def test_do_connect_gives_pymysql_a_tls_context_and_drops_its_other_spellings(
-    cache: CredentialCache,
-) -> None:
-    url = f"mysql+pymysql://superset_iam_user@{HOST}:3306/app?sslmode=verify-full"
-    # SQLAlchemy hands PyMySQL the URL's query as keywords, which PyMySQL does not take.
-    cparams = connect_kwargs(url, RDS, cache, db="app", passwd="stale", sslmode="verify-full")
-
-    assert cparams.keys() == {"host", "port", "user", "password", "database", "ssl"}
-    assert cparams["ssl"].check_hostname  # verify-full
-    assert isinstance(cparams["ssl"], ssl.SSLContext)
-    assert cparams["database"] == "app"
-    assert cparams["password"].startswith(f"{HOST}:3306/?Action=connect")
-
-
-def test_do_connect_gives_redshift_connector_the_login_and_endpoint_from_the_api(
-    cache: CredentialCache, source: FakeSource
-) -> None:
-    cluster = AwsIamConfig.from_extra(
-        {**BLOCK, "cluster_identifier": "analytics", "db_name": "dev"}
-    )  # fmt: skip
-    cparams = connect_kwargs("redshift+redshift_connector://", cluster, cache)
-
-    assert (cparams["host"], cparams["port"]) == source.endpoint  # DescribeClusters
-    assert cparams["user"] == "IAM:superset_iam_user"  # as GetClusterCredentials names it
-    assert cparams["password"] == source.passwords[0]
-    assert (cparams["ssl"], cparams["sslmode"], cparams["iam"]) == (True, "verify-ca", False)
-    assert dict(source.calls) == {
-        "AssumeRole": 1, "GetClusterCredentials": 1, "DescribeClusters": 1
-    }  # fmt: skip
-
-
-def test_do_connect_refuses_a_ca_file_redshift_connector_cannot_take(
-    cache: CredentialCache,
-) -> None:
-    cluster = {**BLOCK, "cluster_identifier": "analytics", "db_name": "dev"}
-    url = "redshift+redshift_connector://?sslmode=verify-full&sslrootcert=/etc/ca.pem"
-
-    with pytest.raises(ConfigError) as info:
-        do_connect(url, aws_iam=cluster, cache=cache)
-
-    assert info.value.fields == ["sslrootcert"]
 
 
 def test_install_without_superset_returns_false_and_says_why(
