@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from sqlalchemy import create_engine, event, text
 
 import iampool.superset
 from iampool import CredentialCache
-from iampool.testing import FakeAws, IamDatabase
+from iampool.testing import FakeAws, IamDatabase, verify_rds_token
 
 from .conftest import assert_no_secret_in, herd, superset_database
 
@@ -73,6 +74,31 @@ def test_a_superset_database_logs_in_through_iampools_cache(
     # Superset's own SSL handling is untouched: it asks for TLS as before.
     assert connect_args(database)["sslmode"] == "require"
     assert_no_secret_in(debug_log.text, fake_aws)
+
+
+def test_an_aurora_mysql_database_gets_a_token_for_its_endpoint_and_supersets_ssl_args(
+    iam_mysql: IamDatabase, fake_aws: FakeAws, installed: CredentialCache
+) -> None:
+    # Superset's MySQL spec connects with mysqlclient, not installed here: the token is
+    # checked the way the gateway (and RDS) checks it.
+    database = superset_database(iam_mysql, scheme="mysql+mysqldb")
+
+    args = connect_args(database)
+
+    gateway = iam_mysql.gateway
+    assert set(args) == {"user", "password"}  # Superset's MySQL ssl_args: none of its own
+    assert args["user"] == iam_mysql.user
+    reason = verify_rds_token(
+        args["password"],
+        user=iam_mysql.user,
+        host=gateway.host,
+        port=gateway.port,
+        region=iam_mysql.config.region,
+        signing_key=fake_aws.signing_key,
+        now=datetime.now(timezone.utc),
+    )
+    assert reason is None
+    assert installed.stats()["tokens_signed"] == 1
 
 
 @pytest.mark.parametrize("path", ["superset", "iampool"])
