@@ -19,6 +19,7 @@ import anyio
 import pytest
 
 from iampool import AwsIamConfig, ConfigError, CredentialCache, DbAuth, DbCredentials, auth_for
+from iampool._cache import mint_context
 from iampool.superset import do_connect
 
 from .fakes import FakeClock, FakeSource
@@ -100,6 +101,21 @@ def test_a_herd_of_threads_shares_one_mint_of_each_backend(
     assert dict(source.calls) == apis
     assert isinstance(logins[0], DbCredentials)
     assert logins[0].host is not None  # Redshift: the discovered endpoint
+
+
+def test_a_blocking_login_is_refused_on_the_service_thread_it_would_deadlock(
+    cache: CredentialCache,
+) -> None:
+    auth = auth_for(RDS, host=RDS_HOST[0], port=RDS_HOST[1], cache=cache)
+
+    async def on_the_service_loop() -> DbCredentials:
+        return auth.credentials_sync()
+
+    flight = mint_context(cache).service.submit(on_the_service_loop)
+
+    assert flight.join(10)  # it ended: refused, not stuck
+    with pytest.raises(RuntimeError, match="service thread"):
+        flight.result()
 
 
 @pytest.mark.parametrize("config", [RDS, CLUSTER], ids=["rds", "redshift"])
