@@ -7,6 +7,7 @@ installed (the main suite's environment) this directory is not collected at all.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -163,6 +164,11 @@ def herd(
     if errors:
         raise errors[0]
     return results
+
+
+def fingerprint(secret: str) -> str:
+    """A secret as assertions may show it: its hash's first characters, never the secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
 def assert_no_secret_in(text: str, fake_aws: FakeAws) -> None:

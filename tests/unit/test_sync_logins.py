@@ -179,7 +179,8 @@ def test_do_connect_gives_psycopg2_a_token_and_tls_for_the_url_endpoint(
     assert (cparams["sslmode"], cparams["gssencmode"]) == ("verify-full", "disable")
     assert cparams["sslrootcert"] == "system"  # verified against the system's trust store
     assert cparams["user"] == "app"
-    assert f"{RDS_HOST[0]}:5432/?Action=connect&DBUser=app" in cparams["password"]
+    signed_for = f"{RDS_HOST[0]}:5432/?Action=connect&DBUser=app" in cparams["password"]
+    assert signed_for  # (a failure must not print the token)
     assert source.calls["AssumeRole"] == 1
 
 
@@ -194,7 +195,8 @@ def test_do_connect_gives_pymysql_a_tls_context_and_drops_its_other_spellings(
     assert cparams["ssl"].check_hostname  # verify-full
     assert isinstance(cparams["ssl"], ssl.SSLContext)
     assert cparams["database"] == "app"
-    assert cparams["password"].startswith(f"{RDS_HOST[0]}:3306/?Action=connect")
+    signed_for = cparams["password"].startswith(f"{RDS_HOST[0]}:3306/?Action=connect")
+    assert signed_for
 
 
 def test_do_connect_gives_redshift_connector_the_login_and_endpoint_from_the_api(
@@ -205,7 +207,8 @@ def test_do_connect_gives_redshift_connector_the_login_and_endpoint_from_the_api
 
     assert (cparams["host"], cparams["port"]) == source.endpoint  # DescribeClusters
     assert cparams["user"] == "IAM:report"  # as GetClusterCredentials names it
-    assert cparams["password"] == source.passwords[0]
+    issued = cparams["password"] == source.passwords[0]
+    assert issued
     assert (cparams["ssl"], cparams["sslmode"], cparams["iam"]) == (True, "verify-ca", False)
     assert dict(source.calls) == {
         "AssumeRole": 1, "GetClusterCredentials": 1, "DescribeClusters": 1
