@@ -105,6 +105,14 @@ class DbAuth(Protocol):
         """Current credentials for the endpoint; raises ``CredentialError`` when AWS fails."""
         ...
 
+    def credentials_sync(self, timeout: float | None = None) -> DbCredentials:
+        """``credentials()`` for synchronous code (any thread without a running event loop):
+        a cached value at once, else it blocks on the one shared mint, at most ``timeout``
+        seconds (default: a little more than the cache's ``deadline``), then raises
+        ``CredentialError`` (code ``Timeout``) while the mint goes on for others. Raises
+        ``RuntimeError`` on iampool's own service thread."""
+        ...
+
     def invalidate(self) -> None:
         """Forget the cached password so the next ``credentials()`` call mints a new one."""
         ...

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 from ._errors import CredentialError
-from ._service import Flight, ServiceLoop, wait
+from ._service import Flight, ServiceLoop, ended, on_service_thread
 
 __all__ = ["Clock", "Counters", "Lease", "Leases", "describe"]
 
@@ -52,6 +52,8 @@ MintNow = Callable[[Any], "Lease[V] | None"]  # given the current value (or None
 
 _MAX_BACKOFF = 30.0
 _SECOND_CHANCES = 16
+_MISS = object()  # what the lock-free lookup returns when the slow path must run
+_BLOCKING_GRACE = 1.0  # a blocking wait outlasts the mint's own deadline by this much
 
 
 @dataclasses.dataclass(slots=True)
@@ -99,6 +101,15 @@ class _Entry:
         self.failures = 0
         self.retry_at = 0.0
         self.used = False  # hit since the eviction sweep last passed it
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _Claim(Generic[V]):
+    """A caller's place in a flight: what it waits for, and what to serve if that fails."""
+
+    flight: Flight[V]
+    entry: _Entry | None  # None once its outcome is taken
+    fallback: _Snapshot[V] | None
 
 
 class Leases:
@@ -153,18 +164,22 @@ class Leases:
         value that is not due for its refresh: a due one is refreshed first (and served anyway
         if that fails). Keys must include every field that changes what they return.
         """
-        entry = self._entries.get(key)
-        if entry is not None:
-            snapshot = entry.snapshot
-            if snapshot is not None and self._clock() < snapshot.refresh_at:
-                self._counters.hits += 1
-                entry.used = True
-                value: V = snapshot.value
-                return value
-            # An error the slow path raises passes through this frame: it must not reach the
-            # cached value (a stale one, when its refresh failed) from here.
-            entry = snapshot = None
+        hit: V = self._hit(key)
+        if hit is not _MISS:
+            return hit
         return await self._get_slow(key, mint, mint_now, fresh)
+
+    def _hit(self, key: Hashable) -> Any:
+        """The value for ``key`` if it is not due for refresh, else ``_MISS``: lock-free."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return _MISS
+        snapshot = entry.snapshot
+        if snapshot is None or self._clock() >= snapshot.refresh_at:
+            return _MISS
+        self._counters.hits += 1
+        entry.used = True
+        return snapshot.value
 
     def peek(self, key: Hashable, mint: Mint[V], *, fresh: bool = False) -> V | None:
         """The value for ``key`` if one can be served now, else None; never waits.
@@ -184,6 +199,56 @@ class Leases:
     async def _get_slow(
         self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None, fresh: bool
     ) -> V:
+        claimed = self._claim(key, mint, mint_now, fresh)
+        if not isinstance(claimed, _Claim):
+            return claimed
+        waiting: _Claim[V] = claimed
+        await ended(waiting.flight)
+        return self._outcome(key, waiting)
+
+    def get_blocking(
+        self,
+        key: Hashable,
+        mint: Mint[V],
+        mint_now: MintNow[V] | None = None,
+        *,
+        fresh: bool = False,
+        timeout: float | None = None,
+    ) -> V:
+        """:meth:`get` for a thread without an event loop: blocks the calling thread on a miss.
+
+        The same hits, shared mint, fallback and errors as :meth:`get`; only the waiting
+        differs. ``timeout`` bounds the wait (default: the mint's deadline and a little more);
+        when it passes, ``CredentialError`` (code ``Timeout``) is raised and the shared mint goes
+        on for its other waiters.
+
+        Raises:
+            RuntimeError: called on a service loop's thread, which the wait would deadlock.
+        """
+        if on_service_thread():
+            raise RuntimeError(
+                "Leases.get_blocking() cannot wait on iampool's service thread (the mint it "
+                "waits for runs there): await Leases.get() instead"
+            )
+        hit: V = self._hit(key)
+        if hit is not _MISS:
+            return hit
+        claimed = self._claim(key, mint, mint_now, fresh)
+        if not isinstance(claimed, _Claim):
+            return claimed
+        waiting: _Claim[V] = claimed
+        if not waiting.flight.join(
+            self._deadline + _BLOCKING_GRACE if timeout is None else timeout
+        ):
+            del claimed, waiting  # the flight goes on for its other waiters
+            raise CredentialError(f"Timed out waiting for {describe(key)}.", code="Timeout")
+        return self._outcome(key, waiting)
+
+    def _claim(
+        self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None, fresh: bool
+    ) -> V | _Claim[V]:
+        """Under the lock: serve the value, mint it locally, or join (or start) its flight and
+        note what to serve if that fails."""
         with self._lock:
             now = self._clock()
             entry = self._entries.get(key)
@@ -200,35 +265,42 @@ class Leases:
                     return served
                 # A value not due for refresh is wanted: wait for the refresh just started; if
                 # it fails, this one is served after all.
-                flight: Any = entry.flight
-                fallback: _Snapshot[V] | None = snapshot
-                del served  # not to be reached from this frame by an error (see below)
-            else:
-                self._counters.misses += 1
-                if entry.flight is None and mint_now is not None:
-                    lease = mint_now(None)
-                    if lease is not None:
-                        self._land_locked(entry, lease, now, background=False)
-                        minted: V = lease.value
-                        return minted
-                flight = entry.flight or self._fly(key, entry, mint, background=False)
-                # Past the ttl but still valid: if this refresh fails, the old value still works.
-                fallback = snapshot if snapshot is not None and now < snapshot.valid_until else None
+                return _Claim(entry.flight, entry, snapshot)
+            self._counters.misses += 1
+            if entry.flight is None and mint_now is not None:
+                lease = mint_now(None)
+                if lease is not None:
+                    self._land_locked(entry, lease, now, background=False)
+                    minted: V = lease.value
+                    return minted
+            flight = entry.flight or self._fly(key, entry, mint, background=False)
+            # Past the ttl but still valid: if this refresh fails, the old value still works.
+            fallback = snapshot if snapshot is not None and now < snapshot.valid_until else None
+            return _Claim(flight, entry, fallback)
+
+    def _outcome(self, key: Hashable, claimed: _Claim[V]) -> V:
+        """What an ended flight gives a waiter: its value; if it failed, the fallback while that
+        is still valid; else its error."""
+        flight, entry, fallback = claimed.flight, claimed.entry, claimed.fallback
+        # The waiter's frame keeps its claim: an error raised through it must not reach a
+        # cached value (the fallback, a token) from there.
+        claimed.entry = claimed.fallback = None
         try:
-            result: V = await wait(flight)
+            result: V = flight.result()
         except concurrent.futures.CancelledError:
             raise CredentialError(
                 f"The credential cache was closed while minting {describe(key)}.", code="Closed"
             ) from None
         except CredentialError as error:
             # Not if it was invalidated meanwhile (a database refused it) or has expired since.
-            still = entry.snapshot  # the value the failed fetch would have replaced
+            # The value the failed fetch would have replaced.
+            still = entry.snapshot if entry is not None else None
             if fallback is not None and still is fallback and self._clock() < still.valid_until:
                 stale: V = still.value
                 return stale
             # Raised through this frame: its locals must not reach a cached value (the expired
             # fallback, a token) nor the key, which holds the external id.
-            del key, mint, mint_now, entry, snapshot, fallback, still, flight
+            del key, entry, fallback, still, flight, claimed
             # Every waiter raises the one error object: from here, not onto the traceback the
             # waiters before it left (which would grow with each of them).
             raise error.with_traceback(None)  # noqa: B904 (it is the error being handled)

@@ -4,8 +4,8 @@ aiobotocore clients belong to the event loop that created them, while iampool's 
 many loops (``asyncio.run`` per task, several threads, trio). Running all AWS work on one private
 loop gives one set of reusable clients, fetches that no caller's cancellation can cancel, and
 background refreshes that never sit on a caller's loop when it closes. Callers wait for results
-with :func:`wait`, which only parks the calling task; nothing on the caller's loop is bound to
-this one.
+with :func:`ended`, which only parks the calling task (or :meth:`Flight.join`, which blocks a
+thread that has no event loop); nothing on the caller's loop is bound to this one.
 
 The service loop owns what lives and dies with a process, each transition in one place:
 
@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 from ._aws import AwsSource
 from ._errors import detached
 
-__all__ = ["Flight", "ServiceLoop", "current_source", "wait"]
+__all__ = ["Flight", "ServiceLoop", "current_source", "ended", "on_service_thread"]
 
 T = TypeVar("T")
 _STOP_TIMEOUT = 10.0
@@ -61,6 +61,17 @@ class Flight(Generic[T]):
     def result(self) -> T:
         """The fetch's value; raises its error, or ``concurrent.futures.CancelledError``."""
         return self._future.result()
+
+    def join(self, timeout: float) -> bool:
+        """Block the calling thread until the fetch ends or ``timeout`` seconds pass; whether
+        it ended. Never on the service loop's own thread (the fetch could not run)."""
+        try:
+            self._future.exception(timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+        except concurrent.futures.CancelledError:
+            pass
+        return True
 
     def cancel(self) -> None:
         """Fail every waiter with ``concurrent.futures.CancelledError`` (the cache closed)."""
@@ -287,25 +298,31 @@ async def _shutdown(worker: _Worker) -> None:
         await source.aclose()
 
 
-async def wait(flight: Flight[T]) -> T:
-    """Wait for ``flight`` from any asyncio or trio task without blocking its loop.
+async def ended(flight: Flight[Any]) -> None:
+    """Wait until ``flight`` has ended (whatever its outcome), from any asyncio or trio task,
+    without blocking its loop.
 
     Cancelling the waiting task only stops the wait: the work behind ``flight`` goes on for the
     other waiters.
     """
     if flight.done():
-        return flight.result()
+        return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return await _wait_trio(flight._future)
+        await _wait_trio(flight._future)
+        return
     woken = flight._waiter(loop)
     if woken is not None:
         await woken
-    return flight.result()
 
 
-async def _wait_trio(future: concurrent.futures.Future[T]) -> T:
+def on_service_thread() -> bool:
+    """Whether the caller runs on a service loop's thread (where nothing may block)."""
+    return getattr(_local, "worker", None) is not None
+
+
+async def _wait_trio(future: concurrent.futures.Future[Any]) -> None:
     import trio
 
     token = trio.lowlevel.current_trio_token()
@@ -317,7 +334,6 @@ async def _wait_trio(future: concurrent.futures.Future[T]) -> T:
 
     future.add_done_callback(wake)
     await event.wait()
-    return future.result()
 
 
 _loops: weakref.WeakSet[ServiceLoop] = weakref.WeakSet()

@@ -1,12 +1,19 @@
-"""iampool.superset.iam_config: Superset's encrypted_extra and the AWS_DATABASE_IAM_AUTH flag."""
+"""iampool.superset: ``iam_config`` (Superset's encrypted_extra and the AWS_DATABASE_IAM_AUTH
+flag), and ``install`` where Superset is absent.
+
+``install`` against the real apache-superset is tested in tests/superset/ (its own environment);
+``do_connect`` in test_sync_logins.py.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
 
+import iampool.superset
 from iampool import AwsIamConfig, ConfigError, IamAuthDisabledError, IamPoolError
 from iampool.superset import FEATURE_FLAG, iam_config
 
@@ -125,3 +132,14 @@ def test_invalid_json_is_reported_without_echoing_the_document() -> None:
 
     assert "hunter2-secret" not in str(info.value)
     assert "line 1 column" in str(info.value)
+
+
+def test_install_without_superset_returns_false_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "iampool")
+
+    assert iampool.superset.install() is False
+    assert "apache-superset is not installed" in caplog.text
+    with pytest.raises(IamPoolError, match="apache-superset is not installed"):
+        iampool.superset.install(strict=True)

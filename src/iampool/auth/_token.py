@@ -78,6 +78,10 @@ class TokenAuth:
         """The current token as ``DbCredentials``; a cached one when warm."""
         return await self._leases.get(self._key, self._mint, self._mint_now)
 
+    def credentials_sync(self, timeout: float | None = None) -> DbCredentials:
+        """``credentials()`` for synchronous code: blocks on a miss (see ``DbAuth``)."""
+        return self._leases.get_blocking(self._key, self._mint, self._mint_now, timeout=timeout)
+
     def prefetch(self) -> None:
         """Start minting a token (and its credentials) in the background, if none is cached."""
         self._leases.prefetch(self._key, self._mint, self._mint_now)

@@ -86,6 +86,11 @@ class RedshiftAuth:
         """The current temporary login; a cached one when warm."""
         return await self._leases.get(self._key, self._mint)
 
+    def credentials_sync(self, timeout: float | None = None) -> DbCredentials:
+        """``credentials()`` for synchronous code: blocks on a miss (see ``DbAuth``); the
+        endpoint discovery, when there is one, runs inside the same shared mint."""
+        return self._leases.get_blocking(self._key, self._mint, timeout=timeout)
+
     def prefetch(self) -> None:
         """Start minting a password (and its credentials) in the background, if none is cached."""
         self._leases.prefetch(self._key, self._mint)

@@ -1,0 +1,1 @@
+"""Tests against the real apache-superset package (their own virtual environment)."""
