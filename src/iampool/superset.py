@@ -26,9 +26,9 @@ from ._config import AwsIamConfig, ConfigLike, coerce_config
 from ._credentials import DbAuth
 from ._errors import ConfigError, ConfigProblem, CredentialError, IamAuthDisabledError, IamPoolError
 from .auth import auth_for, prefetch
-from .pools._dsn import libpq_tls, parse_target, tls_context
-from .pools.redshift import _SSLMODES as REDSHIFT_SSLMODES
-from .pools.redshift import check_settings as check_redshift_settings
+from .pools._dsn import parse_target
+from .pools._tls import REDSHIFT_SSLMODES, libpq_tls, tls_context
+from .pools.redshift_connector import vet as vet_redshift_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -564,7 +564,7 @@ def do_connect(
     config = coerce_config(aws_iam)
     target = parse_target(f"{engine}://{rest}", config)
     if driver == "redshift_connector":
-        check_redshift_settings(target, {})  # no CA file: redshift_connector cannot take one
+        vet_redshift_settings(target, {}, pool=False)  # no CA file: the driver cannot take one
     if target.iam_host is not None:
         raise ConfigError(
             ConfigProblem("iam_host", "is not supported by do_connect: connect to the endpoint's "
@@ -577,7 +577,10 @@ def do_connect(
     settings: dict[str, Any] = {"host": target.host, "port": target.port}
     if driver == "psycopg2":
         # An encrypted GSSAPI session would stand in for TLS; RDS speaks TLS only.
-        settings.update(libpq_tls(target), gssencmode="disable", dbname=target.database)
+        # hostaddr explicitly empty: libpq would otherwise dial PGHOSTADDR from the environment.
+        settings.update(
+            libpq_tls(target), gssencmode="disable", dbname=target.database, hostaddr=""
+        )
     elif driver == "pymysql":
         settings.update(ssl=tls_context(target), database=target.database)
     else:

@@ -38,7 +38,7 @@ import pytest
 import trustme
 
 import iampool
-from iampool import AuthTokenRejected, AwsIamConfig, CredentialCache
+from iampool import AuthTokenRejected, AwsIamConfig, CredentialCache, LoginTimeoutError
 from iampool.testing import FakeAws, IamDatabase
 
 from ..unit.test_connect_contract import SCHEMES
@@ -56,14 +56,6 @@ PG_SSL_REQUEST = 80877103
 PG_GSSENC_REQUEST = 80877104
 PG_PROTOCOL_3 = 196608
 PG_ASK_CLEAR_TEXT_PASSWORD = b"R" + (8).to_bytes(4, "big") + (3).to_bytes(4, "big")
-
-
-class _NotYetDefined(Exception):
-    """Stands for ``iampool.LoginTimeoutError`` where it does not exist yet: nothing raises it,
-    so a test expecting it fails."""
-
-
-LoginTimeoutError: type[BaseException] = getattr(iampool, "LoginTimeoutError", _NotYetDefined)
 
 
 # -- hostile endpoints -----------------------------------------------------------------------
