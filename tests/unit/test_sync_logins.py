@@ -173,7 +173,8 @@ def test_do_connect_gives_psycopg2_a_token_and_tls_for_the_url_endpoint(
     cparams = connect_kwargs(url, RDS, cache, host="elsewhere", database="app")
 
     assert cparams.keys() == {
-        "host", "port", "user", "password", "dbname", "sslmode", "sslrootcert", "gssencmode"
+        "host", "port", "user", "password", "dbname", "sslmode", "sslrootcert", "gssencmode",
+        "hostaddr",
     }  # fmt: skip
     assert (cparams["host"], cparams["port"], cparams["dbname"]) == (RDS_HOST[0], 5432, "app")
     assert (cparams["sslmode"], cparams["gssencmode"]) == ("verify-full", "disable")
