@@ -230,3 +230,13 @@ def test_every_environment_variable_asyncpg_reads_is_made_irrelevant() -> None:
 
     assert isinstance(settings["ssl"], ssl.SSLContext)
     assert settings["ssl"].keylog_filename is None
+
+
+@pytest.mark.parametrize("name", ["ssl_min_protocol_version", "ssl_max_protocol_version"])
+@pytest.mark.parametrize("value", ["TLSv1", "tlsv1.1"])
+def test_psycopg_refuses_tls_below_1_2(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(f"postgresql+psycopg://{HOST}/db?{name}={value}", AURORA, CredentialCache())
+
+    assert caught.value.fields == [name]
+    resolve(f"postgresql+psycopg://{HOST}/db?{name}=TLSv1.3", AURORA, CredentialCache())

@@ -100,11 +100,21 @@ def vet(target: Target, driver_kwargs: Mapping[str, Any], *, pool: bool) -> Vett
     return Vetted({**target.options, **connection}, pool_options)
 
 
+_WEAK_TLS = ("tlsv1", "tlsv1.1")  # below RDS's own floor (TLS 1.2)
+
+
 def _check_libpq(settings: Mapping[str, Any], context: str) -> None:
     known = _libpq_defaults()
     problems = []
-    for name in settings:
-        if name in OWNED:
+    for name, value in settings.items():
+        if name in ("ssl_min_protocol_version", "ssl_max_protocol_version") and (
+            str(value).strip().lower() in _WEAK_TLS
+        ):
+            problems.append(
+                ConfigProblem(name, "below TLSv1.2 would let a token travel over a TLS version "
+                                    "RDS itself no longer accepts; leave it unset or use TLSv1.3")
+            )  # fmt: skip
+        elif name in OWNED:
             problems.append(ConfigProblem(name, "is set by iampool from the DSN and aws_iam"))
         elif name in REFUSED:
             problems.append(ConfigProblem(name, REFUSED[name]))
