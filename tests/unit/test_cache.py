@@ -164,6 +164,7 @@ async def test_caller_arriving_as_a_fetch_lands_takes_its_value_without_starting
     assert await leases(cache).get("key", mint) == "value-1"
     clock.advance(600)  # expired: callers wait for the next fetch
     gate.close()
+    minting.clear()
     first_caller: list[str] = []
     fetching = threading.Thread(
         target=lambda: first_caller.append(asyncio.run(leases(cache).get("key", mint)))
