@@ -14,7 +14,7 @@ opens its 50 connections on demand: ``min_size=0``).
   arrives 0.5 s later (only the herd is timed): the STS client, built when the pool is created,
   and the credentials are then off the herd's path.
 
-Rounds run the three in rotating order; the ratio is the median of per-round ratios to the floor.
+Rounds run the four in rotating order; the ratio is the median of per-round ratios to the floor.
 Everything goes through one RDS-mode ``IamGateway`` in front of the real PostgreSQL, and to one
 ``FakeAws`` (both in the parent process, reached over 127.0.0.1). Target (DESIGN §6): at most 1.15x.
 

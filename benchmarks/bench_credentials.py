@@ -5,6 +5,11 @@
 3. refresh under 1 s of STS latency: the longest caller wait with refresh-ahead vs a blocking
    refresh (the same cache with ``refresh_margin=0``, so callers wait when credentials expire).
 
+Every baseline is measured twice (interleaved batches for 1, two herds for 2, two runs for 3):
+the second over the first is an A/A control, 1.00x in truth, printed next to each ratio to show
+how far this run's noise alone moves it. Every count printed is counted (AssumeRole calls by
+the stand-in, signatures as they are made), none computed.
+
 The AWS stand-in is ``iampool.testing.FakeAws`` (moto's server with fault injection) on
 127.0.0.1: in this process for 1 and 2, in a process of its own for 3 (as real STS is remote, its
 threads must not compete with the callers for the GIL). Its environment points every SDK at it
@@ -41,7 +46,6 @@ REGION = "us-east-1"
 HOST = "app.cluster-abc.us-east-1.rds.amazonaws.com"
 PORT = 5432
 HERD = 1000
-NAIVE_HERD = 1000  # naive connects actually run; counts and time are scaled to HERD
 
 
 def rds_config(role_arn: str) -> AwsIamConfig:
@@ -50,9 +54,16 @@ def rds_config(role_arn: str) -> AwsIamConfig:
     )
 
 
-def per_call_us(batches: int, size: int, run_batch: Callable[[int], float]) -> float:
-    """Median over batches of (batch time / calls), in microseconds."""
-    return statistics.median(run_batch(size) / size * 1e6 for _ in range(batches))
+async def per_call_us(
+    batches: int, size: int, run_batch: Callable[[int], Awaitable[float]]
+) -> tuple[float, float]:
+    """Median over batches of (batch time / calls), in microseconds, for two interleaved sides
+    running the same batches: the baseline and its A/A control."""
+    sides: tuple[list[float], list[float]] = ([], [])
+    for _ in range(batches):
+        for side in sides:
+            side.append(await run_batch(size) / size * 1e6)
+    return statistics.median(sides[0]), statistics.median(sides[1])
 
 
 # -- 1. warm credentials() ---------------------------------------------------------------------
@@ -82,13 +93,13 @@ async def bench_warm(config: AwsIamConfig) -> dict[str, float]:
     }
     sync_rds = botocore.session.get_session().create_client("rds", region_name=REGION, **static)
 
-    def sync_batch(size: int) -> float:
+    async def sync_batch(size: int) -> float:
         started = time.perf_counter()
         for _ in range(size):
             sync_rds.generate_db_auth_token(DBHostname=HOST, Port=PORT, DBUsername="app")
         return time.perf_counter() - started
 
-    botocore_us = per_call_us(40, 100, sync_batch)
+    botocore_us, botocore_again = await per_call_us(40, 100, sync_batch)
     sync_rds.close()
 
     async with AioSession().create_client("rds", region_name=REGION, **static) as aio_rds:
@@ -99,8 +110,14 @@ async def bench_warm(config: AwsIamConfig) -> dict[str, float]:
                 await aio_rds.generate_db_auth_token(DBHostname=HOST, Port=PORT, DBUsername="app")
             return time.perf_counter() - started
 
-        aio_us = statistics.median([(await aio_batch(100)) / 100 * 1e6 for _ in range(40)])
-    return {"warm": warm, "botocore": botocore_us, "aiobotocore": aio_us}
+        aio_us, aio_again = await per_call_us(40, 100, aio_batch)
+    return {
+        "warm": warm,
+        "botocore": botocore_us,
+        "botocore_again": botocore_again,
+        "aiobotocore": aio_us,
+        "aiobotocore_again": aio_again,
+    }
 
 
 # -- 2. cold herd ------------------------------------------------------------------------------
@@ -121,13 +138,28 @@ async def bench_herd(aws: FakeAws) -> dict[str, float]:
     finally:
         await cache.aclose()
 
-    # Naive: every connect assumes the role itself (one shared STS client) and signs a token.
-    role_arn = aws.create_role("bench-naive")
+    naive = await naive_herd(aws, "bench-naive")
+    again = await naive_herd(aws, "bench-naive-again")  # the A/A control
+    return {
+        "herd_calls": herd_calls,
+        "herd_signed": signed,
+        "herd_ms": herd_s * 1e3,
+        **{f"naive_{name}": value for name, value in naive.items()},
+        **{f"again_{name}": value for name, value in again.items()},
+    }
+
+
+async def naive_herd(aws: FakeAws, role_name: str) -> dict[str, float]:
+    """HERD connects that each assume the role (one shared STS client) and sign a token: the
+    AssumeRole calls the stand-in received, the signatures made, the wall time."""
+    role_arn = aws.create_role(role_name)
     before = aws.calls["AssumeRole"]
     signer = TokenSigner()  # iampool's own signer: the baseline pays for STS, not for signing
+    signed = 0
     async with AioSession().create_client("sts", region_name=REGION) as sts:
 
         async def naive_connect(index: int) -> str:
+            nonlocal signed
             response = await sts.assume_role(
                 RoleArn=role_arn, RoleSessionName=f"naive-{index}", DurationSeconds=3600
             )
@@ -136,21 +168,13 @@ async def bench_herd(aws: FakeAws) -> dict[str, float]:
                 creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"], None, ""
             )
             token = signer.sign(aws_creds, host=HOST, port=PORT, user="app", region=REGION)
+            signed += 1
             return token.render(HOST, PORT, "app")
 
         started = time.perf_counter()
-        await asyncio.gather(*(naive_connect(index) for index in range(NAIVE_HERD)))
-        naive_s = time.perf_counter() - started
-    naive_calls = aws.calls["AssumeRole"] - before
-    scale = HERD / NAIVE_HERD
-    return {
-        "herd_calls": herd_calls,
-        "herd_signed": signed,
-        "herd_ms": herd_s * 1e3,
-        "naive_calls": naive_calls * scale,
-        "naive_signed": NAIVE_HERD * scale,
-        "naive_ms": naive_s * 1e3 * scale,
-    }
+        await asyncio.gather(*(naive_connect(index) for index in range(HERD)))
+        seconds = time.perf_counter() - started
+    return {"calls": aws.calls["AssumeRole"] - before, "signed": signed, "ms": seconds * 1e3}
 
 
 # -- 3. refresh under STS latency --------------------------------------------------------------
@@ -298,22 +322,26 @@ def main() -> int:
         "to see the spread of the longest wait)"
     )  # fmt: skip
     runs = parser.parse_args().refresh_runs
-    scale = HERD / NAIVE_HERD
     with FakeAws(region=REGION) as aws, aws.export_env():
         warm = asyncio.run(bench_warm(rds_config(aws.create_role("bench-warm"))))
         herd = asyncio.run(bench_herd(aws))
     with remote_aws() as remote:
         aheads = [asyncio.run(bench_refresh(remote, refresh_ahead=True)) for _ in range(runs)]
         blocking = asyncio.run(bench_refresh(remote, refresh_ahead=False))
+        blocking_again = asyncio.run(bench_refresh(remote, refresh_ahead=False))  # A/A
     ahead = max(aheads, key=lambda run: run["max_wait_ms"])  # the worst run is the one shown
 
+    def control(again: float, baseline: float) -> str:
+        return f"{again / baseline:.2f}x"
+
     rows = [
-        ("what", "iampool", "baseline", "ratio", "target"),
+        ("what", "iampool", "baseline", "ratio", "A/A control", "target"),
         (
             "warm credentials(), median per call",
             f"{warm['warm']:.2f} us",
             f"{warm['botocore']:.1f} us botocore",
             f"{warm['botocore'] / warm['warm']:.0f}x faster",
+            control(warm["botocore_again"], warm["botocore"]),
             "<= 2 us, >= 75x",
         ),
         (
@@ -321,6 +349,7 @@ def main() -> int:
             "",
             f"{warm['aiobotocore']:.1f} us aiobotocore",
             f"{warm['aiobotocore'] / warm['warm']:.0f}x faster",
+            control(warm["aiobotocore_again"], warm["aiobotocore"]),
             "",
         ),
         (
@@ -328,6 +357,7 @@ def main() -> int:
             f"{herd['herd_calls']:.0f}",
             f"{herd['naive_calls']:.0f} naive",
             f"{herd['naive_calls'] / max(herd['herd_calls'], 1):.0f}x fewer",
+            control(herd["again_calls"], herd["naive_calls"]),
             "exactly 1",
         ),
         (
@@ -335,6 +365,7 @@ def main() -> int:
             f"{herd['herd_signed']:.0f}",
             f"{herd['naive_signed']:.0f} naive",
             f"{herd['naive_signed'] / max(herd['herd_signed'], 1):.0f}x fewer",
+            control(herd["again_signed"], herd["naive_signed"]),
             "exactly 1",
         ),
         (
@@ -342,6 +373,7 @@ def main() -> int:
             f"{herd['herd_ms']:.0f} ms",
             f"{herd['naive_ms']:.0f} ms naive",
             f"{herd['naive_ms'] / herd['herd_ms']:.0f}x faster",
+            control(herd["again_ms"], herd["naive_ms"]),
             "",
         ),
         (
@@ -349,13 +381,15 @@ def main() -> int:
             f"{ahead['max_wait_ms']:.2f} ms",
             f"{blocking['max_wait_ms']:.0f} ms blocking",
             f"{blocking['max_wait_ms'] / ahead['max_wait_ms']:.0f}x shorter",
+            control(blocking_again["max_wait_ms"], blocking["max_wait_ms"]),
             "<= 1 ms vs >= 1 s",
         ),
         (
             "1 s STS latency: p99.9 caller wait",
             f"{ahead['p999_wait_ms']:.3f} ms",
             f"{blocking['p999_wait_ms']:.3f} ms blocking",
-            "",
+            f"{blocking['p999_wait_ms'] / ahead['p999_wait_ms']:.0f}x shorter",
+            control(blocking_again["p999_wait_ms"], blocking["p999_wait_ms"]),
             "",
         ),
         (
@@ -364,9 +398,10 @@ def main() -> int:
             f"{blocking['calls']:.0f}, {blocking['assume_role']:.0f}, {blocking['refreshes']:.0f}",
             "",
             "",
+            "",
         ),
     ]
-    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for index, row in enumerate(rows):
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -382,10 +417,10 @@ def main() -> int:
             f"{statistics.median(maxima):.2f} ms, worst {maxima[-1]:.2f} ms (all: {every}); "
             f"p99.9 median {statistics.median(p999):.3f} ms, worst {p999[-1]:.3f} ms"
         )
-    naive_note = "run in full" if NAIVE_HERD == HERD else f"{NAIVE_HERD} run, scaled x{scale:g}"
     print(
-        f"\nnaive herd: one AssumeRole (shared STS client) + one signature per connect, "
-        f"{naive_note}.\nblocking refresh: the same cache with refresh_margin=0."
+        "\nnaive herd: one AssumeRole (shared STS client) + one signature per connect, run in "
+        "full.\nblocking refresh: the same cache with refresh_margin=0.\nA/A control: the "
+        "baseline measured again in this run, over the baseline (1.00x in truth)."
     )
     return 0
 

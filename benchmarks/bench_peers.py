@@ -633,6 +633,7 @@ class WaitersRow:
     tokens_signed: int
     floor_seconds: float  # the same tasks waking from one asyncio.Event: asyncio's own cost
     floor_lag: float
+    floor_again_seconds: float  # the floor measured again: the A/A control
 
 
 async def event_waiters(count: int) -> tuple[float, float]:
@@ -657,6 +658,7 @@ async def waiters_on_one_cold_key(config: AwsIamConfig, aws: FakeAws, count: int
             await asyncio.gather(*(auth.credentials() for _ in range(count)))
             elapsed = time.perf_counter() - started
         floor_seconds, floor_lag = await event_waiters(count)
+        floor_again_seconds, _ = await event_waiters(count)
         return WaitersRow(
             waiters=count,
             seconds=elapsed,
@@ -665,6 +667,7 @@ async def waiters_on_one_cold_key(config: AwsIamConfig, aws: FakeAws, count: int
             tokens_signed=cache.stats()["tokens_signed"],
             floor_seconds=floor_seconds,
             floor_lag=floor_lag,
+            floor_again_seconds=floor_again_seconds,
         )
     finally:
         await cache.aclose()
@@ -828,7 +831,8 @@ def report_scale(endpoints: list[EndpointsRow], waiters: list[WaitersRow]) -> No
     print(
         "\nWaiters on one cold key: N tasks await credentials() of one endpoint, empty cache; "
         "floor: the same\nN tasks await one asyncio.Event set at once (asyncio's own cost of "
-        "waking N tasks)\n"
+        "waking N tasks); A/A control: the floor\nmeasured again, over the floor (1.00x in "
+        "truth)\n"
     )
     rows = [
         (
@@ -839,6 +843,8 @@ def report_scale(endpoints: list[EndpointsRow], waiters: list[WaitersRow]) -> No
             "tokens signed",
             "floor: served",
             "floor: stall",
+            "vs floor",
+            "A/A control",
         )
     ]
     for row in waiters:
@@ -851,6 +857,8 @@ def report_scale(endpoints: list[EndpointsRow], waiters: list[WaitersRow]) -> No
                 str(row.tokens_signed),
                 ms(row.floor_seconds),
                 ms(row.floor_lag),
+                f"{row.seconds / row.floor_seconds:.2f}x",
+                f"{row.floor_again_seconds / row.floor_seconds:.2f}x",
             )
         )
     print_table(rows)

@@ -238,12 +238,7 @@ async def bench_mysql(
             pools[side] = await aiomysql.create_pool(minsize=POOL_SIZE, maxsize=POOL_SIZE, **static)
         before, logins = aws_work(cache), gateway.accepted
         throughput = await compare_rates(pools, mysql_select_1, ROUNDS, SLICE_S)
-        overhead = await compare_rates(
-            {side: pools[side] for side in (IAMPOOL, BASELINE)},
-            acquire_release,
-            OVERHEAD_ROUNDS,
-            OVERHEAD_SLICE_S,
-        )
+        overhead = await compare_rates(pools, acquire_release, OVERHEAD_ROUNDS, OVERHEAD_SLICE_S)
         logins = gateway.accepted - logins
     finally:
         for pool in pools.values():
@@ -439,12 +434,15 @@ def report(
 def controls_of(result: EngineResult) -> dict[str, float]:
     """The control rows' ratios: how far noise alone moved each kind of ratio."""
     connects = result.connects
-    return {
+    controls = {
         "throughput": statistics.median(ratios(result.throughput, CONTROL)),
         "connect median": statistics.median(connects[CONTROL])
         / statistics.median(connects[BASELINE]),
         "connect p95": p95(connects[CONTROL]) / p95(connects[BASELINE]),
     }
+    if result.overhead is not None:
+        controls["acquire+release"] = statistics.median(ratios(result.overhead, CONTROL))
+    return controls
 
 
 def main() -> int:

@@ -34,6 +34,7 @@ from iampool._leases import Lease
 from .fakes import (
     FakeClock,
     FakeSource,
+    Gate,
     aws_credentials,
     leases,
     settle,
@@ -118,47 +119,77 @@ async def test_cancelling_half_of_1000_waiters_does_not_cancel_the_shared_fetch(
 
 
 class HookedClock(FakeClock):
-    """A fake clock that runs a hook on the next read from the arming thread."""
+    """A fake clock that runs a hook on the next read from the arming thread, and counts that
+    thread's reads after it."""
 
     def __init__(self) -> None:
         super().__init__()
         self._hook: tuple[threading.Thread, Callable[[], None]] | None = None
+        self._armed_by: threading.Thread | None = None
+        self.reads_after_hook = 0
 
     def on_next_read(self, hook: Callable[[], None]) -> None:
-        self._hook = (threading.current_thread(), hook)
+        self._armed_by = threading.current_thread()
+        self._hook = (self._armed_by, hook)
+        self.reads_after_hook = 0
 
     def __call__(self) -> float:
-        if self._hook is not None and self._hook[0] is threading.current_thread():
-            hook, self._hook = self._hook[1], None
-            hook()
+        if self._armed_by is threading.current_thread():
+            if self._hook is not None:
+                hook, self._hook = self._hook[1], None
+                hook()
+            else:
+                self.reads_after_hook += 1
         return self.now
 
 
-async def test_caller_arriving_as_the_first_fetch_lands_does_not_start_another(
-    new_cache: Callable[..., CredentialCache], source: FakeSource
+async def test_caller_arriving_as_a_fetch_lands_takes_its_value_without_starting_another(
+    new_cache: Callable[..., CredentialCache],
 ) -> None:
+    # The race: a caller's lock-free look finds no usable value; before it takes the lock, the
+    # fetch in flight lands. Under the lock it must find that value, not start a second fetch.
     clock = HookedClock()
-    source.clock = clock
     cache = new_cache(clock=clock)
+    gate = Gate()
+    minting = threading.Event()
+    minted: list[str] = []
+
+    async def mint() -> Lease[str]:
+        minted.append(f"value-{len(minted) + 1}")
+        value = minted[-1]
+        minting.set()
+        await gate.passage()
+        return Lease(value, clock() + 600)
+
+    assert await leases(cache).get("key", mint) == "value-1"
+    clock.advance(600)  # expired: callers wait for the next fetch
+    gate.close()
+    minting.clear()
+    first_caller: list[str] = []
+    fetching = threading.Thread(
+        target=lambda: first_caller.append(asyncio.run(leases(cache).get("key", mint)))
+    )
+    fetching.start()  # a caller on another thread starts the fetch, which waits at the gate
+    assert await anyio.to_thread.run_sync(minting.wait, 5)
+    landed: list[bool] = []
 
     def land_the_fetch() -> None:
-        # Runs inside the caller's get(), after it saw no value and before it takes the lock.
-        source.gate.open()
-        joiner = threading.Thread(target=lambda: asyncio.run(aws_credentials(cache, ROLE)))
-        joiner.start()
-        joiner.join(30)
+        # The caller's lock-free look reads the clock: here the fetch lands and its caller
+        # returns, before this caller takes the lock.
+        gate.open()
+        fetching.join(5)
+        landed.append(not fetching.is_alive())
 
-    source.gate.close()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(aws_credentials, cache, ROLE)  # the first fetch, parked at the gate
-        await anyio.wait_all_tasks_blocked()
-        clock.on_next_read(land_the_fetch)
-        first = await aws_credentials(cache, ROLE)
+    clock.on_next_read(land_the_fetch)
+    arriving = await leases(cache).get("key", mint)
 
-    await settle(cache)  # a fetch started by that call would have reached the source
-    assert source.calls == Counter(AssumeRole=1)
-    assert await aws_credentials(cache, ROLE) is first
-    assert cache.stats()["refreshes"] == 0
+    assert landed == [True]
+    assert clock.reads_after_hook >= 1  # it went on to the lock: the race was reached
+    assert first_caller == [arriving] == ["value-2"]
+    stats = cache.stats()
+    assert (stats["misses"], stats["hits"]) == (2, 1)  # the arriving caller's is a hit
+    await settle(cache)  # a fetch started by that call would have reached the mint
+    assert minted == ["value-1", "value-2"]
 
 
 async def test_fetch_whose_waiters_were_all_cancelled_still_completes_and_is_cached(
@@ -305,6 +336,41 @@ async def test_failed_background_refresh_keeps_serving_and_retries_only_after_a_
     assert cache.stats()["errors"] == 0
 
 
+async def test_refresh_retries_back_off_doubling_from_1_s_up_to_30_s(
+    cache: CredentialCache, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="iampool")  # a warning per failed refresh
+    attempts = 0
+
+    async def mint() -> Lease[str]:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:
+            raise CredentialError("Unable to refresh: Throttling.", code="Throttling")
+        # Still worth serving long after its ttl, while its refreshes fail.
+        return Lease("value", clock() + 600, valid_until=clock() + 86_400)
+
+    assert await leases(cache).get("key", mint) == "value"
+    clock.advance(550)  # due for refresh
+
+    def failed(count: int) -> Callable[[], bool]:
+        return lambda: cache.stats()["refresh_failures"] == count
+
+    assert await leases(cache).get("key", mint) == "value"  # starts the first refresh
+    for failures, backoff in enumerate([1, 2, 4, 8, 16, 30, 30, 30, 30, 30, 30], start=1):
+        await wait_until(failed(failures))
+        clock.advance(backoff - 0.001)
+        assert await leases(cache).get("key", mint) == "value"
+        await settle(cache)  # a refresh started by that call would have reached the mint
+        assert attempts == failures + 1, f"retried before the {backoff} s backoff"
+        clock.advance(0.001)
+        assert await leases(cache).get("key", mint) == "value"
+        await settle(cache)
+        assert attempts == failures + 2, f"no retry {backoff} s after failure {failures}"
+
+    assert cache.stats()["errors"] == 0
+
+
 @pytest.mark.parametrize(
     ("lifetime", "usable_for"),
     [
@@ -414,6 +480,45 @@ async def test_ten_thousand_keys_stay_bounded_by_maxsize(
     stats = cache.stats()
     assert (stats["size"], stats["evictions"], stats["misses"]) == (1000, 9000, 10_000)
     assert len(minted) == 10_000
+
+
+class CountedKey:
+    """A cache key that counts how often the table hashes it: the work of moving it around."""
+
+    def __init__(self, name: int, hashed: Counter[str]) -> None:
+        self.name = name
+        self.hashed = hashed
+
+    def __hash__(self) -> int:
+        self.hashed["hashes"] += 1
+        return hash(self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CountedKey) and other.name == self.name
+
+
+async def test_an_eviction_does_the_same_bounded_work_whatever_the_size_of_a_hot_table(
+    new_cache: Callable[..., CredentialCache], clock: FakeClock
+) -> None:
+    # Every entry hit since the eviction sweep last passed it may ask for a second chance;
+    # granting each one would make one insertion into a hot table cost O(maxsize).
+    work = []
+    for maxsize in (100, 1000):
+        cache = new_cache(maxsize=maxsize)
+        hashed: Counter[str] = Counter()
+        minted: Counter[Any] = Counter()
+        keys = [CountedKey(n, hashed) for n in range(maxsize)]
+        for key in keys:
+            await leases(cache).get(key, minting(clock, minted, key.name))
+        for key in keys:  # every entry is hot
+            await leases(cache).get(key, minting(clock, minted, key.name))
+        hashed.clear()
+        newcomer = CountedKey(maxsize, hashed)
+        await leases(cache).get(newcomer, minting(clock, minted, maxsize))
+        assert cache.stats()["evictions"] == 1
+        work.append(hashed["hashes"])
+
+    assert work[0] == work[1] < 50, f"keys hashed by one insertion, per table size: {work}"
 
 
 async def test_invalidate_makes_the_next_call_fetch_anew(

@@ -560,7 +560,9 @@ def test_an_aurora_dsn_without_db_username_still_asks_for_db_username() -> None:
 
 @pytest.mark.parametrize("name", ["wg1", "my-workgroup", "a" * 64])
 def test_workgroup_name_accepts_serverless_names(name: str) -> None:
-    assert AwsIamConfig.from_extra(with_fields(SERVERLESS, workgroup_name=name)).workgroup_name
+    cfg = AwsIamConfig.from_extra(with_fields(SERVERLESS, workgroup_name=name))
+
+    assert (cfg.workgroup_name, cfg.backend) == (name, "redshift-serverless")
 
 
 @pytest.mark.parametrize("name", ["wg", "a" * 65, "My-Workgroup", "my_workgroup"])

@@ -298,7 +298,7 @@ def test_a_structurally_altered_token_is_malformed(edit: object) -> None:
 
 @given(st.text(max_size=300))
 def test_verification_never_raises_on_arbitrary_text(text: str) -> None:
-    assert verify(text) is not None
+    assert verify(text) in REASONS  # rejected, for one of the reasons the gateway knows
 
 
 @given(st.integers(min_value=0, max_value=1500), st.characters(codec="ascii"))
