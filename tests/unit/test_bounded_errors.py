@@ -79,8 +79,8 @@ def config_inputs() -> Iterator[tuple[str, Callable[[], Any]]]:
 
 
 DSN_BASES = ("postgresql", "postgresql+psycopg", "mysql", "mysql+asyncmy", "redshift")
-# Inputs some drivers accept: a PostgreSQL DSN's unknown options are server settings, passed on
-# for the server to judge; libpq (psycopg) judges the keywords it is given when it connects.
+# Inputs a driver accepts: an asyncpg DSN's unknown options are server settings, passed on for
+# the server to judge. (psycopg: a setting the installed libpq does not know is refused.)
 PASSED_ON = "(passed on)"
 
 
@@ -89,8 +89,7 @@ def dsn_inputs() -> Iterator[tuple[str, Callable[[], tuple[str, Any, dict[str, A
     a category ending in ``PASSED_ON`` is accepted, every other one refused."""
     for scheme in DSN_BASES:
         block = REDSHIFT if scheme == "redshift" else BASE
-        settings = f"server setting {PASSED_ON}" if scheme.startswith("postgresql") else None
-        libpq = f"libpq keyword {PASSED_ON}" if scheme == "postgresql+psycopg" else None
+        settings = f"server setting {PASSED_ON}" if scheme == "postgresql" else None
         for char, size in HUGE:
             yield "huge DSN user", lambda: (f"{scheme}://{big(char, size)}@h/dev", block, {})
             yield (
@@ -111,7 +110,7 @@ def dsn_inputs() -> Iterator[tuple[str, Callable[[], tuple[str, Any, dict[str, A
                 lambda: (f"{scheme}://app@h/dev", block, {big(char, size): 1, "host": 1}),
             )
             yield (
-                libpq or "huge keyword",
+                "huge keyword",
                 lambda: (f"{scheme}://app@h/dev", block, {"ssl": big(char, size)}),
             )
         for count in (10, 1_000, 10_000):
