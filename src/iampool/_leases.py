@@ -119,8 +119,8 @@ class _Entry:
 class _Claim(Generic[V]):
     """A caller's place in a flight: what it waits for, and what to serve if that fails."""
 
-    flight: Flight[Lease[V]]
-    entry: _Entry | None  # None once its outcome is taken
+    flight: Flight[Lease[V]] | None  # these three: None once its outcome is taken
+    entry: _Entry | None
     fallback: _Snapshot[V] | None
 
 
@@ -273,6 +273,7 @@ class Leases:
             if not isinstance(claimed, _Claim):
                 served: V = claimed
                 return served
+            assert claimed.flight is not None  # taken by _outcome only
             yield claimed.flight
             landed: V = self._outcome(key, claimed)
             if landed is not _MISS:
@@ -322,9 +323,10 @@ class Leases:
         use-by time already; if it failed, the fallback while that is still valid; else its
         error."""
         flight, entry, fallback = claimed.flight, claimed.entry, claimed.fallback
+        assert flight is not None  # taken once
         # The waiter's frame keeps its claim: an error raised through it must not reach a
-        # cached value (the fallback, a token) from there.
-        claimed.entry = claimed.fallback = None
+        # cached value (the fallback, a token) from there, nor the flight's waiters' loops.
+        claimed.flight = claimed.entry = claimed.fallback = None
         try:
             lease = flight.result()
         except concurrent.futures.CancelledError:

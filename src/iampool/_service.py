@@ -105,6 +105,8 @@ class Flight(Generic[T]):
             future.set_exception(detached(error))
         else:
             future.set_result(task.result())
+        with self._lock:  # woken (each loop's list went to its callback): the loops are let go
+            self._waiters = {}
 
     def _waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
         """A future of ``loop`` that the end of the fetch settles; None if it has ended."""
