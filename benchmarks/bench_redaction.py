@@ -5,9 +5,9 @@ For each shape of text built to make a backtracking filter slow, the time ``reda
 was made linear (``_redact.py`` of commit 9af94da, read from git and imported in this process).
 Every number is the median of several runs, in CPU time of the measuring thread (on a shared
 machine wall time also counts the time slices other processes got); ``A/A`` is the current
-filter against itself (two separate series of runs), the noise floor of every ratio. The old filter is quadratic: it is
-measured at 16 KB and 64 KB (one run each; it takes seconds), and its 1 MB time is extrapolated
-from those two, and marked so.
+filter against itself (two separate series of runs), the noise floor of every ratio. The old
+filter is quadratic: it is measured at 16 KB and 64 KB (one run each; it takes seconds), and its
+1 MB time is extrapolated from those two, and marked so.
 
 Run: ``.venv/bin/python benchmarks/bench_redaction.py`` (about two minutes, most of it the old
 filter at 64 KB; ``--skip-old`` leaves it out). Prints times, never the text.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import statistics
 import subprocess
 import sys
@@ -66,7 +67,7 @@ ASSUME_ROLE_BODY = (
 
 def old_filter() -> ModuleType:
     """``iampool._redact`` as it was at ``BASE``, imported under another name."""
-    source = subprocess.run(
+    source = subprocess.run(  # noqa: S603 - a fixed git command
         ["git", "show", f"{BASE}:src/iampool/_redact.py"],  # noqa: S607 - git on PATH
         check=True,
         capture_output=True,
@@ -76,7 +77,8 @@ def old_filter() -> ModuleType:
     path = Path(tempfile.mkdtemp()) / "old_redact.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("old_redact", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -111,13 +113,11 @@ def main() -> None:
         second = ms(_redact.redact, small, args.runs)  # the A/A control: same code, again
         per_mb = ms(_redact.redact, large, max(3, args.runs // 2))
         worst = max(worst, first, second)
-        line = (
-            f"{name:28} {first:9.2f} {per_mb:9.1f} {second / first:5.2f} {per_mb / first:13.1f}"
-        )
+        line = f"{name:28} {first:9.2f} {per_mb:9.1f} {second / first:5.2f} {per_mb / first:13.1f}"
         if old is not None:
             old_16k, old_64k = (ms(old.redact, build(size), 1) for size in OLD_SIZES)
             growth = old_64k / old_16k  # 4 when linear, 16 when quadratic
-            exponent = max(1.0, min(2.0, _log4(growth)))
+            exponent = max(1.0, min(2.0, math.log(growth, 4)))
             old_1mb = old_64k * 16**exponent / 1e3
             line += f" {old_64k:13.1f} {old_1mb:11.0f}* {old_64k / first:12.0f}"
         print(line, flush=True)
@@ -131,12 +131,6 @@ def main() -> None:
             "between them, capped at 2); running it would take that long."
         )
     sys.exit(0 if worst <= TARGET_MS_PER_64KB else 1)
-
-
-def _log4(value: float) -> float:
-    import math
-
-    return math.log(value, 4) if value > 0 else 1.0
 
 
 if __name__ == "__main__":
