@@ -20,18 +20,10 @@ from iampool import AwsIamConfig, ConfigError, CredentialCache, CredentialError,
 from iampool._aws import ALLOW_HTTP_ENDPOINTS, check_endpoint
 from iampool._cache import mint_context
 from iampool.testing._aws import FakeAws
+from tests.unit.test_cache import ROLE
 
 pytestmark = pytest.mark.anyio
 
-ROLE = AwsIamConfig.from_extra(
-    {
-        "enabled": True,
-        "region": "us-east-1",
-        "role_arn": "arn:aws:iam::123456789012:role/app-db",
-        "external_id": "ext-7f3a9c",
-        "db_username": "app",
-    }
-)
 DEFAULT_CHAIN = AwsIamConfig.from_extra(
     {"enabled": True, "region": "us-east-1", "db_username": "app"}
 )

@@ -24,17 +24,10 @@ from iampool._minting import sts_key
 from iampool._service import Stopwatch
 
 from .fakes import FakeClock, FakeSource, aws_credentials, wait_until
+from .test_cache import ROLE
 
 pytestmark = pytest.mark.anyio
 
-ROLE = AwsIamConfig.from_extra(
-    {
-        "enabled": True,
-        "region": "us-east-1",
-        "role_arn": "arn:aws:iam::123456789012:role/app-db",
-        "db_username": "app",
-    }
-)
 CLUSTER = AwsIamConfig.from_extra(
     {
         "enabled": True,
