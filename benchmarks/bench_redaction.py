@@ -119,7 +119,7 @@ def main() -> None:
             growth = old_64k / old_16k  # 4 when linear, 16 when quadratic
             exponent = max(1.0, min(2.0, math.log(growth, 4)))
             old_1mb = old_64k * 16**exponent / 1e3
-            line += f" {old_64k:13.1f} {old_1mb:11.0f}* {old_64k / first:12.0f}"
+            line += f" {old_64k:13.1f} {old_1mb:11.2f}* {old_64k / first:12.0f}"
         print(line, flush=True)
     print(
         f"\nworst current 64 KB: {worst:.2f} ms (target <= {TARGET_MS_PER_64KB} ms); "

@@ -126,6 +126,7 @@ _FIELD = re.compile(
     rf"(?:b?{_QUOTE}(?P<quoted>{_QUOTED_VALUE})|{_NEXT_LINE}(?P<value>{_UNQUOTED_VALUE})))?"
 )
 _PUBLIC_ENDINGS = ("token", "version", "method")  # of every public name: a cheap first check
+_SHORTEST_PUBLIC = min(len(name) for name in _PUBLIC_NAMES)
 
 _in_flight: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "iampool_secrets_in_flight", default=()
@@ -140,6 +141,8 @@ def _public(low: str, start: int, name: str) -> bool:
     begin = start
     while begin > 0 and start - begin < 64 and low[begin - 1] in _IDENTIFIER:
         begin -= 1
+    if begin == start and len(name) < _SHORTEST_PUBLIC:  # "token" alone
+        return False
     whole = low[begin:start] + name
     return whole.replace("-", "").replace("_", "").endswith(_PUBLIC_NAMES)
 
@@ -174,9 +177,10 @@ def _field_values(
         if group is None or group == "name":
             continue
         value_start, value_end = match.span(group)
+        if value_start == value_end:
+            continue
         if not _public(low, match.start(), match["name"]):
-            if value_start < value_end:
-                yield value_start, value_end
+            yield value_start, value_end
         elif end is None:
             yield from _field_values(pattern, low, value_start, value_end)
 

@@ -52,8 +52,9 @@ def growth(unit: str) -> tuple[float, float]:
 
 def assert_linear(unit: str) -> None:
     small, large = growth(unit)
-    # Linear: about 16 times; quadratic: 256. The 20 ms absorb a scheduler's hiccup.
-    assert large <= 40 * small + 0.02, (unit[:40], small, large)
+    # Linear: about 16 times (up to 35 measured, one long value outgrowing the caches);
+    # quadratic: 256. The 20 ms absorb a hiccup.
+    assert large <= 64 * small + 0.02, (unit[:40], small, large)
 
 
 SHAPES = [
@@ -78,7 +79,7 @@ def test_every_benchmarked_shape_grows_linearly() -> None:
     # The XML name shapes need their opening "<" once, then the long name.
     small = "<" + repeat("password", 64 * KB) + ">v"
     large = "<" + repeat("password", 1024 * KB) + ">v"
-    assert fastest(lambda: redact(large), 2) <= 40 * fastest(lambda: redact(small), 3) + 0.02
+    assert fastest(lambda: redact(large), 2) <= 64 * fastest(lambda: redact(small), 3) + 0.02
 
 
 @settings(
