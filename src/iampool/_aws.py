@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import re
@@ -22,6 +23,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
@@ -35,22 +37,27 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from ._errors import CredentialError
+from ._errors import ConfigError, ConfigProblem, CredentialError, shown
 from ._redact import in_flight, install
 
 __all__ = [
+    "ALLOW_HTTP_ENDPOINTS",
     "AioAwsSource",
     "AwsCredentials",
     "AwsSource",
     "RedshiftLogin",
     "RetryMode",
     "aws_errors",
+    "check_endpoint",
     "default_session_name",
 ]
 
 log = logging.getLogger("iampool")
 
 RetryMode = Literal["standard", "adaptive", "legacy"]
+
+# Set to 1 to let AWS calls go over plain http:// to a host that is not this machine.
+ALLOW_HTTP_ENDPOINTS = "IAMPOOL_ALLOW_HTTP_AWS_ENDPOINTS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +136,52 @@ def aws_errors(
             code=type(exc).__name__,
             target=target,
         ) from None
+
+
+def check_endpoint(url: str, service_id: str) -> None:
+    """Refuse a plain ``http://`` AWS endpoint on another machine, unless the user opted in.
+
+    Over plain HTTP, every call's secrets (the signed request, an external id, the credentials
+    and passwords AWS returns) cross the network in clear. Loopback (a local stand-in such as
+    ``iampool.testing.FakeAws``) is allowed.
+
+    Raises:
+        ConfigError: naming the setting the endpoint came from and the two ways out.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http" or _loopback(parts.hostname or ""):
+        return
+    if os.environ.get(ALLOW_HTTP_ENDPOINTS) == "1":
+        return
+    where = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"  # never a user:password@
+    raise ConfigError(
+        ConfigProblem(
+            _endpoint_setting(service_id),
+            f"sends {service_id} calls to {shown(where)} over plain HTTP, which carries their "
+            "secrets in clear: use an https:// endpoint, or set "
+            f"{ALLOW_HTTP_ENDPOINTS}=1 to allow plain HTTP to hosts other than this machine",
+        ),
+        context="AWS endpoint",
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: not resolved here (that would be a call of its own)
+        return False
+
+
+def _endpoint_setting(service_id: str) -> str:
+    """The setting an endpoint came from, as botocore looks for it: the service's variable,
+    the global one, else the shared config file's profile."""
+    for name in (f"AWS_ENDPOINT_URL_{service_id.upper().replace(' ', '_')}", "AWS_ENDPOINT_URL"):
+        if os.environ.get(name):
+            return name
+    profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
+    return f"endpoint_url (AWS config file, profile {profile})"
 
 
 def _botocore_text(exc: BotoCoreError) -> str:
@@ -316,7 +369,13 @@ class AioAwsSource:
     async def _build(self, service: str, kwargs: dict[str, Any]) -> tuple[Any, AsyncExitStack]:
         stack = AsyncExitStack()
         create: Any = self._session.create_client  # typed per service literal; ours is a str
-        return await stack.enter_async_context(create(service, **kwargs)), stack
+        client = await stack.enter_async_context(create(service, **kwargs))
+        try:  # the endpoint botocore resolved, from whichever setting: before any call on it
+            check_endpoint(client.meta.endpoint_url, client.meta.service_model.service_id)
+        except ConfigError:
+            await stack.aclose()
+            raise
+        return client, stack
 
     async def assume_role(
         self,
@@ -366,6 +425,8 @@ class AioAwsSource:
         mandatory window (10 minutes) left, so the cache may keep one for a few minutes.
         """
         with aws_errors("Unable to load AWS credentials", f"from the default chain for {region}"):
+            # The chain may call STS itself (web identity, SSO): its endpoint is checked first.
+            await self._client("sts", region)
             credentials = await self._session.get_credentials()
             if credentials is None:
                 raise NoCredentialsError()

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TypedDict, get_args
+from typing import NoReturn, TypedDict, get_args
 
 from ._aws import AioAwsSource, AwsSource, RetryMode
+from ._credentials import refuse_pickling
 from ._errors import ConfigError, ConfigProblem, shown
 from ._leases import Clock, Counters, Leases
 from ._minting import MintContext
@@ -128,6 +129,9 @@ class CredentialCache:
             token_reuse=token_reuse,
             expiry_margin=expiry_margin,
         )
+
+    def __reduce__(self) -> NoReturn:
+        refuse_pickling(self)
 
     def __repr__(self) -> str:
         return f"CredentialCache(ttl={self._ttl:g}, size={len(self._leases)}/{self._maxsize})"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import FrozenInstanceError
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NoReturn, Protocol, runtime_checkable
 
 from ._config import AwsIamConfig
 
 if TYPE_CHECKING:
     from ._sigv4 import Presigned
 
-__all__ = ["DbAuth", "DbCredentials"]
+__all__ = ["DbAuth", "DbCredentials", "refuse_pickling"]
 
 
 class DbCredentials:
@@ -23,7 +23,9 @@ class DbCredentials:
     Immutable, compared and hashed by value.
 
     A cached RDS token is kept compact (see ``_sigv4.Presigned``): its text is built when
-    ``password`` is read, which a driver does once per new connection.
+    ``password`` is read, which a driver does once per new connection. Nothing reachable from
+    it can mint more (DESIGN invariant 12): it holds the token, not the AWS credentials that
+    signed it. It pickles as its fields, the token as text, and unpickles equal.
     """
 
     __slots__ = ("_password", "database", "expires_at", "host", "port", "user")
@@ -61,6 +63,9 @@ class DbCredentials:
         assert self.host is not None  # a token names its endpoint
         assert self.port is not None
         return password.render(self.host, self.port, self.user)
+
+    def __reduce__(self) -> tuple[type[DbCredentials], tuple[object, ...]]:
+        return DbCredentials, self._fields()
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -116,3 +121,13 @@ class DbAuth(Protocol):
     def invalidate(self) -> None:
         """Forget the cached password so the next ``credentials()`` call mints a new one."""
         ...
+
+
+def refuse_pickling(minter: object) -> NoReturn:
+    """Raise the ``TypeError`` that pickling ``minter`` (an authenticator, a cache) gets: it
+    holds AWS credentials, which must not travel to a queue or another process."""
+    raise TypeError(
+        f"{type(minter).__name__} cannot be pickled: it holds AWS credentials to mint with. "
+        "Pickle its AwsIamConfig and build one in the other process, or pickle the "
+        "DbCredentials it returned (a token or password, nothing that can mint more)."
+    )

@@ -17,6 +17,16 @@ Mints run on a :class:`~iampool._service.ServiceLoop`, so a cancelled caller nev
 fetch that others wait for, and a refresh never waits on the caller's loop. In a forked child the
 fetches in flight at the fork are dropped (their thread stayed in the parent).
 
+Time (DESIGN invariant 14): use-by times are wall-clock times, checked when a value is served
+and when a mint lands, so a value that expired on its way (the wall clock jumped while the
+process slept) is minted again rather than served. A value that landed after the clock's current
+reading (the clock was set back) is due for refresh, and a backoff longer than any backoff
+ends. A mint's deadline counts the time the process ran (``_service.within``): after a freeze it
+starts again instead of failing its waiters.
+
+A lookup's slow path is written once, as a generator of the flights it waits for (``_steps``):
+``get`` awaits them, ``get_blocking`` blocks its thread on them.
+
 A key may also have a *local* mint (``mint_now``): one that needs no AWS call, such as signing a
 token with credentials already cached. It runs at once on the caller's thread, under the lock
 (single flight by construction), for a miss and for a refresh that falls due; it returns None when
@@ -35,11 +45,11 @@ import dataclasses
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Generator, Hashable
 from typing import Any, Generic, TypeVar
 
 from ._errors import CredentialError
-from ._service import Flight, ServiceLoop, ended, on_service_thread
+from ._service import Flight, ServiceLoop, ended, on_service_thread, within
 
 __all__ = ["Clock", "Counters", "Lease", "Leases", "describe"]
 
@@ -53,6 +63,7 @@ MintNow = Callable[[Any], "Lease[V] | None"]  # given the current value (or None
 _MAX_BACKOFF = 30.0
 _SECOND_CHANCES = 16
 _MISS = object()  # what the lock-free lookup returns when the slow path must run
+_CLAIMS = 2  # a lookup whose minted value expired on its way claims once more, then fails
 _BLOCKING_GRACE = 1.0  # a blocking wait outlasts the mint's own deadline by this much
 
 
@@ -87,6 +98,7 @@ class Lease(Generic[V]):
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Snapshot(Generic[V]):
     value: V
+    landed_at: float  # a clock reading before it: the clock was set back, the value is due
     refresh_at: float
     usable_until: float
     valid_until: float
@@ -107,8 +119,8 @@ class _Entry:
 class _Claim(Generic[V]):
     """A caller's place in a flight: what it waits for, and what to serve if that fails."""
 
-    flight: Flight[V]
-    entry: _Entry | None  # None once its outcome is taken
+    flight: Flight[Lease[V]] | None  # these three: None once its outcome is taken
+    entry: _Entry | None
     fallback: _Snapshot[V] | None
 
 
@@ -175,7 +187,7 @@ class Leases:
         if entry is None:
             return _MISS
         snapshot = entry.snapshot
-        if snapshot is None or self._clock() >= snapshot.refresh_at:
+        if snapshot is None or not snapshot.landed_at <= self._clock() < snapshot.refresh_at:
             return _MISS
         self._counters.hits += 1
         entry.used = True
@@ -194,17 +206,18 @@ class Leases:
             if entry is None or snapshot is None or not _servable(entry, snapshot, now):
                 return None
             served: V = self._serve_locked(key, entry, snapshot, now, mint, None)
-            return None if fresh and now >= snapshot.refresh_at else served
+            return None if fresh and _due(snapshot, now) else served
 
     async def _get_slow(
         self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None, fresh: bool
     ) -> V:
-        claimed = self._claim(key, mint, mint_now, fresh)
-        if not isinstance(claimed, _Claim):
-            return claimed
-        waiting: _Claim[V] = claimed
-        await ended(waiting.flight)
-        return self._outcome(key, waiting)
+        steps = self._steps(key, mint, mint_now, fresh)
+        try:
+            while True:
+                await ended(next(steps))
+        except StopIteration as done:
+            served: V = done.value
+            return served
 
     def get_blocking(
         self,
@@ -218,9 +231,10 @@ class Leases:
         """:meth:`get` for a thread without an event loop: blocks the calling thread on a miss.
 
         The same hits, shared mint, fallback and errors as :meth:`get`; only the waiting
-        differs. ``timeout`` bounds the wait (default: the mint's deadline and a little more);
-        when it passes, ``CredentialError`` (code ``Timeout``) is raised and the shared mint goes
-        on for its other waiters.
+        differs. ``timeout`` bounds the wait (default: the mint's deadline and a little more),
+        counted from the last freeze of the process if there was one (see
+        :meth:`~iampool._service.Flight.join`); when it passes, ``CredentialError`` (code
+        ``Timeout``) is raised and the shared mint goes on for its other waiters.
 
         Raises:
             RuntimeError: called on a service loop's thread, which the wait would deadlock.
@@ -233,16 +247,42 @@ class Leases:
         hit: V = self._hit(key)
         if hit is not _MISS:
             return hit
-        claimed = self._claim(key, mint, mint_now, fresh)
-        if not isinstance(claimed, _Claim):
-            return claimed
-        waiting: _Claim[V] = claimed
-        if not waiting.flight.join(
-            self._deadline + _BLOCKING_GRACE if timeout is None else timeout
-        ):
-            del claimed, waiting  # the flight goes on for its other waiters
-            raise CredentialError(f"Timed out waiting for {describe(key)}.", code="Timeout")
-        return self._outcome(key, waiting)
+        steps = self._steps(key, mint, mint_now, fresh)
+        try:
+            while True:
+                if not next(steps).join(
+                    self._deadline + _BLOCKING_GRACE if timeout is None else timeout
+                ):
+                    steps.close()  # the flight goes on for its other waiters
+                    raise CredentialError(f"Timed out waiting for {describe(key)}.", code="Timeout")
+        except StopIteration as done:
+            served: V = done.value
+            return served
+
+    def _steps(
+        self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None, fresh: bool
+    ) -> Generator[Flight[Lease[V]], None, V]:
+        """The slow path of a lookup, whatever the caller waits with: it yields each flight to
+        wait for until it ends, and returns the value to serve.
+
+        A flight's value that is past its use-by time when it lands (the wall clock jumped
+        while it was minted) is not served: the lookup claims again, which mints anew.
+        """
+        for _ in range(_CLAIMS):
+            claimed = self._claim(key, mint, mint_now, fresh)
+            if not isinstance(claimed, _Claim):
+                served: V = claimed
+                return served
+            assert claimed.flight is not None  # taken by _outcome only
+            yield claimed.flight
+            landed: V = self._outcome(key, claimed)
+            if landed is not _MISS:
+                return landed
+        raise CredentialError(
+            f"Every value minted for {describe(key)} had expired by the time it arrived: is "
+            "this machine's clock right?",
+            code="Expired",
+        )
 
     def _claim(
         self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None, fresh: bool
@@ -260,7 +300,7 @@ class Leases:
                 # The lock-free check in get() passed it by: it is due for refresh, or a fetch
                 # landed meanwhile.
                 served: V = self._serve_locked(key, entry, snapshot, now, mint, mint_now)
-                wants_newer = fresh and now >= snapshot.refresh_at and served is snapshot.value
+                wants_newer = fresh and _due(snapshot, now) and served is snapshot.value
                 if not wants_newer or entry.flight is None:  # no flight: a failure's backoff
                     return served
                 # A value not due for refresh is wanted: wait for the refresh just started; if
@@ -278,15 +318,17 @@ class Leases:
             fallback = snapshot if snapshot is not None and now < snapshot.valid_until else None
             return _Claim(flight, entry, fallback)
 
-    def _outcome(self, key: Hashable, claimed: _Claim[V]) -> V:
-        """What an ended flight gives a waiter: its value; if it failed, the fallback while that
-        is still valid; else its error."""
+    def _outcome(self, key: Hashable, claimed: _Claim[V]) -> Any:
+        """What an ended flight gives a waiter: its value, or ``_MISS`` if that is past its
+        use-by time already; if it failed, the fallback while that is still valid; else its
+        error."""
         flight, entry, fallback = claimed.flight, claimed.entry, claimed.fallback
+        assert flight is not None  # taken once
         # The waiter's frame keeps its claim: an error raised through it must not reach a
-        # cached value (the fallback, a token) from there.
-        claimed.entry = claimed.fallback = None
+        # cached value (the fallback, a token) from there, nor the flight's waiters' loops.
+        claimed.flight = claimed.entry = claimed.fallback = None
         try:
-            result: V = flight.result()
+            lease = flight.result()
         except concurrent.futures.CancelledError:
             raise CredentialError(
                 f"The credential cache was closed while minting {describe(key)}.", code="Closed"
@@ -304,7 +346,7 @@ class Leases:
             # Every waiter raises the one error object: from here, not onto the traceback the
             # waiters before it left (which would grow with each of them).
             raise error.with_traceback(None)  # noqa: B904 (it is the error being handled)
-        return result
+        return lease.value if self._clock() < lease.usable_until else _MISS
 
     def prefetch(self, key: Hashable, mint: Mint[V], mint_now: MintNow[V] | None = None) -> None:
         """Start minting ``key``'s value unless one is cached or on its way; never waits.
@@ -352,7 +394,9 @@ class Leases:
         backoff once refreshes fail): here if it can be minted locally, else in the background."""
         self._counters.hits += 1
         entry.used = True
-        if now >= snapshot.refresh_at and now >= entry.retry_at and entry.flight is None:
+        # A clock set back is no reason to wait: a backoff ends, a value is due.
+        backed_off = entry.retry_at - _MAX_BACKOFF <= now < entry.retry_at
+        if _due(snapshot, now) and not backed_off and entry.flight is None:
             lease = mint_now(snapshot.value) if mint_now is not None else None
             if lease is not None:
                 self._land_locked(entry, lease, now, background=True)
@@ -363,10 +407,10 @@ class Leases:
     def _fly(self, key: Hashable, entry: _Entry, mint: Mint[V], *, background: bool) -> Any:
         """Start the one mint for ``entry`` (the caller holds the lock)."""
 
-        async def run() -> V:
+        async def run() -> Lease[V]:
             try:
-                lease = await asyncio.wait_for(mint(), self._deadline)
-            except (asyncio.TimeoutError, TimeoutError):  # distinct classes on Python 3.10
+                lease = await within(mint, self._deadline)
+            except TimeoutError:
                 # Named with describe(): the raw key holds the external id.
                 timeout = CredentialError(
                     f"Timed out after {self._deadline:g} s minting {describe(key)}.",
@@ -378,7 +422,7 @@ class Leases:
                 self._failed(key, entry, exc, background=background)
                 raise
             self._landed(entry, lease, background=background)
-            return lease.value
+            return lease
 
         entry.flight = self._service.submit(run)
         return entry.flight
@@ -395,7 +439,7 @@ class Leases:
         valid_until = lease.usable_until
         if lease.valid_until is not None and lease.valid_until > valid_until:
             valid_until = lease.valid_until
-        entry.snapshot = _Snapshot(lease.value, refresh_at, lease.usable_until, valid_until)
+        entry.snapshot = _Snapshot(lease.value, now, refresh_at, lease.usable_until, valid_until)
         entry.flight = None
         entry.failures = 0
         entry.retry_at = 0.0
@@ -452,6 +496,11 @@ class Leases:
                 entry.flight = None
                 if entry.snapshot is None:
                     del self._entries[key]
+
+
+def _due(snapshot: _Snapshot[Any], now: float) -> bool:
+    """Due for its refresh: its time has come, or the clock was set back since it landed."""
+    return not snapshot.landed_at <= now < snapshot.refresh_at
 
 
 def _servable(entry: _Entry, snapshot: _Snapshot[Any], now: float) -> bool:

@@ -18,7 +18,9 @@ rewrites such a record in place before any handler sees it:
   them, raw, URL-encoded or JSON-escaped, is replaced as well.
 
 Everything else in the record stays as the SDK wrote it. A record that names no secret field
-costs a lower-casing and a few substring searches.
+costs a lower-casing and a few substring searches; any record costs time linear in its length
+(DESIGN invariant 13; how, by the expressions below): 64 KB of text built to be slow takes
+milliseconds, not the tens of seconds a backtracking pattern took.
 
 A logger's filters see only the records logged on that logger, not those its children
 propagate, so the filter goes on each logger: every module of botocore and aiobotocore (created
@@ -68,13 +70,34 @@ _PUBLIC_NAMES = (
     "signatureversion",
     "signaturemethod",
 )
-# The patterns below are written in lower case and run on the lower-cased text (ten times
-# faster than re.IGNORECASE), hex escapes included (%3c); spans map back to the text as long as
-# lower-casing kept its length, which only some non-ASCII letters change.
+# The expressions run on the lower-cased text (ten times faster than re.IGNORECASE), hex escapes
+# included (%3c), whose positions are the text's: ASCII-only lower-casing when full lower-casing
+# would change the length (a few non-ASCII letters do).
+#
+# Linear time (DESIGN invariant 13), by construction:
+# - every match attempt starts at a fixed word (a keyword, "authorization") or at "<" / "%3c",
+#   and what it reads before it can fail is bounded (an XML name: at most _LONGEST_NAME
+#   characters, so the back-reference-free name check compares at most that much) or is taken
+#   whole: a field's name is matched from its first keyword to the end of its identifier, with
+#   the rest of the field optional, so the match succeeds there and the search resumes after it,
+#   past every other keyword of that identifier (an attempt per keyword would re-read the
+#   identifier each time: the quadratic time of "tokentokentoken...");
+# - every repetition is a single character class, or an unrolled loop ``a*(?:b a*)*`` whose
+#   ``a`` and ``b`` begin with different characters, so each prefix matches one way only and a
+#   failing attempt backtracks at most once over what it read;
+# - an XML value is not matched at all: it runs to the next "<" or "%3c" (a search that stops at
+#   the next opening tag at the latest), then the closing tag is compared as text.
+# tests/unit/test_redaction_time.py checks the time on adversarial shapes up to 1 MB;
+# benchmarks/bench_redaction.py prints it.
+_LONGEST_NAME = 128
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _QUOTE = r"(?:\\*[\"']|%2[27])"  # a quote, perhaps backslash-escaped (JSON in JSON) or encoded
 _SPACE = r"(?:[ \t+]|%20)*"  # "+" and "%20": spaces of URL-encoded text
 _NEWLINE = r"(?:\r?\n|(?:\\r)?\\n|(?:%0d)?%0a)"  # raw, JSON-escaped or URL-encoded
-_SEPARATOR = rf"{_SPACE}(?::|=|%3a|%3d){_SPACE}(?:{_NEWLINE}{_SPACE})?"  # "Signature:\n<hex>" too
+_SEPARATOR = rf"{_SPACE}(?::|=|%3a|%3d){_SPACE}"
+# A value may start on the next line ("Signature:\n<hex>"), unquoted only: a quoted string on
+# the next line is more likely the name of the next field (which must not become a value).
+_NEXT_LINE = rf"(?:{_NEWLINE}{_SPACE})?"
 # A quoted value ends at a quote (escaped or encoded), a backslash before a quote, or a line end.
 _QUOTED_VALUE = r"[^\"'\\\r\n%]*(?:(?:%(?!2[27])|\\(?![\\\"'\r\n]))[^\"'\\\r\n%]*)*"
 # An unquoted value ends at white space, a quote, a delimiter or an encoded one.
@@ -82,58 +105,101 @@ _UNQUOTED_VALUE = (
     r"(?:[^\s\"'\\&<>,;(){}\[\]%]|%(?!0[ad]|2[0267]|3[ce]|5c))"
     r"[^\s\"'\\&<>,;(){}\[\]%]*(?:%(?!0[ad]|2[0267]|3[ce]|5c)[^\s\"'\\&<>,;(){}\[\]%]*)*"
 )
-
-# Values are written as unrolled loops (a[^%]*(?:%x[^%]*)*): linear, where (?:[^%]|%x)* takes
-# a regex step per character. A pattern's secret is its group "value" (or "quoted"). The field
-# pattern starts at the keyword, not at the start of the name: trying every identifier start
-# costs ten times more. The part of a name before its keyword only tells public names apart.
-_SHAPES = (
-    # <DbPassword>x</DbPassword>, %3CDbPassword%3Ex%3C%2FDbPassword%3E
-    rf"(?:<|%3c)(?P<name>[a-z0-9_-]*?{_KEYWORD}[a-z0-9_-]*)(?:>|%3e)"
-    rf"(?P<value>[^<%]*(?:%(?!3c)[^<%]*)*)(?=(?:<|%3c)(?:/|%2f)(?P=name)(?:>|%3e))",
-    # an unquoted Authorization header runs to the end of its line ("Bearer x", "AWS4-HMAC-SHA256
-    # Credential=..., Signature=x")
-    rf"(?P<name>authorization){_QUOTE}?{_SEPARATOR}"
-    rf"(?!b?{_QUOTE}|\s)(?P<value>(?:[^\"'\\\r\n%]|%(?!0[ad]|2[27]))[^\"'\\\r\n%]*"
-    r"(?:%(?!0[ad]|2[27])[^\"'\\\r\n%]*)*)",
-    # "dbPassword": "x", 'ExternalId': 'x', b'x', \"x\", %22x%22, X-Amz-Signature=x, name:x
-    rf"(?P<name>{_KEYWORD}[a-z0-9_-]*){_QUOTE}?{_SEPARATOR}"
-    rf"(?:b?{_QUOTE}(?P<quoted>{_QUOTED_VALUE})|(?P<value>{_UNQUOTED_VALUE}))",
+# <DbPassword>x</DbPassword>, %3CDbPassword%3Ex%3C%2FDbPassword%3E: the opening tag; the value
+# runs to the next tag, which must close this one.
+_XML_OPEN = re.compile(
+    rf"(?:<|%3c)(?=[a-z0-9_-]{{0,{_LONGEST_NAME - 13}}}?{_KEYWORD})"  # 13: the longest keyword
+    rf"(?P<name>[a-z0-9_-]{{1,{_LONGEST_NAME}}})(?:>|%3e)"
 )
-_PATTERNS = tuple(re.compile(shape) for shape in _SHAPES)
-_PATTERNS_ANY_CASE = tuple(re.compile(shape, re.IGNORECASE) for shape in _SHAPES)
+_XML_TAG = re.compile(r"<|%3c")
+_XML_CLOSE = re.compile(r"(?:<|%3c)(?:/|%2f)")
+# An unquoted Authorization header runs to the end of its line ("Bearer x", "AWS4-HMAC-SHA256
+# Credential=..., Signature=x").
+_AUTHORIZATION = re.compile(
+    rf"(?P<name>authorization){_QUOTE}?{_SEPARATOR}{_NEXT_LINE}(?!b?{_QUOTE}|\s)"
+    r"(?P<value>(?:[^\"'\\\r\n%]|%(?!0[ad]|2[27]))[^\"'\\\r\n%]*"
+    r"(?:%(?!0[ad]|2[27])[^\"'\\\r\n%]*)*)"
+)
+# "dbPassword": "x", 'ExternalId': 'x', b'x', \"x\", %22x%22, X-Amz-Signature=x, name:x
+_FIELD = re.compile(
+    rf"(?P<name>{_KEYWORD}[a-z0-9_-]*)(?:{_QUOTE}?{_SEPARATOR}"
+    rf"(?:b?{_QUOTE}(?P<quoted>{_QUOTED_VALUE})|{_NEXT_LINE}(?P<value>{_UNQUOTED_VALUE})))?"
+)
+_PUBLIC_ENDINGS = ("token", "version", "method")  # of every public name: a cheap first check
+_SHORTEST_PUBLIC = min(len(name) for name in _PUBLIC_NAMES)
 
 _in_flight: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "iampool_secrets_in_flight", default=()
 )
 
 
-def _public(match: re.Match[str]) -> bool:
-    """Whether the name the match starts in (from the identifier's start) is a public one."""
-    text, start = match.string, match.start("name")
+def _public(low: str, start: int, name: str) -> bool:
+    """Whether the name ``name`` found at ``start`` of ``low``, read from its identifier's
+    start, is a public one (a pagination token, a signature version)."""
+    if not name.endswith(_PUBLIC_ENDINGS):
+        return False
     begin = start
-    while begin > 0 and start - begin < 64 and text[begin - 1] in _IDENTIFIER:
+    while begin > 0 and start - begin < 64 and low[begin - 1] in _IDENTIFIER:
         begin -= 1
-    name = text[begin:start] + match["name"]
-    return name.lower().replace("-", "").replace("_", "").endswith(_PUBLIC_NAMES)
+    if begin == start and len(name) < _SHORTEST_PUBLIC:  # "token" alone
+        return False
+    whole = low[begin:start] + name
+    return whole.replace("-", "").replace("_", "").endswith(_PUBLIC_NAMES)
 
 
-def _scrub(pattern: re.Pattern[str], searched: str, text: str) -> str:
-    """``text`` with the secret of each match of ``pattern`` in ``searched`` (``text`` or its
-    lower case, of the same length) replaced."""
-    pieces: list[str] = []
+def _xml_values(low: str) -> Iterator[tuple[int, int]]:
     done = 0
-    for match in pattern.finditer(searched):
-        group = "quoted" if "quoted" in pattern.groupindex and match["quoted"] else "value"
-        start, end = match.span(group)
-        if start == end or _public(match):
+    for opening in _XML_OPEN.finditer(low):
+        start, name = opening.end(), opening["name"]
+        if opening.start() < done or _public(low, opening.start("name"), name):
             continue
-        pieces += [text[done:start], REDACTED]
-        done = end
+        tag = _XML_TAG.search(low, start)  # at the next opening tag at the latest
+        if tag is None:
+            return
+        close = _XML_CLOSE.match(low, tag.start())
+        if (
+            close is not None
+            and low.startswith(name, close.end())
+            and low.startswith((">", "%3e"), close.end() + len(name))
+        ):
+            yield start, tag.start()
+            done = tag.start()
+
+
+def _field_values(
+    pattern: re.Pattern[str], low: str, start: int = 0, end: int | None = None
+) -> Iterator[tuple[int, int]]:
+    """The values of ``pattern``'s fields in ``low[start:end]``. The value of a public field is
+    searched too, once (not that of a public field inside it): it may have run on into the next
+    line's field, and reading each such value once more keeps the time linear."""
+    for match in pattern.finditer(low, start, len(low) if end is None else end):
+        group = match.lastgroup  # "value" or "quoted"; "name" alone: a name passed over whole
+        if group is None or group == "name":
+            continue
+        value_start, value_end = match.span(group)
+        if value_start == value_end:
+            continue
+        if not _public(low, match.start(), match["name"]):
+            yield value_start, value_end
+        elif end is None:
+            yield from _field_values(pattern, low, value_start, value_end)
+
+
+def _replaced(text: str, spans: Iterator[tuple[int, int]]) -> str:
+    pieces: list[str] = []
+    kept = 0
+    for start, end in spans:
+        pieces += [text[kept:start], REDACTED]
+        kept = end
     if not pieces:
         return text
-    pieces.append(text[done:])
+    pieces.append(text[kept:])
     return "".join(pieces)
+
+
+def _lowered(text: str) -> str:
+    low = text.lower()
+    return low if len(low) == len(text) else text.translate(_ASCII_LOWER)
 
 
 def redact(text: str) -> str:
@@ -141,16 +207,11 @@ def redact(text: str) -> str:
     for form in _in_flight.get():  # first: a shape could cut a secret and leave a piece
         if form in text:
             text = text.replace(form, REDACTED)
-    lowered = text.lower()
-    if not any(hint in lowered for hint in _HINTS):
+    if not any(hint in text.lower() for hint in _HINTS):
         return text
-    for plain, any_case in zip(_PATTERNS, _PATTERNS_ANY_CASE, strict=True):
-        if len(lowered) == len(text):
-            text = _scrub(plain, lowered, text)
-        else:
-            text = _scrub(any_case, text, text)
-        lowered = text.lower()
-    return text
+    text = _replaced(text, _xml_values(_lowered(text)))
+    text = _replaced(text, _field_values(_AUTHORIZATION, _lowered(text)))
+    return _replaced(text, _field_values(_FIELD, _lowered(text)))
 
 
 def _forms(secret: str) -> list[str]:

@@ -26,18 +26,30 @@ import contextlib
 import functools
 import os
 import threading
+import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ._aws import AwsSource
 from ._errors import detached
 
-__all__ = ["Flight", "ServiceLoop", "current_source", "ended", "on_service_thread"]
+__all__ = [
+    "Flight",
+    "ServiceLoop",
+    "Stopwatch",
+    "current_source",
+    "ended",
+    "on_service_thread",
+    "within",
+]
 
 T = TypeVar("T")
 _STOP_TIMEOUT = 10.0
+_LOOK_EVERY = 0.5  # seconds between looks at the clock while waiting for a deadline
+_FREEZE = 2.0  # seconds a look may come late before it means the process was frozen
+_RESTARTS = 3  # times one mint starts anew after a freeze
 
 
 class Flight(Generic[T]):
@@ -64,14 +76,18 @@ class Flight(Generic[T]):
 
     def join(self, timeout: float) -> bool:
         """Block the calling thread until the fetch ends or ``timeout`` seconds pass; whether
-        it ended. Never on the service loop's own thread (the fetch could not run)."""
-        try:
-            self._future.exception(timeout)
-        except concurrent.futures.TimeoutError:
-            return False
-        except concurrent.futures.CancelledError:
-            pass
-        return True
+        it ended. Never on the service loop's own thread (the fetch could not run).
+
+        The seconds are counted from the last freeze of the process, if one came meanwhile
+        (see :class:`Stopwatch`): the fetch restarted then, with a deadline of its own.
+        """
+        watch = Stopwatch()
+        while (left := timeout - watch.elapsed) > 0:
+            step = min(_LOOK_EVERY, left)
+            if concurrent.futures.wait((self._future,), step).done:
+                return True
+            watch.lap(step)
+        return self._future.done()
 
     def cancel(self) -> None:
         """Fail every waiter with ``concurrent.futures.CancelledError`` (the cache closed)."""
@@ -89,6 +105,8 @@ class Flight(Generic[T]):
             future.set_exception(detached(error))
         else:
             future.set_result(task.result())
+        with self._lock:  # woken (each loop's list went to its callback): the loops are let go
+            self._waiters = {}
 
     def _waiter(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
         """A future of ``loop`` that the end of the fetch settles; None if it has ended."""
@@ -106,6 +124,66 @@ class Flight(Generic[T]):
             functools.partial(_wake_all, loop, waiters, threading.get_ident())
         )
         return woken
+
+
+class Stopwatch:
+    """Seconds a wait has lasted while the process ran, since it last froze.
+
+    A wait is cut into steps of at most ``_LOOK_EVERY`` seconds; a step that ends more than
+    ``_FREEZE`` seconds later than asked means the process did not run meanwhile (SIGSTOP, a
+    paused VM or container, AWS Lambda between invocations): the monotonic clock moved on
+    without it. Then ``froze`` is set and the count starts again, so a freeze never uses up a
+    deadline; what was waited for is likely gone with it (a connection the peer closed).
+    """
+
+    __slots__ = ("_last", "elapsed", "froze")
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self.elapsed = 0.0
+        self.froze = False
+
+    def lap(self, asked: float) -> None:
+        """Count a step that was to last ``asked`` seconds and has just ended."""
+        now = time.monotonic()
+        took, self._last = now - self._last, now
+        if took > asked + _FREEZE:
+            self.froze = True
+            self.elapsed = 0.0
+        else:
+            self.elapsed += took
+
+
+async def within(work: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """``await work()``, for at most ``deadline`` seconds of the process running.
+
+    After a freeze (see :class:`Stopwatch`) ``work()`` is started anew with the whole
+    deadline, up to ``_RESTARTS`` times: what it waited on may have died meanwhile.
+
+    Raises:
+        TimeoutError: the deadline passed; ``work()`` was cancelled.
+    """
+    restarts = 0
+    while True:
+        task = asyncio.ensure_future(work())
+        watch = Stopwatch()
+        try:
+            while not task.done() and watch.elapsed < deadline:
+                step = min(_LOOK_EVERY, deadline - watch.elapsed)
+                await asyncio.wait((task,), timeout=step)
+                watch.lap(step)
+                if watch.froze and restarts < _RESTARTS:
+                    break
+        finally:
+            task.cancel()  # a no-op once it is done; else a restart, a timeout or our own end
+        if not task.cancelled() and task.done():
+            return task.result()
+        await asyncio.wait((task,))  # let the cancelled attempt finish before the next one
+        if not task.cancelled():
+            task.exception()  # retrieved: what an abandoned attempt raised is dropped
+        if not (watch.froze and restarts < _RESTARTS):
+            raise TimeoutError
+        restarts += 1
 
 
 def _wake_all(

@@ -11,8 +11,13 @@ call, so it runs wherever a token is needed, in a few microseconds instead of bo
 - the signing key is derived once per (credentials, day, region, service), not per token;
 - what all tokens signed with one set of credentials share (the credential scope, the URL-encoded
   session token) is encoded once, in :class:`SigningParts`;
-- a token is kept as a :class:`Presigned`: the shared parts, its ``X-Amz-Date`` and its signature
-  (32 bytes), about a tenth of the text it renders to. The text is built when a driver reads it.
+- a token is kept as a :class:`Presigned`: the shared text around its per-token parts
+  (:class:`TokenText`), its ``X-Amz-Date`` and its signature (32 bytes), about a tenth of the
+  text it renders to. The text is built when a driver reads it.
+
+A token can mint nothing more (DESIGN invariant 12): a :class:`Presigned`, and so a
+``DbCredentials``, reaches neither the credentials that signed it nor the signing key, only the
+text every copy of the token carries anyway (the access key id, the URL-encoded session token).
 
 Nothing here logs.
 """
@@ -35,6 +40,7 @@ __all__ = [
     "Presigned",
     "SigningParts",
     "TokenSigner",
+    "TokenText",
     "amz_date_of",
     "datestamp",
     "presign",
@@ -57,21 +63,28 @@ def _encode(value: str) -> str:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class SigningParts:
-    """What every token signed with one set of credentials on one day shares."""
+class TokenText:
+    """The text of a day's tokens around their per-token parts: what a token needs to render,
+    and nothing that signs (no secret key, no signing key)."""
 
     service: str
     action: str
-    expires: int
     endpoint_bound: bool  # the token names host:port and DBUser (RDS), or the host only (DSQL)
-    credentials: AwsCredentials = field(repr=False)
+    query_before_date: str = field(repr=False)  # "X-Amz-Algorithm=...&X-Amz-Date="
+    url_after_date: str = field(repr=False)  # "&X-Amz-Expires=...&X-Amz-Signature="
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SigningParts:
+    """What every token signed with one set of credentials on one day shares: the signing key,
+    derived for one day, region and service (the credentials themselves are not kept)."""
+
+    text: TokenText
+    access_key_id: str
     datestamp: str
     key: bytes = field(repr=False)
     scope: str
-    # The canonical query string and the URL around the per-token parts.
-    query_before_date: str = field(repr=False)  # "X-Amz-Algorithm=...&X-Amz-Date="
     canonical_after_date: str = field(repr=False)  # "&X-Amz-Expires=...&X-Amz-SignedHeaders=host"
-    url_after_date: str = field(repr=False)  # "&X-Amz-Expires=...&X-Amz-Signature="
 
 
 def signing_parts(
@@ -94,47 +107,49 @@ def signing_parts(
     # Canonical order sorts the parameters: Security-Token before SignedHeaders; botocore's URL
     # lists SignedHeaders first. Both are kept as botocore writes them.
     security = f"&X-Amz-Security-Token={_encode(token)}" if token is not None else ""
-    return SigningParts(
+    text = TokenText(
         service=service,
         action=action,
-        expires=expires,
         endpoint_bound=service in _ENDPOINT_BOUND,
-        credentials=credentials,
+        query_before_date=before_date,
+        url_after_date=f"&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host{security}"
+        "&X-Amz-Signature=",
+    )
+    return SigningParts(
+        text=text,
+        access_key_id=credentials.access_key_id,
         datestamp=datestamp,
         key=key,
         scope=scope,
-        query_before_date=before_date,
         canonical_after_date=f"&X-Amz-Expires={expires}{security}&X-Amz-SignedHeaders=host",
-        url_after_date=f"&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host{security}"
-        "&X-Amz-Signature=",
     )
 
 
 class Presigned:
-    """A signed token, kept small: shared parts, its date and its signature.
+    """A signed token, kept small: the shared text around it, its date and its signature.
 
     ``render(host, port, user)`` gives the token text for the endpoint and user it was signed
     for; the caller keeps those (they are the token's key), so they are not stored twice.
     """
 
-    __slots__ = ("amz_date", "parts", "signature")
+    __slots__ = ("amz_date", "signature", "text")
 
-    def __init__(self, parts: SigningParts, amz_date: str, signature: bytes) -> None:
-        self.parts = parts
+    def __init__(self, text: TokenText, amz_date: str, signature: bytes) -> None:
+        self.text = text
         self.amz_date = amz_date
         self.signature = signature
 
     def render(self, host: str, port: int, user: str) -> str:
         """The token: ``host:port/?Action=...&X-Amz-Signature=...`` (no scheme)."""
-        parts = self.parts
-        url_host, query_head = _url_host(parts, host, port), _query_head(parts, user)
+        text = self.text
+        url_host, query_head = _url_host(text, host, port), _query_head(text, user)
         return (
-            f"{url_host}/?{query_head}{parts.query_before_date}{self.amz_date}"
-            f"{parts.url_after_date}{self.signature.hex()}"
+            f"{url_host}/?{query_head}{text.query_before_date}{self.amz_date}"
+            f"{text.url_after_date}{self.signature.hex()}"
         )
 
     def __repr__(self) -> str:
-        return f"Presigned(service={self.parts.service!r}, amz_date={self.amz_date!r})"
+        return f"Presigned(service={self.text.service!r}, amz_date={self.amz_date!r})"
 
 
 def presign(parts: SigningParts, *, host: str, port: int, user: str, now: float) -> Presigned:
@@ -143,16 +158,17 @@ def presign(parts: SigningParts, *, host: str, port: int, user: str, now: float)
     amz_date = amz_date_of(now)
     if amz_date[:8] != parts.datestamp:
         raise ValueError("presign: parts were derived for another day")
+    text = parts.text
     canonical_request = (
-        f"GET\n/\n{_query_head(parts, user)}{parts.query_before_date}{amz_date}"
-        f"{parts.canonical_after_date}\nhost:{_signed_host(parts, host, port)}\n\nhost\n"
+        f"GET\n/\n{_query_head(text, user)}{text.query_before_date}{amz_date}"
+        f"{parts.canonical_after_date}\nhost:{_signed_host(text, host, port)}\n\nhost\n"
         f"{_EMPTY_PAYLOAD_HASH}"
     )
     string_to_sign = (
         f"{_ALGORITHM}\n{amz_date}\n{parts.scope}\n"
         f"{hashlib.sha256(canonical_request.encode()).hexdigest()}"
     )
-    return Presigned(parts, amz_date, hmac.digest(parts.key, string_to_sign.encode(), "sha256"))
+    return Presigned(text, amz_date, hmac.digest(parts.key, string_to_sign.encode(), "sha256"))
 
 
 def sign_rds_token(
@@ -205,21 +221,21 @@ def amz_date_of(now: float) -> str:
     return text
 
 
-def _query_head(parts: SigningParts, user: str) -> str:
-    if parts.endpoint_bound:
-        return f"Action={parts.action}&DBUser={_encode(user)}&"
-    return f"Action={parts.action}&"
+def _query_head(text: TokenText, user: str) -> str:
+    if text.endpoint_bound:
+        return f"Action={text.action}&DBUser={_encode(user)}&"
+    return f"Action={text.action}&"
 
 
-def _url_host(parts: SigningParts, host: str, port: int) -> str:
+def _url_host(text: TokenText, host: str, port: int) -> str:
     name = f"[{host}]" if ":" in host else host
-    return f"{name}:{port}" if parts.endpoint_bound else name
+    return f"{name}:{port}" if text.endpoint_bound else name
 
 
-def _signed_host(parts: SigningParts, host: str, port: int) -> str:
+def _signed_host(text: TokenText, host: str, port: int) -> str:
     # botocore's host header: lower-case, IPv6 in brackets, no port when it is https's 443.
     name = f"[{host.lower()}]" if ":" in host else host.lower()
-    return name if port == 443 or not parts.endpoint_bound else f"{name}:{port}"
+    return name if port == 443 or not text.endpoint_bound else f"{name}:{port}"
 
 
 class TokenSigner:
@@ -227,14 +243,15 @@ class TokenSigner:
 
     A token is signed at the wall clock's time (``X-Amz-Date`` is what the server checks), even
     when a cache runs on a clock of its own (tests move a cache's clock to skip time). Keeps the
-    parts of the last few credentials it signed with; safe to use from any thread (a race at
-    worst derives the same parts twice).
+    parts of the last few credentials it signed with, by access key id (one secret key each),
+    never the credentials themselves; safe to use from any thread (a race at worst derives the
+    same parts twice).
     """
 
     def __init__(self, remember: int = 64, wall_clock: Callable[[], float] = time.time) -> None:
         self._remember = remember
         self._wall_clock = wall_clock
-        self._parts: dict[tuple[object, ...], SigningParts] = {}
+        self._parts: dict[tuple[str | int, ...], SigningParts] = {}
 
     def sign(
         self,
@@ -251,9 +268,10 @@ class TokenSigner:
         """A token for ``user`` at ``host:port``, signed now with ``credentials``."""
         now = self._wall_clock()
         day = amz_date_of(now)[:8]
-        key = (id(credentials), day, region, service, action, expires)
+        # An access key id has one secret key (and, if temporary, one session token).
+        key = (credentials.access_key_id, day, region, service, action, expires)
         parts = self._parts.get(key)
-        if parts is None or parts.credentials is not credentials:  # an id can be reused
+        if parts is None:
             if len(self._parts) >= self._remember:
                 self._parts.clear()
             parts = self._parts[key] = signing_parts(

@@ -19,24 +19,16 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from iampool import AwsIamConfig, CredentialCache, CredentialError
+from iampool import CredentialCache, CredentialError
 from iampool._aws import AwsCredentials
 from iampool._cache import mint_context
 from iampool._leases import Lease
 from iampool._minting import sts_key
 
 from .fakes import FakeClock, FakeSource, aws_credentials, leases
+from .test_cache import ROLE
 from .test_reliability_core import run_in_child
 
-ROLE = AwsIamConfig.from_extra(
-    {
-        "enabled": True,
-        "region": "us-east-1",
-        "role_arn": "arn:aws:iam::123456789012:role/app-db",
-        "external_id": "ext-7f3a9c",
-        "db_username": "app",
-    }
-)
 KEY = sts_key(ROLE)
 
 
@@ -62,6 +54,18 @@ def in_threads(count: int, call: Callable[[], Any]) -> list[Any]:
         return list(threads.map(lambda _: guarded(), range(count)))
 
 
+def blocked(cache: CredentialCache, count: int) -> tuple[threading.Thread, list[Any]]:
+    """``count`` threads in ``blocking_credentials(cache)``, each holding its place in the one
+    flight (counted as a miss) when this returns; join the thread, then read the list."""
+    results: list[Any] = []
+    herd = threading.Thread(
+        target=lambda: results.extend(in_threads(count, lambda: blocking_credentials(cache)))
+    )
+    herd.start()
+    wait_for(lambda: cache.stats()["misses"] == count)
+    return herd, results
+
+
 def test_a_miss_mints_once_and_the_next_call_is_a_lock_free_hit(
     cache: CredentialCache, source: FakeSource
 ) -> None:
@@ -76,15 +80,7 @@ def test_herd_of_50_threads_makes_one_mint_and_all_get_the_same_value(
     cache: CredentialCache, source: FakeSource
 ) -> None:
     source.gate.close()
-    herd = threading.Thread(target=lambda: results.extend(in_threads(50, call)))
-    results: list[Any] = []
-
-    def call() -> AwsCredentials:
-        return blocking_credentials(cache)
-
-    herd.start()
-    # Every thread has claimed its place in the one flight (counted as a miss) before it opens.
-    wait_for(lambda: cache.stats()["misses"] == 50)
+    herd, results = blocked(cache, 50)
     assert results == []
     source.gate.open()
     herd.join(30)
@@ -145,14 +141,7 @@ def test_a_failed_mint_fails_every_blocked_thread_with_the_same_error_and_is_not
     error = CredentialError("Unable to assume IAM role app-db: AccessDenied.", code="AccessDenied")
     source.failures.append(error)
     source.gate.close()
-    results: list[Any] = []
-    herd = threading.Thread(target=lambda: results.extend(in_threads(20, call)))
-
-    def call() -> AwsCredentials:
-        return blocking_credentials(cache)
-
-    herd.start()
-    wait_for(lambda: cache.stats()["misses"] == 20)
+    herd, results = blocked(cache, 20)
     source.gate.open()
     herd.join(30)
 
@@ -194,14 +183,7 @@ def test_closing_the_cache_fails_a_blocked_thread_with_a_closed_error(
     cache: CredentialCache, source: FakeSource
 ) -> None:
     source.gate.close()
-    errors: list[Any] = []
-    waiter = threading.Thread(target=lambda: errors.extend(in_threads(1, call)))
-
-    def call() -> AwsCredentials:
-        return blocking_credentials(cache)
-
-    waiter.start()
-    wait_for(lambda: cache.stats()["misses"] == 1)
+    waiter, errors = blocked(cache, 1)
     cache.close()
     waiter.join(30)
     assert [type(error) for error in errors] == [CredentialError]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NoReturn
 
 from .._aws import AwsCredentials
 from .._config import AwsIamConfig
-from .._credentials import DbCredentials
+from .._credentials import DbCredentials, refuse_pickling
 from .._leases import Lease
 from .._minting import MintContext, sts_key
 
@@ -67,6 +68,9 @@ class TokenAuth:
     def endpoint(self) -> tuple[str, int]:
         """The host and port tokens are for."""
         return self._host, self._port
+
+    def __reduce__(self) -> NoReturn:
+        refuse_pickling(self)
 
     def __repr__(self) -> str:
         return (

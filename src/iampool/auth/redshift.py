@@ -8,10 +8,11 @@ and Serverless workgroups (GetCredentials, GetWorkgroup). Which one comes from t
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import NoReturn
 
 from .._aws import AwsCredentials, RedshiftLogin
 from .._config import AwsIamConfig
-from .._credentials import DbCredentials
+from .._credentials import DbCredentials, refuse_pickling
 from .._endpoints import with_region
 from .._errors import ConfigError, ConfigProblem
 from .._leases import Lease
@@ -78,6 +79,9 @@ class RedshiftAuth:
     def config(self) -> AwsIamConfig:
         """The configuration this authenticator serves."""
         return self._config
+
+    def __reduce__(self) -> NoReturn:
+        refuse_pickling(self)
 
     def __repr__(self) -> str:
         return f"RedshiftAuth({self._label!r}, region={self._config.region!r})"
