@@ -266,6 +266,8 @@ async def create_pool(plan: Plan) -> AsyncConnectionPool[AsyncConnection[TupleRo
     connection_class = _iam_connection_class(
         options.pop("connection_class", psycopg.AsyncConnection), plan, failed
     )
+    if plan.max_lifetime is not None:  # Aurora DSQL: psycopg_pool's 3,600 s is the server's cut
+        options.setdefault("max_lifetime", plan.max_lifetime)
     pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
         connection_class=connection_class,
         min_size=plan.min_size,
