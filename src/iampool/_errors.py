@@ -7,6 +7,8 @@
      ├── IamAuthDisabledError         IAM auth requested while AWS_DATABASE_IAM_AUTH is off
      ├── CredentialError              STS / Redshift API failed: denied, throttled, unreachable
      ├── AuthTokenRejected            the database refused fresh IAM credentials (after one retry)
+     ├── ConnectThrottled             the database was still throttling logins when connect_timeout
+     │                                ran out (the credentials were fine)
      ├── TlsNotOfferedError (ConnectionError)
      │                                the server did not offer TLS; no credential was sent
      ├── LoginTimeoutError (TimeoutError)
@@ -26,6 +28,7 @@ __all__ = [
     "AuthTokenRejected",
     "ConfigError",
     "ConfigProblem",
+    "ConnectThrottled",
     "CredentialError",
     "IamAuthDisabledError",
     "IamPoolError",
@@ -160,6 +163,22 @@ class AuthTokenRejected(IamPoolError):
         self.server_message = server_message
         self.user = user
         self.endpoint = endpoint
+
+
+class ConnectThrottled(IamPoolError):
+    """The database kept refusing a login as throttled (RDS IAM authentication's "too many
+    competing requests", Aurora DSQL's connection rate, SQLSTATE 53400) until
+    ``connect_timeout`` ran out, though iampool tried again with growing, jittered pauses.
+
+    The credentials were fine and stay cached. ``server_message`` is what the server said last,
+    ``endpoint`` the address dialled, ``tries`` how many logins were refused.
+    """
+
+    def __init__(self, message: str, *, server_message: str, endpoint: str, tries: int) -> None:
+        super().__init__(message)
+        self.server_message = server_message
+        self.endpoint = endpoint
+        self.tries = tries
 
 
 class TlsNotOfferedError(IamPoolError, ConnectionError):

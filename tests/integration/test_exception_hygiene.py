@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import iampool
-from iampool import AuthTokenRejected, CredentialCache, TlsNotOfferedError
+from iampool import AuthTokenRejected, ConnectThrottled, CredentialCache, TlsNotOfferedError
 from iampool.testing import FakeAws, IamDatabase, IamGateway
 from tests.secrets_reach import chain_cycle, search_secrets, secret_paths
 
@@ -153,6 +153,26 @@ async def test_a_token_refused_twice_raises_an_error_that_reaches_neither_token(
     assert expected in error.server_message
     assert expected in str(error)  # the server's refusal, in iampool's message
     assert error.__cause__ is not None  # the driver's own error stays, without its frames
+    assert error.__cause__.__traceback__ is None
+
+
+async def test_a_login_throttled_to_the_end_raises_connect_throttled_without_the_token(
+    driver: str, database: IamDatabase, gateway: RecordingGateway, cache: CredentialCache
+) -> None:
+    gateway.limit(login_rate=0, session_lifetime=None)  # every login refused as throttled
+    dsn = dsn_for(driver, gateway)
+
+    error = await failure_of(
+        iampool.connect(dsn, aws_iam=database.config, cache=cache, connect_timeout=1)
+    )
+
+    assert isinstance(error, ConnectThrottled), repr(error)
+    assert len(gateway.secrets) == error.tries >= 2
+    assert len(set(gateway.secrets)) == 1  # the same token each time: never invalidated
+    assert search_secrets(error, gateway.secrets).found == []
+    assert chain_cycle(error) is None
+    assert "too many competing requests" in error.server_message
+    assert error.__cause__ is not None
     assert error.__cause__.__traceback__ is None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import anyio
@@ -13,14 +14,16 @@ import pytest
 from iampool import (
     AuthTokenRejected,
     AwsIamConfig,
+    ConnectThrottled,
     CredentialError,
     DbCredentials,
+    IamPoolError,
     LoginTimeoutError,
 )
 from iampool.pools import aiomysql as mysql
 from iampool.pools import asyncpg as postgres
 from iampool.pools import redshift_connector as redshift
-from iampool.pools._dialer import Classify, ConnectRate, Dialer, Refusal
+from iampool.pools._dialer import Backoff, Classify, ConnectRate, Dialer, Refusal
 from iampool.pools._tls import Tls
 
 pytestmark = pytest.mark.anyio
@@ -378,23 +381,129 @@ async def test_a_drivers_own_timeout_is_a_login_timeout_error_too() -> None:
     assert server.events == ["attempt"]
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        SqlStateError("too many connections for this cluster", "53400"),
-        SqlStateError("PAM: too many competing requests", "28000"),
-    ],
-)
-async def test_a_throttled_login_is_not_a_refused_token(error: Exception) -> None:
-    auth = FakeAuth()
-    server = Server(auth, error, "accept")
+THROTTLES = [
+    SqlStateError("too many connections for this cluster", "53400"),  # Aurora DSQL
+    SqlStateError("PAM: too many competing requests", "28000"),  # RDS IAM authentication
+]
 
-    with pytest.raises(type(error)):
-        await dialer(auth, classify=postgres.classify).dial(server.attempt)
+
+class Pauses:
+    """A Backoff's ``uniform``: the bounds it was asked for, and a scripted draw for each."""
+
+    def __init__(self, *draws: float) -> None:
+        self.draws = list(draws)
+        self.bounds: list[float] = []
+
+    def __call__(self, low: float, high: float) -> float:
+        assert low == 0.0
+        self.bounds.append(high)
+        return self.draws.pop(0)
+
+
+def throttling_dialer(auth: FakeAuth, pauses: Pauses, timeout: float = 30.0) -> Dialer:
+    return replace(
+        dialer(auth, classify=postgres.classify, timeout=timeout),
+        backoff=Backoff(base=0.001, cap=0.004, uniform=pauses),
+    )
+
+
+@pytest.mark.parametrize("error", THROTTLES)
+async def test_a_throttled_login_is_tried_again_with_the_same_credentials(
+    error: Exception,
+) -> None:
+    auth = FakeAuth()
+    server = Server(auth, error, error, "accept")
+    pauses = Pauses(0.0, 0.0)
+
+    connection = await throttling_dialer(auth, pauses).dial(server.attempt)
 
     assert postgres.classify(error) == Refusal("throttled", str(error))
+    assert connection.startswith("connection with ")
+    assert auth.invalidations == 0  # never a reason to mint new credentials
+    assert server.events == ["attempt", "attempt", "attempt"]
+    assert pauses.bounds == [0.001, 0.002]  # two pauses, the second bound doubled
+
+
+async def test_a_login_still_throttled_when_the_budget_is_spent_is_connect_throttled() -> None:
+    auth = FakeAuth()
+    error = SqlStateError("too many connections for this cluster", "53400")
+    server = Server(auth, error, error, error, error, "accept")
+    # Three short pauses, then one longer than connect_timeout: no point waiting for it.
+    pauses = Pauses(0.0, 0.0, 0.0, 60.0)
+
+    with pytest.raises(ConnectThrottled) as caught:
+        await throttling_dialer(auth, pauses, timeout=30.0).dial(server.attempt)
+
+    assert caught.value.tries == 4
+    assert caught.value.server_message == "too many connections for this cluster"
+    assert caught.value.endpoint == ENDPOINT
+    assert "still throttling logins after 4 tries" in str(caught.value)
+    assert TOKEN not in str(caught.value)
+    assert isinstance(caught.value, IamPoolError)
+    assert not isinstance(caught.value, AuthTokenRejected)
+    assert caught.value.__cause__ is error
+    assert error.__traceback__ is None  # detached: its frames held the token
     assert auth.invalidations == 0
-    assert server.events == ["attempt"]
+    assert server.events == ["attempt"] * 4
+    assert pauses.bounds == [0.001, 0.002, 0.004, 0.004]  # capped
+
+
+async def test_throttled_then_rejected_still_gets_the_one_retry_with_fresh_credentials() -> None:
+    auth = FakeAuth()
+    server = Server(
+        auth,
+        SqlStateError("too many connections for this cluster", "53400"),
+        SqlStateError('PAM authentication failed for user "app"', "28P01"),
+        "accept",
+    )
+
+    await throttling_dialer(auth, Pauses(0.0)).dial(server.attempt)
+
+    assert auth.invalidations == 1
+    assert server.events == ["attempt"] * 3
+
+
+async def test_a_throttled_login_waits_for_the_rate_cap_before_each_try() -> None:
+    auth = FakeAuth()
+    server = Server(auth, THROTTLES[0], "accept")
+    throttled = replace(
+        dialer(auth, RecordingRate(server.events), classify=postgres.classify),
+        backoff=Backoff(uniform=Pauses(0.0)),
+    )
+
+    await throttled.dial(server.attempt)
+
+    assert server.events == ["rate", "attempt", "rate", "attempt"]
+
+
+def test_backoff_doubles_from_base_up_to_cap_with_full_jitter() -> None:
+    bounds = Backoff(base=0.05, cap=2.0, uniform=lambda low, high: high)
+    drawn = Backoff(base=0.05, cap=2.0)
+
+    assert [bounds.delay(n) for n in range(1, 9)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert bounds.delay(10_000) == 2.0  # no overflow however long it goes on
+    samples = [drawn.delay(3) for _ in range(200)]
+    assert all(0.0 <= sample <= 0.2 for sample in samples)
+    assert len(set(samples)) > 100  # jittered, not one value
+
+
+def test_text_only_drivers_recognise_both_throttles() -> None:
+    import psycopg
+    from pymysql.err import OperationalError
+
+    from iampool.pools import psycopg as libpq
+
+    rds = "FATAL:  too many competing requests"
+    dsql = "FATAL:  connection rate exceeded (53400)"
+    competing = "Access denied for user 'app' (too many competing requests)"
+
+    assert libpq.classify(psycopg.OperationalError(rds)) == Refusal(
+        "throttled", "too many competing requests"
+    )
+    assert libpq.classify(psycopg.OperationalError(dsql)) == Refusal(
+        "throttled", "connection rate exceeded (53400)"
+    )
+    assert mysql.classify(OperationalError(1045, competing)) == Refusal("throttled", competing)
 
 
 async def test_a_servers_refusal_reaches_logs_and_errors_on_one_line_without_escapes(

@@ -7,14 +7,16 @@
         rejected  -> invalidate the credentials, retry once with fresh ones, then AuthTokenRejected
         no TLS    -> TlsNotOfferedError (nothing was sent)
         timeout   -> LoginTimeoutError (the attempt is cancelled; its connection closed)
-        throttled -> the driver's error as is (the credentials were fine: no invalidation)
+        throttled -> wait (jittered exponential backoff) and try again, the same credentials
+                     (they were fine: no invalidation), until connect_timeout has passed since
+                     the first try; then ConnectThrottled
         other     -> the driver's error as is
 
 Whatever leaves :meth:`Dialer.dial` is :func:`~iampool._errors.detached` from the attempt's
 frames (their locals hold the credential), and a server's text reaches messages and logs on one
 line, control characters escaped, at most 1,000 characters. A driver adapter supplies the
 attempt and how to recognise its refusals (:class:`Refusal`); a concern every login shares
-(metrics, a retry policy, rotation) belongs here, not in an adapter.
+(metrics, a retry policy, throttling, rotation) belongs here, not in an adapter.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +37,7 @@ import anyio
 from .._credentials import DbAuth, DbCredentials
 from .._errors import (
     AuthTokenRejected,
+    ConnectThrottled,
     LoginTimeoutError,
     TlsNotOfferedError,
     detached,
@@ -45,12 +49,15 @@ __all__ = [
     "PG_AUTH_SQLSTATES",
     "RDS_ADVICE",
     "REDSHIFT_ADVICE",
+    "THROTTLED_TEXTS",
+    "Backoff",
     "ConnectRate",
     "Dialer",
     "Refusal",
     "connect_rate_for",
     "pg_refusal",
     "server_text",
+    "throttled",
     "tls_not_offered",
 ]
 
@@ -87,13 +94,20 @@ Classify = Callable[[BaseException], "Refusal | None"]
 # configuration_limit_exceeded) and RDS's IAM authentication throttle ("too many competing
 # requests"). The credentials were fine: not a reason to mint new ones.
 _THROTTLED_SQLSTATES = frozenset({"53400"})
-_THROTTLED_TEXT = "too many competing requests"
+# Their words, for drivers that report a login's refusal as text only (libpq, MySQL's).
+THROTTLED_TEXTS = ("too many competing requests", "connection rate exceeded")
+
+
+def throttled(message: str) -> bool:
+    """Whether a server's refusal reads as one of the throttles above."""
+    lowered = message.lower()
+    return any(text in lowered for text in THROTTLED_TEXTS)
 
 
 def pg_refusal(sqlstate: object, message: str) -> Refusal | None:
     """A PostgreSQL-protocol server's refusal of a login (asyncpg, psycopg, Redshift), from
     its SQLSTATE (None when the driver reports text only) and message."""
-    if sqlstate in _THROTTLED_SQLSTATES or _THROTTLED_TEXT in message.lower():
+    if sqlstate in _THROTTLED_SQLSTATES or throttled(message):
         return Refusal("throttled", message)
     if sqlstate in PG_AUTH_SQLSTATES:
         return Refusal("rejected", message)
@@ -182,12 +196,31 @@ def tls_not_offered(endpoint: str) -> TlsNotOfferedError:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long to wait before the next try of a throttled login: exponential from ``base``
+    seconds, at most ``cap``, with full jitter (a uniform draw from zero to that), so a fleet
+    refused in the same second does not come back in the same second.
+
+    ``uniform`` is ``random.uniform`` (tests pass a fixed one).
+    """
+
+    base: float = 0.05
+    cap: float = 2.0
+    uniform: Callable[[float, float], float] = random.uniform
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first)."""
+        return self.uniform(0.0, min(self.cap, self.base * 2.0 ** min(retry - 1, 32)))
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Dialer:
     """A plan's login pipeline: :meth:`dial` runs one connection's login through it.
 
     ``classify`` is the driver adapter's: it recognises the server's refusals in the driver's
-    errors. ``user`` and ``endpoint`` name the login in messages; ``advice`` ends a rejection.
+    errors. ``user`` and ``endpoint`` name the login in messages; ``advice`` ends a rejection;
+    ``backoff`` paces the tries of a throttled login.
     """
 
     auth: DbAuth
@@ -198,25 +231,33 @@ class Dialer:
     endpoint: str
     user: str
     advice: str = RDS_ADVICE
+    backoff: Backoff = Backoff()
 
     async def dial(self, attempt: Callable[[DbCredentials], Awaitable[C]]) -> C:
         """Log in with ``attempt(credentials)``; retried once, with freshly minted credentials,
-        when the server rejects them. ``timeout`` bounds each try: waiting for the credentials
-        and the attempt together (the rate cap's wait, iampool's own pacing, is not counted).
+        when the server rejects them, and with the same ones after a jittered, growing pause
+        when it is throttling logins, for as long as ``timeout`` allows since the first try.
+        ``timeout`` bounds each try too: waiting for the credentials and the attempt together
+        (the rate cap's wait, iampool's own pacing, is not counted).
 
         Raises:
             AuthTokenRejected: the server refused the credentials twice.
+            ConnectThrottled: the server was still throttling logins when ``timeout`` ran out.
             LoginTimeoutError: a try took longer than ``timeout``.
             TlsNotOfferedError: the server offered no TLS; nothing was sent.
         """
-        for tries in (1, 2):
+        rejected = throttled = 0
+        budget = anyio.current_time() + self.timeout  # for the tries of a throttled login
+        while True:
             deadline = anyio.current_time() + self.timeout
             with anyio.CancelScope(deadline=deadline) as waiting:
                 credentials = await self.auth.credentials()
             if waiting.cancelled_caught:
                 raise self._timed_out("waiting for its IAM credentials")
             if self.rate is not None:
-                deadline += await self.rate.wait()
+                paced = await self.rate.wait()
+                deadline += paced
+                budget += paced
             warn_unverified(self.tls, self.endpoint)
             try:
                 with anyio.CancelScope(deadline=deadline) as logging_in:
@@ -227,11 +268,25 @@ class Dialer:
                 if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # the driver's own
                     raise self._timed_out("the server did not complete the login") from None
                 refusal = self.classify(exc) if isinstance(exc, Exception) else None
-                if refusal is None or refusal.outcome != "rejected":
+                if refusal is None:
                     raise exc.with_traceback(None)  # noqa: B904 - the error itself, minus frames
-                self.auth.invalidate()
                 said = server_text(refusal.message)
-                if tries == 2:
+                if refusal.outcome == "throttled":
+                    throttled += 1
+                    pause = self.backoff.delay(throttled)
+                    if anyio.current_time() + pause >= budget:
+                        raise self._throttled(throttled, said) from exc
+                    log.info(
+                        "%s is throttling logins (%s); trying again in %.3f s",
+                        self.endpoint,
+                        said,
+                        pause,
+                    )
+                    await anyio.sleep(pause)
+                    continue
+                self.auth.invalidate()
+                rejected += 1
+                if rejected == 2:
                     raise AuthTokenRejected(
                         f"{self.endpoint} refused IAM credentials for user {self.user!r} twice "
                         f"(the second time freshly minted): {said}. {self.advice}.",
@@ -249,7 +304,17 @@ class Dialer:
                 self.user,
                 said,
             )
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _throttled(self, tries: int, said: str) -> ConnectThrottled:
+        return ConnectThrottled(
+            f"{self.endpoint} was still throttling logins after {tries} "
+            f"{'try' if tries == 1 else 'tries'} within {self.timeout:g} s (connect_timeout): "
+            f"{said}. The credentials were fine; open fewer connections at once (connect_rate, "
+            "smaller pools) or raise connect_timeout",
+            server_message=said,
+            endpoint=self.endpoint,
+            tries=tries,
+        )
 
     def _timed_out(self, what: str) -> LoginTimeoutError:
         return LoginTimeoutError(

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .._errors import ConfigError, ConfigProblem
-from ._dialer import Refusal
+from ._dialer import Refusal, throttled
 from ._dsn import Target
 from ._plan import Vetted, refuse_owned, refuse_unvetted
 
@@ -194,7 +194,9 @@ def tls_failure(exc: BaseException, endpoint: str) -> BaseException | None:
 
 
 def mysql_refusal(exc: BaseException, error_class: type[BaseException]) -> Refusal | None:
-    """A refused login in either driver's ``OperationalError`` (``error_class``): 1045."""
+    """A refused login in either driver's ``OperationalError`` (``error_class``): 1045, which
+    is throttled when its text says so (RDS's "too many competing requests")."""
     if isinstance(exc, error_class) and exc.args and exc.args[0] == _ACCESS_DENIED:
-        return Refusal("rejected", str(exc.args[1]) if len(exc.args) > 1 else "access denied")
+        said = str(exc.args[1]) if len(exc.args) > 1 else "access denied"
+        return Refusal("throttled" if throttled(said) else "rejected", said)
     return None

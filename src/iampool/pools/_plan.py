@@ -34,6 +34,8 @@ from ._tls import Tls, TlsStyle, decide_tls
 __all__ = [
     "DEFAULT_LOGIN_TIMEOUT",
     "DEFAULT_SIZES",
+    "DSQL_CONNECT_RATE",
+    "DSQL_MAX_LIFETIME",
     "EXTRAS",
     "DriverModule",
     "Plan",
@@ -60,6 +62,12 @@ DEFAULT_SIZES: dict[Driver, tuple[int, int]] = {
 
 # Seconds one login (TCP, TLS, authentication) may take, for every driver: never unbounded.
 DEFAULT_LOGIN_TIMEOUT = 30.0
+
+# Aurora DSQL's limits: 100 new connections per second per cluster (not adjustable), the
+# default connect_rate of a DSQL plan; a session ends at one hour and a transaction at five
+# minutes, so a pooled connection is not handed out past 50 minutes of age.
+DSQL_CONNECT_RATE = 100.0
+DSQL_MAX_LIFETIME = 3000.0
 _MAX_LOGIN_TIMEOUT = 3600.0
 
 
@@ -118,6 +126,7 @@ class Plan:
     dialer: Dialer
     min_size: int
     max_size: int
+    max_lifetime: float | None = None  # seconds a pooled connection is handed out; None: ever
 
     @property
     def config(self) -> AwsIamConfig:
@@ -243,11 +252,15 @@ def resolve(
     )
     prefetch(auth)  # a pool or a connection is on its way: its credentials can start now
     redshift = target.engine == "redshift"
+    dsql = config.backend == "dsql"
     dialer = Dialer(
         auth=auth,
         classify=module.classify,
         timeout=login_timeout,
-        rate=connect_rate_for(target.endpoint, connect_rate),
+        rate=connect_rate_for(
+            target.endpoint,
+            DSQL_CONNECT_RATE if connect_rate is None and dsql else connect_rate,
+        ),
         tls=tls,
         endpoint=target.endpoint,
         user=(config.db_username or config.workgroup_name or "") if redshift else target.user or "",
@@ -263,6 +276,7 @@ def resolve(
         dialer=dialer,
         min_size=sizes[0],
         max_size=sizes[1],
+        max_lifetime=DSQL_MAX_LIFETIME if dsql else None,
     )
 
 

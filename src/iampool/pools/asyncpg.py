@@ -10,6 +10,7 @@ all overridden by explicit values.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -148,7 +149,29 @@ async def create_pool(plan: Plan) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
         min_size=plan.min_size, max_size=plan.max_size, connect=connect_hook, **_settings(plan)
     )
+    if plan.max_lifetime is not None:
+        _expire_every(pool, plan.max_lifetime)
     return pool
+
+
+def _expire_every(pool: asyncpg.Pool, seconds: float) -> None:
+    """Every ``seconds``, asyncpg's own ``expire_connections()``: each connection open then is
+    replaced at its next acquire (or closed at its next release), so none is handed out older
+    than ``seconds`` (Aurora DSQL ends a session at one hour; asyncpg has no age limit). A
+    timer, not a task: nothing is left running once the pool is closed (its last tick, at most
+    ``seconds`` later, finds it closing and stops)."""
+    loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[None]] = set()
+
+    def expire() -> None:
+        if pool.is_closing():
+            return
+        task = loop.create_task(pool.expire_connections())  # only moves a generation on
+        running.add(task)
+        task.add_done_callback(running.discard)
+        loop.call_later(seconds, expire)
+
+    loop.call_later(seconds, expire)
 
 
 async def close_pool(pool: asyncpg.Pool) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._credentials import DbCredentials
 from .._errors import ConfigError, ConfigProblem, detached
-from ._dialer import Refusal, pg_refusal, tls_not_offered
+from ._dialer import THROTTLED_TEXTS, Refusal, pg_refusal, tls_not_offered
 from ._dsn import Target
 from ._plan import Plan, Vetted
 from ._tls import TlsStyle, libpq_server_name
@@ -68,7 +68,7 @@ _REFUSED_LOGIN = re.compile(
     r"FATAL:\s+(.*(?:authentication failed|access denied).*)", re.IGNORECASE | re.DOTALL
 )
 _THROTTLED = re.compile(
-    r"FATAL:\s+(.*(?:too many competing requests).*)", re.IGNORECASE | re.DOTALL
+    rf"FATAL:\s+(.*(?:{'|'.join(map(re.escape, THROTTLED_TEXTS))}).*)", re.IGNORECASE | re.DOTALL
 )
 _NO_TLS = "server does not support SSL"
 
@@ -276,6 +276,8 @@ async def create_pool(plan: Plan) -> AsyncConnectionPool[AsyncConnection[TupleRo
     connection_class = _iam_connection_class(
         options.pop("connection_class", psycopg.AsyncConnection), plan, failed
     )
+    if plan.max_lifetime is not None:  # Aurora DSQL: psycopg_pool's 3,600 s is the server's cut
+        options.setdefault("max_lifetime", plan.max_lifetime)
     pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
         connection_class=connection_class,
         min_size=plan.min_size,

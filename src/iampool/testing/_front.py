@@ -111,6 +111,11 @@ class FrontDesk(Protocol):
         """The context to accept TLS with, or ``None`` when TLS is not offered."""
         ...
 
+    @property
+    def session_lifetime(self) -> float | None:
+        """Seconds after which a session is cut, or ``None``."""
+        ...
+
     async def admit(self, user: str, secret: str, database: str | None) -> RejectReason | None:
         """Verify a login's password; counts the acceptance or the rejection."""
         ...

@@ -33,6 +33,7 @@ from . import mysql, pg
 from ._admission import Admission
 from ._front import STREAM_ERRORS, Mode, Peer, ProtocolViolation, Upstream
 from ._logins import LoginRecord, PlaintextSecret, WireProtocol
+from ._throttle import LoginThrottle
 from ._tls import TlsMaterial
 from ._users import UpstreamUsers
 from ._verify import (
@@ -89,6 +90,14 @@ class IamGateway:
             listening port).
         handshake_timeout: seconds a client and the upstream get to complete a login.
         clock: returns the current aware UTC time (tests shift it to expire tokens).
+        login_rate: the service's login throttle, off by default. RDS mode: more than this many
+            *distinct* tokens a second are refused with "too many competing requests" (a login
+            with a token already accepted is not counted, as RDS's IAM authentication
+            throttle); DSQL mode: more than this many new connections a second are refused
+            with SQLSTATE 53400 (Aurora DSQL's connection rate). Refusals count as
+            ``rejected["throttled"]``. See :meth:`limit`.
+        session_lifetime: seconds after which a session is cut (the connection closed), as
+            Aurora DSQL ends a session at one hour; ``None`` (the default) never cuts.
     """
 
     def __init__(
@@ -106,6 +115,8 @@ class IamGateway:
         server_port: int | None = None,
         handshake_timeout: float = 30.0,
         clock: Callable[[], datetime] = _utc_now,
+        login_rate: int | None = None,
+        session_lifetime: float | None = None,
     ) -> None:
         if protocol not in _FRONTS:
             raise ValueError("protocol must be 'postgresql' or 'mysql'")
@@ -140,6 +151,9 @@ class IamGateway:
         self._portal: BlockingPortal | None = None
         self._serving: Future[None] | None = None
         self._stop_serving: anyio.CancelScope | None = None
+        self._throttle: LoginThrottle | None = None
+        self.session_lifetime: float | None = None
+        self.limit(login_rate=login_rate, session_lifetime=session_lifetime)
 
     def __repr__(self) -> str:
         state = f"listening on {self.endpoint}" if self._portal is not None else "stopped"
@@ -399,6 +413,26 @@ class IamGateway:
         """Reject the next ``n`` otherwise valid logins as a bad password would be (``forced``)."""
         self._logins.reject_next(n)
 
+    def limit(self, *, login_rate: int | None, session_lifetime: float | None) -> None:
+        """Set (or, with ``None``, lift) the login throttle and the session lifetime, as the
+        constructor's ``login_rate`` and ``session_lifetime`` do; a new throttle starts with
+        an empty second. Takes effect for logins from now on.
+
+        Raises:
+            ValueError: ``login_rate`` is negative, ``session_lifetime`` not above 0, or a
+                throttle asked of a Redshift-mode gateway (Redshift has none of these).
+        """
+        if login_rate is not None and self._mode == "redshift":
+            raise ValueError("login_rate emulates RDS and Aurora DSQL: not in redshift mode")
+        if session_lifetime is not None and not session_lifetime > 0:
+            raise ValueError("session_lifetime must be > 0 seconds")
+        self._throttle = (
+            None
+            if login_rate is None
+            else LoginThrottle(login_rate, reuse_free=self._mode == "rds")
+        )
+        self.session_lifetime = session_lifetime
+
     def reset_counters(self) -> None:
         """Zero ``accepted``, ``rejected``, the plaintext record and pending forced rejections."""
         self._logins.reset()
@@ -483,6 +517,10 @@ class IamGateway:
 
     async def admit(self, user: str, secret: str, database: str | None) -> RejectReason | None:
         """Verify a login's password and count the outcome (used by the protocol fronts)."""
+        throttle = self._throttle
+        if throttle is not None and not throttle.allows(secret):
+            self._logins.refuse("throttled")
+            return "throttled"
         host, port = self.signed_endpoint
         reason = await self._admission.judge(
             user, secret, database, host=host, port=port, now=self._clock()

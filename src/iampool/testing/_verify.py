@@ -59,6 +59,7 @@ RejectReason = Literal[
     "malformed_packet",  # bytes that are not the database's wire protocol
     "forced",  # a valid login rejected on purpose by ``IamGateway.reject_next``
     "no_such_user",  # Redshift: valid credentials for a database user that does not exist
+    "throttled",  # over the gateway's login_rate (RDS: distinct tokens; DSQL: connections)
 ]
 
 CLOCK_SKEW = timedelta(minutes=5)

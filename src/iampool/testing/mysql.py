@@ -97,8 +97,10 @@ async def _handshake(client: Peer, upstream: Peer, desk: FrontDesk) -> bool:
         message += "--require_secure_transport=ON."
         await _send_packet(client, reply, _error(3159, "HY000", message))
         return False
-    if await desk.admit(user, password, response.database) is not None:
-        message = f"Access denied for user '{user}'@'{client.remote_host}' (using password: YES)"
+    reason = await desk.admit(user, password, response.database)
+    if reason is not None:
+        why = "too many competing requests" if reason == "throttled" else "using password: YES"
+        message = f"Access denied for user '{user}'@'{client.remote_host}' ({why})"
         await _send_packet(client, reply, _error(1045, "28000", message))
         return False
     outcome = await _login(upstream, greeting, response, desk.upstream.password)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 import struct
 
@@ -44,6 +45,13 @@ _MAX_MESSAGE = 65_536  # tokens are 1-2 KB; anything this large is not a passwor
 _MAX_UPSTREAM_MESSAGE = 1 << 20
 _AUTH_OK = b"R" + struct.pack("!ii", 8, 0)
 _ASK_CLEARTEXT_PASSWORD = b"R" + struct.pack("!ii", 8, 3)
+
+# How each service refuses a login over its throttle (the gateway's login_rate).
+_THROTTLED = {
+    "rds": ("53300", "too many competing requests"),
+    "dsql": ("53400", "connection rate exceeded: too many new connections to this cluster"),
+    "redshift": ("53300", "too many connections"),  # no throttle in Redshift mode
+}
 
 REDSHIFT_SERVER_VERSION = "8.0.2"
 """The ``server_version`` a Redshift cluster reports, and the Redshift-mode gateway with it."""
@@ -91,7 +99,9 @@ async def serve_client(client: Peer, desk: FrontDesk, *, handshake_timeout: floa
         if desk.mode == "redshift":
             with anyio.fail_after(handshake_timeout):
                 await _relay_session_start_as_redshift(upstream, client)
-        await pipe(client, upstream)
+        lifetime = desk.session_lifetime
+        with anyio.move_on_after(math.inf if lifetime is None else lifetime):
+            await pipe(client, upstream)  # cut at the session's age: both sides closed
 
 
 async def _client_login(client: Peer, desk: FrontDesk) -> tuple[dict[str, str], str] | None:
@@ -140,6 +150,9 @@ async def _client_login(client: Peer, desk: FrontDesk) -> tuple[dict[str, str], 
     reason = await desk.admit(user, password, params["database"])
     if reason == "no_such_user":  # what Redshift answers valid credentials for a missing user
         await client.send(_fatal("42704", f'user "{user}" does not exist'))
+        return None
+    if reason == "throttled":
+        await client.send(_fatal(*_THROTTLED[desk.mode]))
         return None
     if reason is not None:
         await client.send(_fatal("28000", f'PAM authentication failed for user "{user}"'))
