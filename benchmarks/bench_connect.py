@@ -17,8 +17,12 @@ order rotates, each opening ONE new connection per round (closing is not timed):
 - ``control``: the floor again (A/A): how far noise alone moves a ratio in this run;
 - ``connect``: ``iampool.connect(dsn)``;
 - ``creator``: ``creator()`` of one ``iampool.sqlalchemy.async_creator(dsn)``;
+- ``bare pool``: the driver's own pool (``min_size=0, max_size=1``) with the static token and
+  one prebuilt context (psycopg_pool: the same conninfo): a pool's new connection, pool
+  mechanics included (psycopg_pool opens it in its worker task);
 - ``pool``: a new connection of an iampool pool (``min_size=0, max_size=1``): each round the
-  connection it gave out is closed before release, so the timed acquire opens a new one.
+  connection it gave out is closed before release, so the timed acquire opens a new one; also
+  reported against the bare pool of the same round.
 
 Reported per side: the median latency and the median of its per-round ratios to the floor's
 connect of the same round; the target after issue 20 is <= 1.05x for every iampool side.
@@ -73,7 +77,8 @@ SCHEMES = {
     "asyncmy": "mysql+asyncmy",
 }
 FLOOR, CONTROL = "floor", "control (A/A)"
-SIDES = (FLOOR, CONTROL, "connect", "creator", "pool")
+BARE_POOL = "bare pool"
+SIDES = (FLOOR, CONTROL, "connect", "creator", BARE_POOL, "pool")
 TARGET = 1.05
 
 Open = Callable[[], Awaitable[Any]]  # opens one new connection, returns what to close
@@ -130,6 +135,39 @@ def floor_opener(driver: str, gateway: IamGateway, bundle: Path, token: str) -> 
     return lambda: asyncmy.connect(
         host=host, port=port, user=USER, database=database, password=token, ssl=context
     )
+
+
+async def bare_pool(driver: str, gateway: IamGateway, bundle: Path, token: str) -> Any:
+    """The driver's own pool (``min_size=0, max_size=1``) with the static token and one prebuilt
+    context: the floor of a pool's new connection, pool mechanics included."""
+    from psycopg_pool import AsyncConnectionPool
+
+    context = ssl.create_default_context(cafile=str(bundle))
+    host, port, database = gateway.host, gateway.port, gateway.upstream.database
+    if driver == "asyncpg":
+        return await asyncpg.create_pool(
+            host=host, port=port, user=USER, database=database, password=token, ssl=context,
+            min_size=0, max_size=1,
+        )  # fmt: skip
+    if driver == "psycopg":
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            kwargs={
+                "host": host, "port": port, "user": USER, "dbname": database, "password": token,
+                "sslmode": "verify-full", "sslrootcert": str(bundle),
+            },
+            min_size=0, max_size=1, open=False,
+        )  # fmt: skip
+        await pool.open()
+        return pool
+    if driver == "aiomysql":
+        return await aiomysql.create_pool(
+            host=host, port=port, user=USER, db=database, password=token, ssl=context,
+            auth_plugin="mysql_clear_password", minsize=0, maxsize=1,
+        )  # fmt: skip
+    return await asyncmy.create_pool(
+        host=host, port=port, user=USER, database=database, password=token, ssl=context,
+        minsize=0, maxsize=1,
+    )  # fmt: skip
 
 
 async def close_connection(driver: str, connection: Any) -> None:
@@ -205,6 +243,7 @@ async def measure_driver(
         driver, await iampool.create_pool(dsn, aws_iam=config, cache=cache, min_size=0, max_size=1)
     )
     floor = floor_opener(driver, gateway, bundle, token)
+    bare = PoolSide(driver, await bare_pool(driver, gateway, bundle, token))
 
     async def close(connection: Any) -> None:
         await close_connection(driver, connection)
@@ -221,6 +260,7 @@ async def measure_driver(
         CONTROL: lambda: timed_open(floor),
         "connect": lambda: timed_open(lambda: iampool.connect(dsn, aws_iam=config, cache=cache)),
         "creator": lambda: timed_open(creator),
+        BARE_POOL: bare.timed_new_connection,
         "pool": pool.timed_new_connection,
     }
     try:
@@ -234,6 +274,7 @@ async def measure_driver(
         return samples
     finally:
         await pool.close()
+        await bare.close()
         await cache.aclose()
 
 
@@ -251,11 +292,16 @@ def report(driver: str, samples: dict[str, list[float]]) -> None:
         per_round = [
             value / floor for value, floor in zip(samples[side], samples[FLOOR], strict=True)
         ]
-        target = "" if side in (FLOOR, CONTROL) else f"<= {TARGET:.2f}x"
+        target = "" if side in (FLOOR, CONTROL, BARE_POOL) else f"<= {TARGET:.2f}x"
         print(
             f"| {side} | {statistics.median(samples[side]) * 1000:.2f} ms "
             f"| {statistics.median(per_round):.3f}x | {target} |"
         )
+    # A pool's new connection against the same driver's own pool, both opened the same way.
+    per_round = [
+        ours / bare for ours, bare in zip(samples["pool"], samples[BARE_POOL], strict=True)
+    ]
+    print(f"| pool vs bare pool | | {statistics.median(per_round):.3f}x | <= {TARGET:.2f}x |")
 
 
 async def run(
