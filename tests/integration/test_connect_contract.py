@@ -38,7 +38,7 @@ import pytest
 import trustme
 
 import iampool
-from iampool import AuthTokenRejected, AwsIamConfig, CredentialCache, LoginTimeoutError
+from iampool import AuthTokenRejected, AwsIamConfig, CredentialCache, LoginTimeoutError, auth_for
 from iampool.testing import FakeAws, IamDatabase
 
 from ..unit.test_connect_contract import SCHEMES
@@ -248,6 +248,13 @@ def dsn_at(driver: str, port: int, query: str = "", host: str = "127.0.0.1") -> 
     return f"{SCHEMES[driver]}://{login}{host}:{port}{path}{'?' + query if query else ''}"
 
 
+async def warm(config: AwsIamConfig, port: int, cache: CredentialCache) -> None:
+    """Mint the credentials a login at ``port`` uses before the timed part of a test, so that a
+    one-second ``connect_timeout`` is spent on the login itself even when AssumeRole against the
+    stand-in is slow on a loaded machine (it still bounds both: see the dialer)."""
+    await auth_for(config, host="127.0.0.1", port=port, cache=cache).credentials()
+
+
 async def close_connection(connection: Any) -> None:
     result = connection.close()
     if result is not None:
@@ -308,6 +315,7 @@ async def test_connect_to_a_server_that_never_answers_ends_with_login_timeout_er
     config = config_for(request, driver)
     kwargs, query = SPELLINGS[spelling]
     with Listener(mode) as listener:
+        await warm(config, listener.port, cache)
         with anyio.fail_after(GUARD), pytest.raises(LoginTimeoutError) as caught:
             await connect_and_close(
                 dsn_at(driver, listener.port, query), aws_iam=config, cache=cache,
