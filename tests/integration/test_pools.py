@@ -172,7 +172,9 @@ async def test_tokens_rotate_with_elapsed_time_not_with_connections(db: Any, fak
 
         async def worker() -> None:
             nonlocal queries
-            while time.monotonic() - started < 4.5:
+            # A loaded machine makes fewer queries per second: run on until there are enough
+            # for the bounds below to mean something, which are then scaled by the time taken.
+            while time.monotonic() - started < 4.5 or queries < 120:
                 async with pool.acquire() as connection:
                     assert await current_user(engine, connection) == db.user
                 queries += 1
@@ -192,7 +194,6 @@ async def test_tokens_rotate_with_elapsed_time_not_with_connections(db: Any, fak
     assert 3 <= stats["tokens_signed"] <= elapsed / 0.5 + 2
     assert db.gateway.accepted > 4 * stats["tokens_signed"]  # many connections per token
     assert db.gateway.rejected == Counter()
-    assert queries > 100
 
 
 async def test_verify_full_fails_against_a_ca_that_did_not_sign_the_server(
