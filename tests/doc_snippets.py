@@ -97,14 +97,14 @@ def pages() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def snippets(page: Path) -> Iterator[Snippet]:
-    """Every fenced block of ``page``, in order.
+def snippets(page: Path, root: Path = ROOT) -> Iterator[Snippet]:
+    """Every fenced block of ``page`` (named relative to ``root``), in order.
 
     Raises:
         ValueError: a fragment mark that no fence follows, or one without a reason.
     """
     lines = page.read_text().split("\n")
-    name = page.relative_to(ROOT).as_posix()
+    name = page.relative_to(root).as_posix()
     index = 0
     while index < len(lines):
         line = lines[index]
@@ -112,7 +112,9 @@ def snippets(page: Path) -> Iterator[Snippet]:
         if mark is not None:
             following = lines[index + 1] if index + 1 < len(lines) else ""
             if not _FENCE.match(following):
-                raise ValueError(f"{name}:{index + 1}: a fragment mark must be right before a fence")
+                raise ValueError(
+                    f"{name}:{index + 1}: a fragment mark must be right before a fence"
+                )
             if not mark.group("reason").strip():
                 raise ValueError(f"{name}:{index + 1}: a fragment mark must give its reason")
         opening = _FENCE.match(line)
