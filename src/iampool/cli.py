@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import quote
@@ -41,21 +41,36 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line (the usage is one ``--help`` away), each one said by
-    the subcommand it is about and pointing at that subcommand's help."""
+    """argparse, with its errors on one line (the usage is one ``--help`` away).
+
+    It keeps what ``_parse`` needs to report a mistyped flag by the subcommand it was given to:
+    the flags declared with ``add_argument`` on it (argument groups are not used here) and, on
+    the top level, the subcommands.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.flags: dict[str, bool] = {}  # every --flag: whether it takes a value
+        self.commands: Mapping[str, _Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        for option in action.option_strings:
+            self.flags[option] = action.nargs != 0
+        return action
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+def _parse(parser: _Parser, argv: Sequence[str] | None) -> argparse.Namespace:
     """``parser.parse_args``, but an unknown flag or a stray argument is reported by the
     subcommand it was given to, pointing at that subcommand's help (argparse leaves them to the
     top level, whose help does not list them), with the closest flag the subcommand has."""
     args = list(sys.argv[1:] if argv is None else argv)
     command = _subcommand(parser, args)
     if command is not None:
-        _refuse_unknown_options(*command)
+        _refuse_unknown_flags(*command)
     parsed, unknown = parser.parse_known_args(args)
     if unknown:
         where = command[0] if command is not None else parser
@@ -68,26 +83,22 @@ def _flag(arg: str) -> str:
     return arg if arg.isprintable() and len(arg) <= 60 else shown(arg, 60)
 
 
-def _subcommand(
-    parser: argparse.ArgumentParser, argv: list[str]
-) -> tuple[argparse.ArgumentParser, list[str]] | None:
+def _subcommand(parser: _Parser, argv: list[str]) -> tuple[_Parser, list[str]] | None:
     """The subcommand's parser and the arguments after its name, if ``argv`` names one."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for index, arg in enumerate(argv):
-                if arg in action.choices:
-                    return action.choices[arg], argv[index + 1 :]
-                if not arg.startswith("-"):
-                    return None  # an unknown command: argparse lists the choices
+    for index, arg in enumerate(argv):
+        if arg in parser.commands:
+            return parser.commands[arg], argv[index + 1 :]
+        if not arg.startswith("-"):
+            return None  # an unknown command: argparse lists the choices
     return None
 
 
-def _refuse_unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+def _refuse_unknown_flags(parser: _Parser, argv: list[str]) -> None:
     """A ``--flag`` the subcommand does not know (nor abbreviates) is an error naming the
     closest flag it has, said before argparse would complain of a missing required one."""
     import difflib
 
-    known = {option: action for action in parser._actions for option in action.option_strings}
+    known = parser.flags
     expects_value = False
     for arg in argv:
         if expects_value:
@@ -98,10 +109,9 @@ def _refuse_unknown_options(parser: argparse.ArgumentParser, argv: list[str]) ->
         if not arg.startswith("--"):
             continue
         name, has_value, _ = arg.partition("=")
-        matches = [option for option in known if option.startswith(name)]
+        matches = [flag for flag in known if flag.startswith(name)]
         if name in known or len(matches) == 1:
-            action = known[name if name in known else matches[0]]
-            expects_value = action.nargs != 0 and not has_value
+            expects_value = known[name if name in known else matches[0]] and not has_value
             continue
         if len(matches) > 1:
             continue  # ambiguous: argparse names the candidates
@@ -176,7 +186,7 @@ examples:
   iampool demo --workers 8 --queries 500 --pool-size 4 --json"""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     parser = _Parser(
         prog="iampool",
         description="AWS IAM database authentication for async Python pools.",
@@ -185,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"iampool {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = commands.choices  # the live table: every add_parser below lands in it
     extra_help = "the aws_iam block (or encrypted_extra): JSON text, a file, or - (stdin)"
 
     token = commands.add_parser(

@@ -7,11 +7,12 @@ a pointer to that subcommand's help; a block with ``"enabled": false`` is told s
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from iampool import ConfigError
-from iampool.cli import main
+from iampool.cli import _parser, main
 from iampool.pools import resolve
 
 BLOCK = json.dumps({"enabled": True, "region": "us-east-1", "db_username": "app"})
@@ -136,3 +137,17 @@ def test_a_pool_given_a_disabled_block_is_told_so_first() -> None:
     with pytest.raises(ConfigError) as raised:
         resolve("postgresql://db.example/app", {"enabled": False}, None)
     assert raised.value.fields == ["enabled", "db_username"]
+
+
+@pytest.mark.parametrize("command", sorted(_parser().commands))
+def test_every_flag_a_command_shows_is_one_it_knows(command: str) -> None:
+    # the flags are recorded as they are declared (add_argument): a flag declared some other
+    # way would be refused as unknown
+    parser = _parser().commands[command]
+    shown = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", parser.format_help()))
+    assert shown
+    assert shown <= set(parser.flags)
+
+
+def test_the_commands_are_known_by_name() -> None:
+    assert {"token", "check", "demo"} <= set(_parser().commands)
