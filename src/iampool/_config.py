@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from ._errors import ConfigError, ConfigProblem, shown
 
-__all__ = ["AwsIamConfig", "Backend"]
+__all__ = ["DISABLED", "AwsIamConfig", "Backend", "disabled_first"]
 
 Backend = Literal["rds", "redshift", "redshift-serverless", "dsql"]
 
@@ -28,6 +28,12 @@ SUPERSET_BOTH_REDSHIFT_SELECTORS = (
 SUPERSET_NO_REDSHIFT_SELECTOR = (
     "AWS IAM configuration must include either workgroup_name (for Redshift Serverless) or "
     "cluster_identifier (for provisioned Redshift clusters)."
+)
+
+# What a block with "enabled": false is told wherever IAM auth is asked of it.
+DISABLED = ConfigProblem(
+    "enabled",
+    'is false: this aws_iam block does not ask for IAM auth (set "enabled": true to use it)',
 )
 
 # AWS means ASCII by \w and \d: without re.ASCII, Python would accept e.g. Arabic-Indic digits in
@@ -118,6 +124,24 @@ class AwsIamConfig:
         if self.db_groups:
             data["db_groups"] = list(self.db_groups)
         return data
+
+
+def disabled_first(error: ConfigError, extra: object) -> ConfigError:
+    """``error``, led by ``enabled: is false`` when ``extra`` says ``"enabled": false``.
+
+    For a caller that needs IAM auth (a pool, the CLI): the switch is what to fix first, not a
+    field that a disabled block may well leave out (``db_username: is required``).
+    """
+    if isinstance(extra, (str, bytes, bytearray)):
+        try:
+            extra = json.loads(extra)
+        except (ValueError, RecursionError):
+            return error
+    if isinstance(extra, Mapping) and isinstance(extra.get("aws_iam"), Mapping):
+        extra = extra["aws_iam"]
+    if not isinstance(extra, Mapping) or extra.get("enabled") is not False:
+        return error
+    return ConfigError([DISABLED, *error.errors], context=error.context)
 
 
 def _json_problem(exc: ValueError | RecursionError) -> ConfigProblem:

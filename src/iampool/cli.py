@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import quote
@@ -19,11 +19,10 @@ import anyio
 
 from . import __version__
 from ._cache import CredentialCache, mint_context
-from ._config import AwsIamConfig
+from ._config import DISABLED, AwsIamConfig, disabled_first
 from ._errors import (
     AuthTokenRejected,
     ConfigError,
-    ConfigProblem,
     CredentialError,
     IamPoolError,
     shown,
@@ -42,10 +41,83 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line (the usage is one ``--help`` away)."""
+    """argparse, with its errors on one line (the usage is one ``--help`` away).
+
+    It keeps what ``_parse`` needs to report a mistyped flag by the subcommand it was given to:
+    the flags declared with ``add_argument`` on it (argument groups are not used here) and, on
+    the top level, the subcommands.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.flags: dict[str, bool] = {}  # every --flag: whether it takes a value
+        self.commands: Mapping[str, _Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        for option in action.option_strings:
+            self.flags[option] = action.nargs != 0
+        return action
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _parse(parser: _Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but an unknown flag or a stray argument is reported by the
+    subcommand it was given to, pointing at that subcommand's help (argparse leaves them to the
+    top level, whose help does not list them), with the closest flag the subcommand has."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = _subcommand(parser, args)
+    if command is not None:
+        _refuse_unknown_flags(*command)
+    parsed, unknown = parser.parse_known_args(args)
+    if unknown:
+        where = command[0] if command is not None else parser
+        where.error(f"unrecognized arguments: {' '.join(_flag(arg) for arg in unknown)}")
+    return parsed
+
+
+def _flag(arg: str) -> str:
+    """An argument as typed when it is plain text, else quoted with its escapes."""
+    return arg if arg.isprintable() and len(arg) <= 60 else shown(arg, 60)
+
+
+def _subcommand(parser: _Parser, argv: list[str]) -> tuple[_Parser, list[str]] | None:
+    """The subcommand's parser and the arguments after its name, if ``argv`` names one."""
+    for index, arg in enumerate(argv):
+        if arg in parser.commands:
+            return parser.commands[arg], argv[index + 1 :]
+        if not arg.startswith("-"):
+            return None  # an unknown command: argparse lists the choices
+    return None
+
+
+def _refuse_unknown_flags(parser: _Parser, argv: list[str]) -> None:
+    """A ``--flag`` the subcommand does not know (nor abbreviates) is an error naming the
+    closest flag it has, said before argparse would complain of a missing required one."""
+    import difflib
+
+    known = parser.flags
+    expects_value = False
+    for arg in argv:
+        if expects_value:
+            expects_value = False
+            continue
+        if arg == "--":
+            return
+        if not arg.startswith("--"):
+            continue
+        name, has_value, _ = arg.partition("=")
+        matches = [flag for flag in known if flag.startswith(name)]
+        if name in known or len(matches) == 1:
+            expects_value = known[name if name in known else matches[0]] and not has_value
+            continue
+        if len(matches) > 1:
+            continue  # ambiguous: argparse names the candidates
+        closest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {closest[0]}?" if closest else ""
+        parser.error(f"unrecognized arguments: {_flag(name)}{hint}")
 
 
 def _digits(text: str) -> int | None:
@@ -114,7 +186,7 @@ examples:
   iampool demo --workers 8 --queries 500 --pool-size 4 --json"""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     parser = _Parser(
         prog="iampool",
         description="AWS IAM database authentication for async Python pools.",
@@ -123,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"iampool {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = commands.choices  # the live table: every add_parser below lands in it
     extra_help = "the aws_iam block (or encrypted_extra): JSON text, a file, or - (stdin)"
 
     token = commands.add_parser(
@@ -170,7 +243,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and ``python -m iampool``."""
-    args = _parser().parse_args(argv)
+    args = _parse(_parser(), argv)
     try:
         if args.command == "token":
             return anyio.run(_token, args)
@@ -219,9 +292,9 @@ _PATH_SHOWN = 200  # characters of a file name quoted in a message
 def _load_config(extra: str) -> AwsIamConfig:
     """``--extra``: JSON text (it starts with ``{``), ``-`` for standard input, or a file."""
     if extra == "-":
-        return AwsIamConfig.from_extra(_read_limited(sys.stdin.buffer, "standard input"))
+        return _parsed(_read_limited(sys.stdin.buffer, "standard input"))
     if extra.lstrip().startswith("{"):
-        return AwsIamConfig.from_extra(extra)
+        return _parsed(extra)
     try:
         with Path(extra).open("rb") as file:
             data = _read_limited(file, shown(extra, _PATH_SHOWN))
@@ -237,7 +310,16 @@ def _load_config(extra: str) -> AwsIamConfig:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"--extra: {shown(extra, _PATH_SHOWN)} is not UTF-8 text") from None
-    return AwsIamConfig.from_extra(text)
+    return _parsed(text)
+
+
+def _parsed(extra: str | bytes) -> AwsIamConfig:
+    """The block; with ``"enabled": false`` that comes first among its problems (every command
+    needs IAM auth)."""
+    try:
+        return AwsIamConfig.from_extra(extra)
+    except ConfigError as exc:
+        raise disabled_first(exc, extra) from None
 
 
 def _read_limited(file: BinaryIO, name: str) -> bytes:
@@ -250,9 +332,7 @@ def _read_limited(file: BinaryIO, name: str) -> bytes:
 
 def _enabled(config: AwsIamConfig) -> AwsIamConfig:
     if not config.enabled:
-        raise ConfigError(
-            ConfigProblem("enabled", "is false: this aws_iam block does not ask for IAM auth")
-        )
+        raise ConfigError(DISABLED)
     return config
 
 

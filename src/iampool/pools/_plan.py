@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from .._cache import CredentialCache, default_cache
-from .._config import SUPERSET_NO_REDSHIFT_SELECTOR, AwsIamConfig, ConfigLike, coerce_config
+from .._config import (
+    DISABLED,
+    SUPERSET_NO_REDSHIFT_SELECTOR,
+    AwsIamConfig,
+    ConfigLike,
+    coerce_config,
+    disabled_first,
+)
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem, MissingExtraError, shown
 from ..auth import build_auth, prefetch
@@ -284,6 +291,9 @@ def _config(dsn: str, aws_iam: ConfigLike) -> AwsIamConfig:
     try:
         config = coerce_config(aws_iam)
     except ConfigError as exc:
+        first = disabled_first(exc, aws_iam)
+        if first is not exc:
+            raise first from None
         if not _is_redshift(dsn) or _has_redshift_selector(aws_iam):
             raise
         # Without a selector the block reads as an RDS one, which asks for db_username; for a
@@ -295,9 +305,7 @@ def _config(dsn: str, aws_iam: ConfigLike) -> AwsIamConfig:
         ]
         raise ConfigError([_NO_SELECTOR, *others]) from None
     if not config.enabled:
-        raise ConfigError(
-            ConfigProblem("enabled", "is false: this aws_iam block does not ask for IAM auth")
-        )
+        raise ConfigError(DISABLED)
     return config
 
 
