@@ -70,6 +70,7 @@ _PUBLIC_NAMES = (
     "signatureversion",
     "signaturemethod",
 )
+_SHORTEST_PUBLIC = min(len(name) for name in _PUBLIC_NAMES)
 # The expressions run on the lower-cased text (ten times faster than re.IGNORECASE), hex escapes
 # included (%3c), whose positions are the text's: ASCII-only lower-casing when full lower-casing
 # would change the length (a few non-ASCII letters do).
@@ -113,6 +114,7 @@ _QUOTED_VALUE = (
 )
 # An unquoted value ends at white space, a quote, a delimiter or an encoded one.
 _UNQUOTED_TEXT = r"[^\s\"'\\&<>,;(){}\[\]%]"
+_UNQUOTED_GOES_ON = r"[^\s\"'\\&<>,;(){}\[\]]"  # the text, or "%": an escape may follow
 _UNQUOTED_ESCAPE = r"%(?!0[ad]|2[0267]|3[ce]|5c)"
 _UNQUOTED_VALUE = (
     rf"(?:{_UNQUOTED_TEXT}|{_UNQUOTED_ESCAPE}){_UNQUOTED_TEXT}*"
@@ -133,13 +135,31 @@ _AUTHORIZATION = re.compile(
     r"(?P<value>(?:[^\"'\\\r\n%]|%(?!0[ad]|2[27]))[^\"'\\\r\n%]*"
     r"(?:%(?!0[ad]|2[27])[^\"'\\\r\n%]*(?:%(?!0[ad]|2[27])[^\"'\\\r\n%]*)*|))"
 )
+
+
 # "dbPassword": "x", 'ExternalId': 'x', b'x', \"x\", %22x%22, X-Amz-Signature=x, name:x
+def _field_value(group: str) -> str:
+    return (
+        rf"(?:b?{_QUOTE}(?P<quoted{group}>{_QUOTED_VALUE})"
+        rf"|{_NEXT_LINE}(?P<value{group}>{_UNQUOTED_VALUE}))"
+    )
+
+
+# Three ways to a value, each a special case of the next, taken first because it is the most
+# frequent and the quickest to read: a name whose identifier is shorter than any public name
+# (so that its value needs no check, see _without_fields), ":" right after it, a space, no more
+# spacing (which the third reads whole before a value), then a value of plain characters, whole,
+# that no quote, "b" and quote, or escape starts or continues; the second, the same ":" and any
+# value; the third, the whole form. Where a way fails, the next reads that ":" (and a plain
+# value) again: at most three times, still linear.
 _FIELD = re.compile(
-    rf"(?P<name>{_KEYWORD}[a-z0-9_-]*)(?:(?:{_QUOTE}|){_SEPARATOR}"
-    rf"(?:b?{_QUOTE}(?P<quoted>{_QUOTED_VALUE})|{_NEXT_LINE}(?P<value>{_UNQUOTED_VALUE}))|)"
+    rf"(?P<name>{_KEYWORD}[a-z0-9_-]*)"
+    rf"(?:(?<![a-z0-9_-]{{{_SHORTEST_PUBLIC}}})"  # an identifier too short to be public
+    rf":(?: |)(?![ \t+]|%20|b{_QUOTE})(?P<plain>{_UNQUOTED_TEXT}+)(?!{_UNQUOTED_GOES_ON})"
+    rf"|:(?: |)(?![ \t+]|%20){_field_value('')}"
+    rf"|(?:{_QUOTE}|){_SEPARATOR}{_field_value('_after')}|)"
 )
 _PUBLIC_ENDINGS = ("token", "version", "method")  # of every public name: a cheap first check
-_SHORTEST_PUBLIC = min(len(name) for name in _PUBLIC_NAMES)
 
 _in_flight: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "iampool_secrets_in_flight", default=()
@@ -184,7 +204,8 @@ def _without_fields(pattern: re.Pattern[str], text: str, low: str) -> str:
     have run on into the next line's field, and reading each such value once more keeps the
     time linear.
 
-    ``pattern``'s group 1 is the name, the others values, each ending its match.
+    ``pattern``'s group 1 is the name, the others values, each ending its match; a value in
+    group 2 is never empty, and its name never a public one.
     """
     # Once per field: a field every 10 bytes is the worst case, where each step here counts.
     pieces: list[str] = []
@@ -192,16 +213,22 @@ def _without_fields(pattern: re.Pattern[str], text: str, low: str) -> str:
     kept = 0
     for match in pattern.finditer(low):
         value = match.lastindex  # the value's group; 1, the name's: a name passed over whole
+        if value == 2:  # the quickest way: a value, of a name that cannot be public
+            value_start, value_end = match.span(2)
+            keep(text[kept:value_start])
+            keep(REDACTED)
+            kept = value_end
+            continue
         if value == 1:
             continue
         value_start, value_end = match.span(value)
         if value_start == value_end:
             continue
-        name_start, name_end = match.span(1)
-        if (  # a keyword alone ("token: x") is no public name
-            name_end - name_start < _SHORTEST_PUBLIC
+        name_start = match.start()
+        if (  # a name shorter than any public one, at the start of its identifier
+            value_start - name_start < _SHORTEST_PUBLIC
             and (name_start == 0 or low[name_start - 1] not in _IDENTIFIER)
-        ) or not _public(low, name_start, name_end):
+        ) or not _public(low, name_start, match.end(1)):
             keep(text[kept:value_start])
             keep(REDACTED)
             kept = value_end
