@@ -145,18 +145,18 @@ def _field_value(group: str) -> str:
     )
 
 
-# Three ways to a value, each a special case of the next, taken first because it is the most
-# frequent and the quickest to read: a name whose identifier is shorter than any public name
-# (so that its value needs no check, see _without_fields), ":" right after it, a space, no more
-# spacing (which the third reads whole before a value), then a value of plain characters, whole,
-# that no quote, "b" and quote, or escape starts or continues; the second, the same ":" and any
-# value; the third, the whole form. Where a way fails, the next reads that ":" (and a plain
-# value) again: at most three times, still linear.
+# Three ways to a value, each a special case of the next, taken first because it is more
+# frequent and quicker to read. The first: a name whose identifier is shorter than any public
+# name (its value needs no check, see _without_fields), ":" or "=" right after it, perhaps one
+# space and no more spacing (which the third reads whole before a value), and a value of plain
+# characters, whole, that no quote, "b" and quote, or escape starts or continues. The second:
+# the same ":" or "=" and any value. The third: the whole form. Where a way fails, the next
+# reads that separator (and a plain value) again: at most three times, still linear.
 _FIELD = re.compile(
     rf"(?P<name>{_KEYWORD}[a-z0-9_-]*)"
     rf"(?:(?<![a-z0-9_-]{{{_SHORTEST_PUBLIC}}})"  # an identifier too short to be public
-    rf":(?: |)(?![ \t+]|%20|b{_QUOTE})(?P<plain>{_UNQUOTED_TEXT}+)(?!{_UNQUOTED_GOES_ON})"
-    rf"|:(?: |)(?![ \t+]|%20){_field_value('')}"
+    rf"[:=](?: |)(?![ \t+]|%20|b{_QUOTE})(?P<plain>{_UNQUOTED_TEXT}+)(?!{_UNQUOTED_GOES_ON})"
+    rf"|[:=](?: |)(?![ \t+]|%20){_field_value('')}"
     rf"|(?:{_QUOTE}|){_SEPARATOR}{_field_value('_after')}|)"
 )
 _PUBLIC_ENDINGS = ("token", "version", "method")  # of every public name: a cheap first check
