@@ -154,8 +154,8 @@ def _field_value(group: str) -> str:
 # reads that separator (and a plain value) again: at most three times, still linear.
 _FIELD = re.compile(
     rf"(?P<name>{_KEYWORD}[a-z0-9_-]*)"
-    rf"(?:(?<![a-z0-9_-]{{{_SHORTEST_PUBLIC}}})"  # an identifier too short to be public
-    rf"[:=](?: |)(?![ \t+]|%20|b{_QUOTE})(?P<plain>{_UNQUOTED_TEXT}+)(?!{_UNQUOTED_GOES_ON})"
+    rf"(?:[:=](?<![a-z0-9_-]{{{_SHORTEST_PUBLIC}}}[:=])"  # an identifier too short to be public
+    rf"(?: |)(?![ \t+]|%20|b{_QUOTE})(?P<plain>{_UNQUOTED_TEXT}+)(?!{_UNQUOTED_GOES_ON})"
     rf"|[:=](?: |)(?![ \t+]|%20){_field_value('')}"
     rf"|(?:{_QUOTE}|){_SEPARATOR}{_field_value('_after')}|)"
 )
