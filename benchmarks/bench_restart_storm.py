@@ -430,7 +430,9 @@ def main() -> int:
             for order in rotations(SIDES, args.rounds):
                 for side in order:
                     print(f"storm: {side}", file=sys.stderr, flush=True)
-                    storms[side].append(run_storm(side, target, args.processes, args.login_rate, gateway, aws))
+                    storms[side].append(
+                        run_storm(side, target, args.processes, args.login_rate, gateway, aws)
+                    )
                     gateway.wait_idle(30.0)
         finally:
             gateway.drop_created_users()

@@ -212,7 +212,7 @@ def _without_fields(pattern: re.Pattern[str], text: str, low: str) -> str:
     keep = pieces.append
     kept = 0
     for match in pattern.finditer(low):
-        value = match.lastindex  # the value's group; 1, the name's: a name passed over whole
+        value = match.lastindex or 1  # the value's group; 1, the name's: a name passed over whole
         if value == 2:  # the quickest way: a value, of a name that cannot be public
             value_start, value_end = match.span(2)
             keep(text[kept:value_start])
@@ -234,7 +234,7 @@ def _without_fields(pattern: re.Pattern[str], text: str, low: str) -> str:
             kept = value_end
             continue
         for inner in pattern.finditer(low, value_start, value_end):
-            value = inner.lastindex
+            value = inner.lastindex or 1
             if value == 1:
                 continue
             inner_start, inner_end = inner.span(value)
