@@ -59,7 +59,8 @@ _SHORTEST_VALUE = 8
 # (and without a secret in flight) is left alone after one lower-casing.
 _HINTS = ("secret", "passw", "token", "signature", "external", "authoriz")
 _KEYWORD = r"(?:secret|passw(?:or)?d|token|signature|external_?id|authorization)"
-_IDENTIFIER = frozenset(string.ascii_letters + string.digits + "_-")
+_IDENTIFIER_CHARACTERS = string.ascii_letters + string.digits + "_-"
+_IDENTIFIER = frozenset(_IDENTIFIER_CHARACTERS)
 # Names that match but hold no secret: pagination and idempotency tokens, signature versions.
 _PUBLIC_NAMES = (
     "nexttoken",
@@ -173,9 +174,8 @@ def _public(low: str, start: int, end: int) -> bool:
         return False
     if end - start < _SHORTEST_PUBLIC and (start == 0 or low[start - 1] not in _IDENTIFIER):
         return False  # "token" alone
-    begin = start
-    while begin > 0 and start - begin < 64 and low[begin - 1] in _IDENTIFIER:
-        begin -= 1
+    window = max(0, start - 64)  # the identifier's start, at most 64 characters back
+    begin = window + len(low[window:start].rstrip(_IDENTIFIER_CHARACTERS))
     return low[begin:end].replace("-", "").replace("_", "").endswith(_PUBLIC_NAMES)
 
 
