@@ -58,6 +58,11 @@ SHAPES: list[tuple[str, Callable[[int], str]]] = [
     ("JSON-escaped quotes", lambda n: repeat('\\"token\\": \\"', n)),
     ("one field every 10 bytes", lambda n: repeat("token: x; ", n)),
     ("AssumeRole bodies", lambda n: repeat(ASSUME_ROLE_BODY, n)),
+    # More of the densest text there is to redact, in the SDK's other forms.
+    ("a field every 8 bytes", lambda n: repeat("token=x&", n)),
+    ("quoted fields (repr)", lambda n: repeat("'token': 'x', ", n)),
+    ("security token headers", lambda n: repeat("x-amz-security-token:x\n", n)),
+    ("XML fields", lambda n: repeat("<Token>x</Token>", n)),
 ]
 ASSUME_ROLE_BODY = (
     "b'<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIAEXAMPLE"
