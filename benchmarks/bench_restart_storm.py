@@ -34,9 +34,10 @@ fleet was open ("-" when one failed), and the AWS calls and tokens behind them (
 calls counted by FakeAws, tokens signed and distinct tokens counted in each process). A new
 throttle (an empty second) starts each storm.
 
-Run: ``.venv/bin/python benchmarks/bench_restart_storm.py`` (about 2-3 minutes; ``--rounds 1``
-about 1). ``IAMPOOL_TEST_PG_DSN`` names the upstream server (default: PostgreSQL at
-127.0.0.1:5432 as postgres); a storm holds processes x connections server connections.
+Run: ``.venv/bin/python benchmarks/bench_restart_storm.py`` (about 4 minutes on a loaded 2-CPU
+machine; ``--rounds 1`` about 1.5). ``IAMPOOL_TEST_PG_DSN`` names the upstream server (default:
+PostgreSQL at 127.0.0.1:5432 as postgres); a storm holds processes x connections server
+connections.
 Prints numbers, never secrets.
 """
 
