@@ -10,7 +10,9 @@ filter is quadratic: it is measured at 16 KB and 64 KB (one run each; it takes s
 1 MB time is extrapolated from those two, and marked so.
 
 Run: ``.venv/bin/python benchmarks/bench_redaction.py`` (about two minutes, most of it the old
-filter at 64 KB; ``--skip-old`` leaves it out). Prints times, never the text.
+filter at 64 KB; ``--skip-old`` leaves it out). ``--before REV`` also times the filter of git
+revision REV (a linear one) exactly as the current one, interleaved with it run by run, and
+prints its times and the current filter's over them. Prints times, never the text.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ SHAPES: list[tuple[str, Callable[[int], str]]] = [
     ("JSON-escaped quotes", lambda n: repeat('\\"token\\": \\"', n)),
     ("one field every 10 bytes", lambda n: repeat("token: x; ", n)),
     ("AssumeRole bodies", lambda n: repeat(ASSUME_ROLE_BODY, n)),
+    # More of the densest text there is to redact, in the SDK's other forms.
+    ("a field every 8 bytes", lambda n: repeat("token=x&", n)),
+    ("quoted fields (repr)", lambda n: repeat("'token': 'x', ", n)),
+    ("security token headers", lambda n: repeat("x-amz-security-token:x\n", n)),
+    ("XML fields", lambda n: repeat("<Token>x</Token>", n)),
 ]
 ASSUME_ROLE_BODY = (
     "b'<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIAEXAMPLE"
@@ -65,10 +72,10 @@ ASSUME_ROLE_BODY = (
 )
 
 
-def old_filter() -> ModuleType:
-    """``iampool._redact`` as it was at ``BASE``, imported under another name."""
-    source = subprocess.run(  # noqa: S603 - a fixed git command
-        ["git", "show", f"{BASE}:src/iampool/_redact.py"],  # noqa: S607 - git on PATH
+def old_filter(revision: str = BASE) -> ModuleType:
+    """``iampool._redact`` as it was at ``revision``, imported under another name."""
+    source = subprocess.run(  # noqa: S603 - a git command, the revision from the command line
+        ["git", "show", f"{revision}:src/iampool/_redact.py"],  # noqa: S607 - git on PATH
         check=True,
         capture_output=True,
         text=True,
@@ -76,7 +83,7 @@ def old_filter() -> ModuleType:
     ).stdout
     path = Path(tempfile.mkdtemp()) / "old_redact.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("old_redact", path)
+    spec = importlib.util.spec_from_file_location(f"redact_{revision}", path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -95,16 +102,34 @@ def ms(redact: Callable[[str], str], text: str, runs: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_ms(
+    redact: Callable[[str], str], before: Callable[[str], str], text: str, runs: int
+) -> tuple[float, float]:
+    """``ms`` of two filters, run by run in turn (so that both meet the same load)."""
+    ours, theirs = [], []
+    for _ in range(runs):
+        ours.append(ms(redact, text, 1))
+        theirs.append(ms(before, text, 1))
+    return statistics.median(ours), statistics.median(theirs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--skip-old", action="store_true", help="do not time the old filter")
     parser.add_argument("--runs", type=int, default=7, help="runs per number (current filter)")
+    parser.add_argument("--before", metavar="REV", help="also time the filter of this revision")
     args = parser.parse_args()
     old = None if args.skip_old else old_filter()
+    before = None if args.before is None else old_filter(args.before)
 
     print(
         f"{'shape':28} {'64 KB ms':>9} {'1 MB ms':>9} {'A/A':>5} {'ms/MB÷ms/64K':>13}"
-        f" {'old 64 KB ms':>13} {'old 1 MB s':>12} {'old÷new 64K':>12}"
+        + (
+            ""
+            if before is None
+            else f" | {'64 KB ms':>9} {'1 MB ms':>9} {'now÷before 64K':>15} (before: {args.before})"
+        )
+        + ("" if old is None else f" {'old 64 KB ms':>13} {'old 1 MB s':>12} {'old÷new 64K':>12}")
     )
     worst = 0.0
     for name, build in SHAPES:
@@ -114,6 +139,12 @@ def main() -> None:
         per_mb = ms(_redact.redact, large, max(3, args.runs // 2))
         worst = max(worst, first, second)
         line = f"{name:28} {first:9.2f} {per_mb:9.1f} {second / first:5.2f} {per_mb / first:13.1f}"
+        if before is not None:
+            ours, theirs = interleaved_ms(_redact.redact, before.redact, small, args.runs)
+            _, theirs_mb = interleaved_ms(
+                _redact.redact, before.redact, large, max(3, args.runs // 2)
+            )
+            line += f" | {theirs:9.2f} {theirs_mb:9.1f} {ours / theirs:15.2f}"
         if old is not None:
             old_16k, old_64k = (ms(old.redact, build(size), 1) for size in OLD_SIZES)
             growth = old_64k / old_16k  # 4 when linear, 16 when quadratic

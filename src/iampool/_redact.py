@@ -59,7 +59,8 @@ _SHORTEST_VALUE = 8
 # (and without a secret in flight) is left alone after one lower-casing.
 _HINTS = ("secret", "passw", "token", "signature", "external", "authoriz")
 _KEYWORD = r"(?:secret|passw(?:or)?d|token|signature|external_?id|authorization)"
-_IDENTIFIER = frozenset(string.ascii_letters + string.digits + "_-")
+_IDENTIFIER_CHARACTERS = string.ascii_letters + string.digits + "_-"
+_IDENTIFIER = frozenset(_IDENTIFIER_CHARACTERS)
 # Names that match but hold no secret: pagination and idempotency tokens, signature versions.
 _PUBLIC_NAMES = (
     "nexttoken",
@@ -70,6 +71,7 @@ _PUBLIC_NAMES = (
     "signatureversion",
     "signaturemethod",
 )
+_SHORTEST_PUBLIC = min(len(name) for name in _PUBLIC_NAMES)
 # The expressions run on the lower-cased text (ten times faster than re.IGNORECASE), hex escapes
 # included (%3c), whose positions are the text's: ASCII-only lower-casing when full lower-casing
 # would change the length (a few non-ASCII letters do).
@@ -85,25 +87,39 @@ _PUBLIC_NAMES = (
 # - every repetition is a single character class, or an unrolled loop ``a*(?:b a*)*`` whose
 #   ``a`` and ``b`` begin with different characters, so each prefix matches one way only and a
 #   failing attempt backtracks at most once over what it read;
+# - an optional part is written ``(?:x|)``, and an unrolled loop ``a*(?:b a*(?:b a*)*|)``: the
+#   same language and the same match as ``x?`` and ``a*(?:b a*)*``, but sre tries a branch by
+#   its first character (when that is a literal or a class: ``\\+["']`` rather than
+#   ``\\*["']``), while it enters a repeated group (``x?`` is one) at a cost of its own each
+#   time; a field every 10 bytes met six of them per field (a third of the filter's time);
 # - an XML value is not matched at all: it runs to the next "<" or "%3c" (a search that stops at
 #   the next opening tag at the latest), then the closing tag is compared as text.
 # tests/unit/test_redaction_time.py checks the time on adversarial shapes up to 1 MB;
 # benchmarks/bench_redaction.py prints it.
 _LONGEST_NAME = 128
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
-_QUOTE = r"(?:\\*[\"']|%2[27])"  # a quote, perhaps backslash-escaped (JSON in JSON) or encoded
-_SPACE = r"(?:[ \t+]|%20)*"  # "+" and "%20": spaces of URL-encoded text
-_NEWLINE = r"(?:\r?\n|(?:\\r)?\\n|(?:%0d)?%0a)"  # raw, JSON-escaped or URL-encoded
-_SEPARATOR = rf"{_SPACE}(?::|=|%3a|%3d){_SPACE}"
+# A quote, perhaps backslash-escaped (JSON in JSON) or encoded.
+_QUOTE = r"(?:[\"']|\\+[\"']|%2[27])"
+_SPACES = r"[ \t+]*"  # "+" and "%20": spaces of URL-encoded text
+_SPACE = rf"{_SPACES}(?:%20{_SPACES}(?:%20{_SPACES})*|)"
+_NEWLINE = r"(?:\n|\r\n|\\(?:r\\|)n|%(?:0d%|)0a)"  # raw, JSON-escaped or URL-encoded
+_SEPARATOR = rf"{_SPACE}(?:[:=]|%3[ad]){_SPACE}"
 # A value may start on the next line ("Signature:\n<hex>"), unquoted only: a quoted string on
 # the next line is more likely the name of the next field (which must not become a value).
-_NEXT_LINE = rf"(?:{_NEWLINE}{_SPACE})?"
+_NEXT_LINE = rf"(?:{_NEWLINE}{_SPACE}|)"
 # A quoted value ends at a quote (escaped or encoded), a backslash before a quote, or a line end.
-_QUOTED_VALUE = r"[^\"'\\\r\n%]*(?:(?:%(?!2[27])|\\(?![\\\"'\r\n]))[^\"'\\\r\n%]*)*"
+_QUOTED_TEXT = r"[^\"'\\\r\n%]*"
+_QUOTED_ESCAPE = r"(?:%(?!2[27])|\\(?![\\\"'\r\n]))"
+_QUOTED_VALUE = (
+    rf"{_QUOTED_TEXT}(?:{_QUOTED_ESCAPE}{_QUOTED_TEXT}(?:{_QUOTED_ESCAPE}{_QUOTED_TEXT})*|)"
+)
 # An unquoted value ends at white space, a quote, a delimiter or an encoded one.
+_UNQUOTED_TEXT = r"[^\s\"'\\&<>,;(){}\[\]%]"
+_UNQUOTED_GOES_ON = r"[^\s\"'\\&<>,;(){}\[\]]"  # the text, or "%": an escape may follow
+_UNQUOTED_ESCAPE = r"%(?!0[ad]|2[0267]|3[ce]|5c)"
 _UNQUOTED_VALUE = (
-    r"(?:[^\s\"'\\&<>,;(){}\[\]%]|%(?!0[ad]|2[0267]|3[ce]|5c))"
-    r"[^\s\"'\\&<>,;(){}\[\]%]*(?:%(?!0[ad]|2[0267]|3[ce]|5c)[^\s\"'\\&<>,;(){}\[\]%]*)*"
+    rf"(?:{_UNQUOTED_TEXT}|{_UNQUOTED_ESCAPE}){_UNQUOTED_TEXT}*"
+    rf"(?:{_UNQUOTED_ESCAPE}{_UNQUOTED_TEXT}*(?:{_UNQUOTED_ESCAPE}{_UNQUOTED_TEXT}*)*|)"
 )
 # <DbPassword>x</DbPassword>, %3CDbPassword%3Ex%3C%2FDbPassword%3E: the opening tag; the value
 # runs to the next tag, which must close this one.
@@ -116,42 +132,58 @@ _XML_CLOSE = re.compile(r"(?:<|%3c)(?:/|%2f)")
 # An unquoted Authorization header runs to the end of its line ("Bearer x", "AWS4-HMAC-SHA256
 # Credential=..., Signature=x").
 _AUTHORIZATION = re.compile(
-    rf"(?P<name>authorization){_QUOTE}?{_SEPARATOR}{_NEXT_LINE}(?!b?{_QUOTE}|\s)"
+    rf"(?P<name>authorization)(?:{_QUOTE}|){_SEPARATOR}{_NEXT_LINE}(?!b?{_QUOTE}|\s)"
     r"(?P<value>(?:[^\"'\\\r\n%]|%(?!0[ad]|2[27]))[^\"'\\\r\n%]*"
-    r"(?:%(?!0[ad]|2[27])[^\"'\\\r\n%]*)*)"
+    r"(?:%(?!0[ad]|2[27])[^\"'\\\r\n%]*(?:%(?!0[ad]|2[27])[^\"'\\\r\n%]*)*|))"
 )
+
+
 # "dbPassword": "x", 'ExternalId': 'x', b'x', \"x\", %22x%22, X-Amz-Signature=x, name:x
+def _field_value(group: str) -> str:
+    return (
+        rf"(?:b?{_QUOTE}(?P<quoted{group}>{_QUOTED_VALUE})"
+        rf"|{_NEXT_LINE}(?P<value{group}>{_UNQUOTED_VALUE}))"
+    )
+
+
+# Three ways to a value, each a special case of the next, taken first because it is more
+# frequent and quicker to read. The first: a name whose identifier is shorter than any public
+# name (its value needs no check, see _without_fields), ":" or "=" right after it, perhaps one
+# space and no more spacing (which the third reads whole before a value), and a value of plain
+# characters, whole, that no quote, "b" and quote, or escape starts or continues. The second:
+# the same ":" or "=" and any value. The third: the whole form. Where a way fails, the next
+# reads that separator (and a plain value) again: at most three times, still linear.
 _FIELD = re.compile(
-    rf"(?P<name>{_KEYWORD}[a-z0-9_-]*)(?:{_QUOTE}?{_SEPARATOR}"
-    rf"(?:b?{_QUOTE}(?P<quoted>{_QUOTED_VALUE})|{_NEXT_LINE}(?P<value>{_UNQUOTED_VALUE})))?"
+    rf"(?P<name>{_KEYWORD}[a-z0-9_-]*)"
+    rf"(?:[:=](?<![a-z0-9_-]{{{_SHORTEST_PUBLIC}}}[:=])"  # an identifier too short to be public
+    rf"(?: |)(?![ \t+]|%20|b{_QUOTE})(?P<plain>{_UNQUOTED_TEXT}+)(?!{_UNQUOTED_GOES_ON})"
+    rf"|[:=](?: |)(?![ \t+]|%20){_field_value('')}"
+    rf"|(?:{_QUOTE}|){_SEPARATOR}{_field_value('_after')}|)"
 )
 _PUBLIC_ENDINGS = ("token", "version", "method")  # of every public name: a cheap first check
-_SHORTEST_PUBLIC = min(len(name) for name in _PUBLIC_NAMES)
 
 _in_flight: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "iampool_secrets_in_flight", default=()
 )
 
 
-def _public(low: str, start: int, name: str) -> bool:
-    """Whether the name ``name`` found at ``start`` of ``low``, read from its identifier's
-    start, is a public one (a pagination token, a signature version)."""
-    if not name.endswith(_PUBLIC_ENDINGS):
+def _public(low: str, start: int, end: int) -> bool:
+    """Whether the name ``low[start:end]``, read from its identifier's start, is a public one
+    (a pagination token, a signature version)."""
+    if not low.endswith(_PUBLIC_ENDINGS, start, end):
         return False
-    begin = start
-    while begin > 0 and start - begin < 64 and low[begin - 1] in _IDENTIFIER:
-        begin -= 1
-    if begin == start and len(name) < _SHORTEST_PUBLIC:  # "token" alone
-        return False
-    whole = low[begin:start] + name
-    return whole.replace("-", "").replace("_", "").endswith(_PUBLIC_NAMES)
+    if end - start < _SHORTEST_PUBLIC and (start == 0 or low[start - 1] not in _IDENTIFIER):
+        return False  # "token" alone
+    window = max(0, start - 64)  # the identifier's start, at most 64 characters back
+    begin = window + len(low[window:start].rstrip(_IDENTIFIER_CHARACTERS))
+    return low[begin:end].replace("-", "").replace("_", "").endswith(_PUBLIC_NAMES)
 
 
 def _xml_values(low: str) -> Iterator[tuple[int, int]]:
     done = 0
     for opening in _XML_OPEN.finditer(low):
         start, name = opening.end(), opening["name"]
-        if opening.start() < done or _public(low, opening.start("name"), name):
+        if opening.start() < done or _public(low, *opening.span("name")):
             continue
         tag = _XML_TAG.search(low, start)  # at the next opening tag at the latest
         if tag is None:
@@ -166,23 +198,54 @@ def _xml_values(low: str) -> Iterator[tuple[int, int]]:
             done = tag.start()
 
 
-def _field_values(
-    pattern: re.Pattern[str], low: str, start: int = 0, end: int | None = None
-) -> Iterator[tuple[int, int]]:
-    """The values of ``pattern``'s fields in ``low[start:end]``. The value of a public field is
-    searched too, once (not that of a public field inside it): it may have run on into the next
-    line's field, and reading each such value once more keeps the time linear."""
-    for match in pattern.finditer(low, start, len(low) if end is None else end):
-        group = match.lastgroup  # "value" or "quoted"; "name" alone: a name passed over whole
-        if group is None or group == "name":
+def _without_fields(pattern: re.Pattern[str], text: str, low: str) -> str:
+    """``text`` with the values of ``pattern``'s fields (found in ``low``) replaced. The value
+    of a public field is searched too, once (not that of a public field inside it): it may
+    have run on into the next line's field, and reading each such value once more keeps the
+    time linear.
+
+    ``pattern``'s group 1 is the name, the others values, each ending its match; a value in
+    group 2 is never empty, and its name never a public one.
+    """
+    # Once per field: a field every 10 bytes is the worst case, where each step here counts.
+    pieces: list[str] = []
+    keep = pieces.append
+    kept = 0
+    for match in pattern.finditer(low):
+        value = match.lastindex or 1  # the value's group; 1, the name's: a name passed over whole
+        if value == 2:  # the quickest way: a value, of a name that cannot be public
+            value_start, value_end = match.span(2)
+            keep(text[kept:value_start])
+            keep(REDACTED)
+            kept = value_end
             continue
-        value_start, value_end = match.span(group)
+        if value == 1:
+            continue
+        value_start, value_end = match.span(value)
         if value_start == value_end:
             continue
-        if not _public(low, match.start(), match["name"]):
-            yield value_start, value_end
-        elif end is None:
-            yield from _field_values(pattern, low, value_start, value_end)
+        name_start = match.start()
+        if (  # a name shorter than any public one, at the start of its identifier
+            value_start - name_start < _SHORTEST_PUBLIC
+            and (name_start == 0 or low[name_start - 1] not in _IDENTIFIER)
+        ) or not _public(low, name_start, match.end(1)):
+            keep(text[kept:value_start])
+            keep(REDACTED)
+            kept = value_end
+            continue
+        for inner in pattern.finditer(low, value_start, value_end):
+            value = inner.lastindex or 1
+            if value == 1:
+                continue
+            inner_start, inner_end = inner.span(value)
+            if inner_start != inner_end and not _public(low, *inner.span(1)):
+                keep(text[kept:inner_start])
+                keep(REDACTED)
+                kept = inner_end
+    if not pieces:
+        return text
+    keep(text[kept:])
+    return "".join(pieces)
 
 
 def _replaced(text: str, spans: Iterator[tuple[int, int]]) -> str:
@@ -209,9 +272,14 @@ def redact(text: str) -> str:
             text = text.replace(form, REDACTED)
     if not any(hint in text.lower() for hint in _HINTS):
         return text
-    text = _replaced(text, _xml_values(_lowered(text)))
-    text = _replaced(text, _field_values(_AUTHORIZATION, _lowered(text)))
-    return _replaced(text, _field_values(_FIELD, _lowered(text)))
+    low = _lowered(text)
+    if "<" in low or "%3c" in low:  # str's search is faster than the pattern's
+        text = _replaced(text, _xml_values(low))
+        low = _lowered(text)
+    if "authorization" in low:
+        text = _without_fields(_AUTHORIZATION, text, low)
+        low = _lowered(text)
+    return _without_fields(_FIELD, text, low)
 
 
 def _forms(secret: str) -> list[str]:

@@ -258,6 +258,35 @@ def test_pagination_tokens_signature_versions_and_prose_are_left_alone(text: str
     assert redact(text) == text
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The quickest way for a plain field ("token: x") gives what the whole form gives:
+        ("token:+%20-", "token:+%20[REDACTED]"),  # URL-encoded spacing before the value
+        ("password:abcexternal_id%0a", "password:[REDACTED]%0a"),  # a value up to an escape
+        ("token: %41bc%0a", "token: [REDACTED]%0a"),  # a value that starts with an escape
+        ("Token: b'x'", "Token: b'[REDACTED]'"),  # b and a quote: a quoted value
+        ("token:\n  x", "token:\n  [REDACTED]"),  # the value on the next line
+        ("token : x", "token : [REDACTED]"),
+        ("token:  x", "token:  [REDACTED]"),
+        ("token=x&y=1", "token=[REDACTED]&y=1"),
+        ('password: x"', 'password: [REDACTED]"'),
+        ("x-amz-security-token:x\n", "x-amz-security-token:[REDACTED]\n"),
+        # ... and leaves public names alone, however they are written:
+        ("nexttoken:x", "nexttoken:x"),
+        ("next-token: x", "next-token: x"),
+        ("tokennexttoken: x", "tokennexttoken: x"),
+        ("signature_version=4", "signature_version=4"),
+        ("client-token=x&signature=y", "client-token=x&signature=[REDACTED]"),
+        ("NextToken: abc\nSessionToken: def", "NextToken: abc\nSessionToken: [REDACTED]"),
+    ],
+)
+def test_plain_fields_are_redacted_as_the_whole_form_would_and_public_names_kept(
+    text: str, expected: str
+) -> None:
+    assert redact(text) == expected
+
+
 def test_secrets_in_flight_are_removed_in_any_form_and_only_while_in_flight() -> None:
     secret, token = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "FQoGZXIvYXdzEBYaD+/8JJNGnV02=="
     text = f"unexpected: {secret} / {quote_plus(token)} / {json.dumps(secret)}"
