@@ -250,7 +250,7 @@ class Telemetry:
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         # Read, not imported: a cache made while iampool is being imported must not fail.
-        version = getattr(sys.modules.get("iampool"), "__version__", None)
+        version = str(getattr(sys.modules.get("iampool"), "__version__", ""))
         meter = (
             metrics.get_meter(_SCOPE, version)
             if meter_provider is None

@@ -32,7 +32,7 @@ from iampool.pools._dialer import ConnectRate, Refusal, connect_outcome
 from iampool.pools._dialer import Dialer as _Dialer
 
 from .fakes import FakeClock, FakeSource, aws_credentials, leases, wait_until
-from .test_retry import ENDPOINT, FakeAuth, Refused, Server, dialer, refusal
+from .test_retry import ENDPOINT, FakeAuth, Refused, Server, dialer
 
 pytestmark = pytest.mark.anyio
 
@@ -124,8 +124,13 @@ def test_each_backends_cache_keys_are_told_apart(new_cache: Callable[..., Any]) 
     )
     dsql = auth_for(dsql_config, host="abc.dsql.us-east-1.on.aws", port=5432, cache=cache)
     redshift_config = AwsIamConfig.from_extra(
-        {"enabled": True, "region": REGION, "db_username": "app", "cluster_identifier": "wh",
-         "db_name": "dev"}
+        {
+            "enabled": True,
+            "region": REGION,
+            "db_username": "app",
+            "cluster_identifier": "wh",
+            "db_name": "dev",
+        }
     )
     redshift = auth_for(redshift_config, cache=cache)
 

@@ -257,6 +257,12 @@ class Backoff:
         return self.uniform(0.0, min(self.cap, self.base * 2.0 ** min(retry - 1, 32)))
 
 
+# What names the logins of a dialer built without labels (tests).
+_UNNAMED = LoginLabels.of(
+    system="postgresql", driver="", host=None, port=0, endpoint="", database=""
+)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Dialer:
     """A plan's login pipeline: :meth:`dial` runs one connection's login through it.
@@ -277,9 +283,7 @@ class Dialer:
     user: str
     advice: str = RDS_ADVICE
     backoff: Backoff = Backoff()
-    labels: LoginLabels = LoginLabels.of(
-        system="postgresql", driver="", host=None, port=0, endpoint="", database=""
-    )
+    labels: LoginLabels = _UNNAMED
     # An attempt opens 0..n connections, says when each starts (login_started) and waits for
     # the rate cap itself (login_paced).
     counts_logins: bool = False
