@@ -118,8 +118,11 @@ def rotations(sides: Sequence[str], rounds: int) -> list[list[str]]:
     return [[*sides[i % len(sides) :], *sides[: i % len(sides)]] for i in range(rounds)]
 
 
-def median_ratio(samples: Samples, side: str, baseline: str) -> float:
-    return statistics.median(a / b for a, b in zip(samples[side], samples[baseline], strict=True))
+def median_ratio(samples: Samples, side: str, baseline: str) -> str:
+    """The median of ``side``'s per-round ratios to ``baseline``, with their p25-p75."""
+    values = [a / b for a, b in zip(samples[side], samples[baseline], strict=True)]
+    low, _, high = statistics.quantiles(values, n=4)
+    return f"{statistics.median(values):.3f}x ({low:.2f}-{high:.2f})"
 
 
 # -- 1. warm credentials() ---------------------------------------------------------------------
@@ -288,9 +291,9 @@ def report(
     seconds: float,
     load: tuple[float, float],
 ) -> None:
-    rows: list[tuple[str, ...]] = [("what", "side", "median", "ratio", "target")]
+    rows: list[tuple[str, ...]] = [("what", "side", "median", "ratio (p25-p75)", "target")]
     for side in (ON, OFF, CONTROL):
-        ratio = "" if side == OFF else f"{median_ratio(warm, side, OFF):.3f}x vs off"
+        ratio = "" if side == OFF else f"{median_ratio(warm, side, OFF)} vs off"
         target = {ON: "<= 2 us", OFF: "", CONTROL: "noise"}[side]
         rows.append(("warm credentials()", side, f"{statistics.median(warm[side]):.3f} us",
                      ratio, target))  # fmt: skip
@@ -299,14 +302,14 @@ def report(
         for side in (ON, OFF, CONTROL, BARE):
             if side == ON:
                 ratio = (
-                    f"{median_ratio(samples, ON, OFF):.3f}x vs off, "
-                    f"{median_ratio(samples, ON, BARE):.3f}x vs bare"
+                    f"{median_ratio(samples, ON, OFF)} vs off, "
+                    f"{median_ratio(samples, ON, BARE)} vs bare"
                 )
                 target = ">= 0.97x"
             elif side == CONTROL:
-                ratio, target = f"{median_ratio(samples, CONTROL, OFF):.3f}x vs off", "noise"
+                ratio, target = f"{median_ratio(samples, CONTROL, OFF)} vs off", "noise"
             elif side == OFF:
-                ratio, target = f"{median_ratio(samples, OFF, BARE):.3f}x vs bare", ""
+                ratio, target = f"{median_ratio(samples, OFF, BARE)} vs bare", ""
             else:
                 ratio, target = "", ""
             rows.append((what, side, f"{statistics.median(samples[side]):,.0f} q/s", ratio,

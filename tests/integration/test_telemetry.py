@@ -246,3 +246,46 @@ async def test_a_refused_assume_role_is_a_denied_request_without_its_message(
     assert aws.attributes["error.type"] == "AccessDenied"
     assert not aws.events
     assert role not in sdk.text()  # attributes name the API, not the role or its refusal
+
+
+async def test_a_redshift_pool_records_its_credentials_call_and_its_passwords_life(
+    sdk: Sdk, fake_aws: FakeAws, iam_redshift: IamDatabase
+) -> None:
+    gateway = iam_redshift.gateway
+    gateway.reset_counters()
+    calls = Counter(fake_aws.calls)
+    cache = CredentialCache()
+    try:
+        pool = await iampool.create_pool(
+            iam_redshift.dsn, aws_iam=iam_redshift.config, min_size=1, max_size=2, cache=cache
+        )
+        try:
+            assert await pool.fetchval("SELECT 1") == 1
+            during = sdk.collect()
+        finally:
+            await pool.close()
+    finally:
+        await cache.aclose()
+    await anyio.to_thread.run_sync(gateway.wait_idle)
+    after = sdk.collect()
+
+    received = Counter(fake_aws.calls) - calls
+    assert received == {"AssumeRole": 1, "GetClusterCredentials": 1}
+    assert by(after[telemetry.AWS_REQUESTS], "aws.api", "outcome") == {
+        ("AssumeRole", "ok"): 1,
+        ("GetClusterCredentials", "ok"): 1,
+    }
+    spans = sdk.spans.get_finished_spans()
+    assert sorted(span.name for span in spans if span.name != "iampool.connect") == [
+        "Redshift/GetClusterCredentials",
+        "STS/AssumeRole",
+    ]
+    assert by(after[telemetry.CONNECT_ATTEMPTS], "db.system.name", "outcome") == {
+        ("aws.redshift", "ok"): gateway.accepted
+    }
+    assert [
+        span.attributes["iampool.driver"] for span in spans if span.name == "iampool.connect"
+    ] == ["redshift_connector"] * gateway.accepted
+    remaining = {key[0] for key in by(during[telemetry.REMAINING], "backend")}
+    assert {"aws", "redshift"} <= remaining
+    assert leaked_secrets(sdk.text()) == []  # the temporary password included
