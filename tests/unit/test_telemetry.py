@@ -20,6 +20,7 @@ from iampool import (
     AuthTokenRejected,
     AwsIamConfig,
     CredentialError,
+    DbCredentials,
     LoginTimeoutError,
     TlsNotOfferedError,
     auth_for,
@@ -28,11 +29,17 @@ from iampool import (
 from iampool import _telemetry as telemetry
 from iampool._aws import aws_outcome
 from iampool._minting import sts_key
-from iampool.pools._dialer import ConnectRate, Refusal, connect_outcome
+from iampool.pools._dialer import (
+    ConnectRate,
+    Refusal,
+    connect_outcome,
+    login_paced,
+    login_started,
+)
 from iampool.pools._dialer import Dialer as _Dialer
 
 from .fakes import FakeClock, FakeSource, aws_credentials, leases, wait_until
-from .test_retry import ENDPOINT, FakeAuth, Refused, Server, dialer
+from .test_retry import ENDPOINT, FakeAuth, RecordingRate, Refused, Server, dialer
 
 pytestmark = pytest.mark.anyio
 
@@ -269,6 +276,38 @@ async def test_a_rejected_login_records_no_token(sdk: Sdk) -> None:
     assert counts(sdk, telemetry.CONNECT_ATTEMPTS, "outcome") == {"rejected": 2}
     assert "X-Amz-Signature" not in text
     assert "no again" not in text  # the server's words are not telemetry
+
+
+async def test_an_attempt_that_counts_its_logins_records_each_one_and_none_for_none(
+    sdk: Sdk,
+) -> None:
+    events: list[str] = []
+    rate = RecordingRate(events)
+    auth = FakeAuth()
+    filling = _Dialer(**{**vars_of(dialer(auth)), "rate": rate, "counts_logins": True})
+
+    async def fill_nothing(credentials: DbCredentials) -> str:
+        return "the pool had a free connection"
+
+    async def fill_two(credentials: DbCredentials) -> str:
+        for _ in range(2):  # what asyncmy's password_creator does per connection it opens
+            login_started()
+            login_paced(await rate.wait())
+        return "two connections opened"
+
+    await filling.dial(fill_nothing)
+
+    assert events == []  # no connection opened: no slot of the rate cap taken
+    assert sdk.points(telemetry.CONNECT_ATTEMPTS) == []
+    assert sdk.spans.get_finished_spans() == ()
+
+    await filling.dial(fill_two)
+
+    assert events == ["rate", "rate"]
+    assert counts(sdk, telemetry.CONNECT_ATTEMPTS, "outcome") == {"ok": 2}
+    [waited] = sdk.points(telemetry.RATE_WAIT)
+    assert waited.count == 2
+    assert len(sdk.spans.get_finished_spans()) == 2
 
 
 async def test_turned_off_nothing_is_recorded(sdk: Sdk) -> None:
