@@ -276,7 +276,7 @@ class Telemetry:
         self.connect_attempts = meter.create_counter(
             CONNECT_ATTEMPTS,
             unit="{attempt}",
-            description="Physical logins tried (one per try of a connection), by outcome",
+            description="Physical logins tried, by outcome",
         )
         self.create_time = meter.create_histogram(
             CREATE_TIME,
@@ -296,7 +296,7 @@ class Telemetry:
             callbacks=[self._lookups],
             unit="{lookup}",
             description="Credential lookups in iampool's caches: hit, miss, or stale (served "
-            "past its refresh while refreshing fails)",
+            "past its usable life while refreshing fails)",
         )
         meter.create_observable_counter(
             TOKENS_SIGNED,

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -378,14 +382,9 @@ asyncio.run(main())
 """
 
 
-def test_without_opentelemetry_iampool_imports_and_logs_in_recording_nothing(
-    tmp_path: Any,
-) -> None:
-    import json
-    import os
-    import subprocess
-    import sys
-
+def run_script(script: str) -> Any:
+    """Run ``script`` in a fresh interpreter with static fake AWS keys (the default chain: no
+    network, no AWS call) and return the JSON it printed."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     env.update(
         AWS_ACCESS_KEY_ID="AKIAEXAMPLEEXAMPLE00",
@@ -395,16 +394,15 @@ def test_without_opentelemetry_iampool_imports_and_logs_in_recording_nothing(
         AWS_EC2_METADATA_DISABLED="true",
     )
     done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
-        [sys.executable, "-c", WITHOUT_OPENTELEMETRY],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60,
         check=False,
-    )
-
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_without_opentelemetry_iampool_imports_and_logs_in_recording_nothing() -> None:
+    report = run_script(WITHOUT_OPENTELEMETRY)
     assert report["connection"] == "connection"
     assert report["tries"] == ["app"]
     stats = report["stats"]
@@ -412,3 +410,60 @@ def test_without_opentelemetry_iampool_imports_and_logs_in_recording_nothing(
     assert report["telemetry"] is True
     assert "pip install 'iampool[otel]'" in report["refused"]
     assert report["modules"] == []
+
+
+# -- the global providers ----------------------------------------------------------------------
+
+GLOBAL_SDK_SET_LATER = """
+import asyncio, json
+import iampool
+from iampool.pools._dialer import Dialer
+from iampool.pools._tls import Tls
+
+cache = iampool.CredentialCache()  # telemetry starts here, before any SDK is configured
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+reader, spans = InMemoryMetricReader(), InMemorySpanExporter()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+tracers = TracerProvider()
+tracers.add_span_processor(SimpleSpanProcessor(spans))
+trace.set_tracer_provider(tracers)
+
+async def main():
+    config = iampool.AwsIamConfig.from_extra(
+        {"enabled": True, "region": "us-east-1", "db_username": "app"}
+    )
+    auth = iampool.auth_for(config, host="db.example.com", port=5432, cache=cache)
+
+    async def attempt(credentials):
+        return "connection"
+
+    dialer = Dialer(auth=auth, classify=lambda error: None, timeout=10.0, rate=None,
+                    tls=Tls("verify-full", "test CA"), endpoint="db.example.com:5432", user="app")
+    await dialer.dial(attempt)
+    await auth.credentials()
+    await cache.aclose()
+
+asyncio.run(main())
+seen = {
+    metric.name: [point.attributes.get("outcome") or point.attributes.get("result")
+                  for point in metric.data.data_points]
+    for resource in reader.get_metrics_data().resource_metrics
+    for scope in resource.scope_metrics
+    for metric in scope.metrics
+}
+print(json.dumps({"metrics": seen, "spans": [span.name for span in spans.get_finished_spans()]}))
+"""
+
+
+def test_instruments_made_before_the_global_sdk_is_set_record_into_it() -> None:
+    report = run_script(GLOBAL_SDK_SET_LATER)
+    assert report["metrics"][telemetry.CONNECT_ATTEMPTS] == ["ok"]
+    assert sorted(report["metrics"][telemetry.LOOKUPS]) == ["hit", "miss", "stale"]
+    assert report["spans"] == ["iampool.connect"]
