@@ -3,7 +3,9 @@
 iampool records through ``opentelemetry-api`` (the ``otel`` extra) into whatever SDK the
 application configured: the global meter and tracer providers, or the ones given to
 :func:`configure_telemetry`. Without the API installed, nothing is imported (the import is
-tried once, on first use) and every hook is one check of a module global.
+tried once, with this module) and every hook is one check of a module global. With it, the
+API's modules (about 25 ms) are imported with iampool, so that the first connection does not
+wait for them; the instruments are made on first use.
 
 Where each event is recorded, once for every driver and backend:
 
@@ -35,6 +37,12 @@ from ._errors import MissingExtraError
 
 if TYPE_CHECKING:
     from ._leases import Counters, Leases
+
+try:  # the API, when installed, is imported with iampool, not on a first connection's path
+    import opentelemetry.metrics
+    import opentelemetry.trace  # noqa: F401
+except ImportError:  # not installed (or broken): current() is None, nothing is recorded
+    pass
 
 __all__ = [
     "AWS_REQUESTS",
@@ -468,10 +476,8 @@ def _load() -> Telemetry | None:
         if _current is _UNLOADED:
             try:
                 _current = _globally()
-            except ModuleNotFoundError as exc:
-                if not _missing_api(exc):
-                    raise
-                _current = None  # no opentelemetry-api: nothing is recorded, nothing costs
+            except ImportError:  # no opentelemetry-api: nothing is recorded, nothing costs
+                _current = None
         return _current
 
 
