@@ -1,7 +1,9 @@
 """Issue 22, item 1: OpenTelemetry from real pools through the IAM gateway and FakeAws.
 
 Each driver's pool logs in through the gateway (one login refused on purpose, so that the
-dialer retries with a fresh token), runs queries and closes. The SDK's in-memory metric reader
+dialer retries with a fresh token), runs queries and closes; a Redshift pool adds its
+credentials API, a refused AssumeRole a denied request, Aurora DSQL's rate limit throttled
+logins. The SDK's in-memory metric reader
 and span exporter, configured for the test alone (``configure_telemetry``), must then hold every
 instrument, with counts equal to what the gateway (logins accepted and refused) and FakeAws (API
 calls) counted, and the cache's own counters; and no secret: every secret FakeAws issued, every
@@ -289,3 +291,33 @@ async def test_a_redshift_pool_records_its_credentials_call_and_its_passwords_li
     remaining = {key[0] for key in by(during[telemetry.REMAINING], "backend")}
     assert {"aws", "redshift"} <= remaining
     assert leaked_secrets(sdk.text()) == []  # the temporary password included
+
+
+async def test_throttled_logins_are_counted_as_the_cluster_refused_them(
+    sdk: Sdk, iam_dsql: IamDatabase
+) -> None:
+    gateway = iam_dsql.gateway
+    gateway.reset_counters()
+    gateway.limit(login_rate=0, session_lifetime=None)  # Aurora DSQL refusing every new login
+    cache = CredentialCache()
+    try:
+        with pytest.raises(iampool.ConnectThrottled) as caught:
+            await iampool.connect(
+                iam_dsql.dsn, aws_iam=iam_dsql.config, cache=cache, connect_timeout=1
+            )
+        during = sdk.collect()
+    finally:
+        gateway.limit(login_rate=None, session_lifetime=None)
+        await cache.aclose()
+
+    tries = caught.value.tries
+    assert gateway.rejected == {"throttled": tries}
+    assert by(during[telemetry.CONNECT_ATTEMPTS], "db.system.name", "outcome") == {
+        ("postgresql", "throttled"): tries
+    }
+    # Each try took its turn at the DSQL plan's default rate cap (100 new connections a second).
+    assert sum(by(during[telemetry.RATE_WAIT]).values()) == tries
+    logins = [span for span in sdk.spans.get_finished_spans() if span.name == "iampool.connect"]
+    assert [span.attributes["error.type"] for span in logins] == ["throttled"] * tries
+    assert "dsql" in {key[0] for key in by(during[telemetry.REMAINING], "backend")}
+    assert leaked_secrets(sdk.text()) == []
