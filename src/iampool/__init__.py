@@ -16,6 +16,7 @@ from ._errors import (
     PoolClosedError,
     TlsNotOfferedError,
 )
+from ._telemetry import configure_telemetry
 from .auth import auth_for
 from .pools import PendingPool, connect, create_pool
 from .pools.aiomysql import MySQLPool
@@ -47,6 +48,7 @@ __all__ = [
     "TlsNotOfferedError",
     "__version__",
     "auth_for",
+    "configure_telemetry",
     "connect",
     "create_pool",
     "default_cache",

@@ -37,8 +37,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from . import _telemetry
 from ._errors import ConfigError, ConfigProblem, CredentialError, shown
 from ._redact import in_flight, install
+from ._telemetry import AwsOutcome
 
 __all__ = [
     "ALLOW_HTTP_ENDPOINTS",
@@ -48,6 +50,7 @@ __all__ = [
     "RedshiftLogin",
     "RetryMode",
     "aws_errors",
+    "aws_outcome",
     "check_endpoint",
     "default_session_name",
 ]
@@ -138,6 +141,55 @@ def aws_errors(
         ) from None
 
 
+# AWS error codes that say "slow down" (botocore's retry handler knows these too) and "not
+# allowed" (the caller's identity, its signature or its permissions).
+THROTTLING_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequests", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown",
+    "RequestThrottled", "PriorRequestNotComplete", "LimitExceededException",
+})  # fmt: skip
+DENIED_CODES = frozenset({
+    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure",
+    "InvalidClientTokenId", "SignatureDoesNotMatch", "IncompleteSignature", "ExpiredToken",
+    "ExpiredTokenException", "MissingAuthenticationToken", "UnrecognizedClientException",
+    "InvalidIdentityToken", "IDPRejectedClaim",
+})  # fmt: skip
+
+
+def aws_outcome(code: str | None) -> AwsOutcome:
+    """An AWS call's outcome for telemetry: ``ok`` (no error code), ``throttled``, ``denied``
+    or ``error`` (anything else: not found, unavailable, timed out, unreachable)."""
+    if code is None:
+        return "ok"
+    if code in THROTTLING_CODES:
+        return "throttled"
+    if code in DENIED_CODES:
+        return "denied"
+    return "error"
+
+
+@contextlib.contextmanager
+def _called(api: str, service: str, region: str) -> Iterator[None]:
+    """Record the AWS call made inside the block (telemetry: a count, a duration, a span);
+    its errors go on as they are, for :func:`aws_errors` to translate."""
+    telemetry = _telemetry.current()
+    if telemetry is None:
+        yield
+        return
+    call = telemetry.aws_call(api, service, region)
+    code: str | None = None
+    try:
+        yield
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code") or "Unknown")
+        raise
+    except BaseException as exc:
+        code = type(exc).__name__  # a timeout, an unreachable endpoint, a cancellation
+        raise
+    finally:
+        call.end(aws_outcome(code), code)
+
+
 def check_endpoint(url: str, service_id: str) -> None:
     """Refuse a plain ``http://`` AWS endpoint on another machine, unless the user opted in.
 
@@ -209,7 +261,7 @@ def _advice(code: str, message: str, hint: Mapping[str, str]) -> str:
             "The base credentials are themselves a role session and STS caps chained sessions "
             "at one hour: set session_duration to 3600 or less"
         )
-    if code in {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}:
+    if code in THROTTLING_CODES:
         return "AWS throttled the call after the configured retries; try again shortly"
     return hint.get(code, "")
 
@@ -402,7 +454,8 @@ class AioAwsSource:
         ):
             sts = await self._client("sts", region)
             try:
-                response = await sts.assume_role(**params)
+                with _called("AssumeRole", "STS", region):
+                    response = await sts.assume_role(**params)
             except NoCredentialsError:
                 # The client read the default chain when it was built, and found nothing (the
                 # process started before its credentials were there): read it again next time.
@@ -474,7 +527,8 @@ class AioAwsSource:
             _sending(credentials),
         ):
             client = await self._client("redshift", region, credentials)
-            response = await client.get_cluster_credentials(**params)
+            with _called("GetClusterCredentials", "Redshift", region):
+                response = await client.get_cluster_credentials(**params)
         expiration: datetime = response["Expiration"]
         return RedshiftLogin(response["DbUser"], response["DbPassword"], expiration.timestamp())
 
@@ -488,7 +542,8 @@ class AioAwsSource:
             _sending(credentials),
         ):
             client = await self._client("redshift", region, credentials)
-            response = await client.describe_clusters(ClusterIdentifier=cluster_identifier)
+            with _called("DescribeClusters", "Redshift", region):
+                response = await client.describe_clusters(ClusterIdentifier=cluster_identifier)
         clusters = response.get("Clusters") or []
         endpoint = clusters[0].get("Endpoint") if clusters else None
         if not endpoint or not endpoint.get("Address"):
@@ -521,7 +576,8 @@ class AioAwsSource:
             _sending(credentials),
         ):
             client = await self._client("redshift-serverless", region, credentials)
-            response = await client.get_credentials(**params)
+            with _called("GetCredentials", "Redshift Serverless", region):
+                response = await client.get_credentials(**params)
         expiration: datetime = response["expiration"]
         return RedshiftLogin(response["dbUser"], response["dbPassword"], expiration.timestamp())
 
@@ -535,7 +591,8 @@ class AioAwsSource:
             _sending(credentials),
         ):
             client = await self._client("redshift-serverless", region, credentials)
-            response = await client.get_workgroup(workgroupName=workgroup_name)
+            with _called("GetWorkgroup", "Redshift Serverless", region):
+                response = await client.get_workgroup(workgroupName=workgroup_name)
         endpoint = response.get("workgroup", {}).get("endpoint") or {}
         if not endpoint.get("address"):
             raise CredentialError(

@@ -23,6 +23,7 @@ from ._errors import ConfigError, ConfigProblem, shown
 from ._leases import Clock, Counters, Leases
 from ._minting import MintContext
 from ._service import ServiceLoop
+from ._telemetry import register_cache
 
 __all__ = ["CacheStats", "CredentialCache", "default_cache", "mint_context"]
 
@@ -33,6 +34,7 @@ class CacheStats(TypedDict):
     sts_calls: int
     hits: int
     misses: int
+    stale: int
     refreshes: int
     refresh_failures: int
     errors: int
@@ -129,6 +131,7 @@ class CredentialCache:
             token_reuse=token_reuse,
             expiry_margin=expiry_margin,
         )
+        register_cache(self, self._counters, self._leases)  # read by observable instruments
 
     def __reduce__(self) -> NoReturn:
         refuse_pickling(self)
@@ -137,13 +140,15 @@ class CredentialCache:
         return f"CredentialCache(ttl={self._ttl:g}, size={len(self._leases)}/{self._maxsize})"
 
     def stats(self) -> CacheStats:
-        """Counters: sts_calls, hits, misses, refreshes, refresh_failures, errors, evictions,
-        tokens_signed, api_calls (Redshift APIs) and the current size."""
+        """Counters: sts_calls, hits, misses, stale (served past their usable life while
+        refreshing failed; not counted as hits), refreshes, refresh_failures, errors,
+        evictions, tokens_signed, api_calls (Redshift APIs) and the current size."""
         counters = self._counters
         return CacheStats(
             sts_calls=counters.sts_calls,
             hits=counters.hits,
             misses=counters.misses,
+            stale=counters.stale,
             refreshes=counters.refreshes,
             refresh_failures=counters.refresh_failures,
             errors=counters.errors,

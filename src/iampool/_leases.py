@@ -73,6 +73,7 @@ class Counters:
 
     hits: int = 0
     misses: int = 0
+    stale: int = 0  # served past its usable life (stale-but-valid) while refreshing failed
     refreshes: int = 0
     refresh_failures: int = 0
     errors: int = 0
@@ -376,6 +377,19 @@ class Leases:
                 if entry.flight is None:
                     del self._entries[key]
 
+    def remaining(self) -> list[tuple[Hashable, float]]:
+        """Each cached value's key and the seconds it may still be served (stale-but-valid
+        included), for telemetry; values past that are left out. Never waits on a mint."""
+        with self._lock:
+            entries = list(self._entries.items())
+        now = self._clock()
+        lives = []
+        for key, entry in entries:
+            snapshot = entry.snapshot
+            if snapshot is not None and snapshot.valid_until > now:
+                lives.append((key, snapshot.valid_until - now))
+        return lives
+
     def clear(self) -> None:
         """Drop every value (mints in flight complete for their waiters)."""
         with self._lock:
@@ -392,7 +406,10 @@ class Leases:
     ) -> V:
         """Serve a fresh or stale-but-valid value and start the refresh that is due (after the
         backoff once refreshes fail): here if it can be minted locally, else in the background."""
-        self._counters.hits += 1
+        if now < snapshot.usable_until:
+            self._counters.hits += 1
+        else:
+            self._counters.stale += 1
         entry.used = True
         # A clock set back is no reason to wait: a backoff ends, a value is due.
         backed_off = entry.retry_at - _MAX_BACKOFF <= now < entry.retry_at

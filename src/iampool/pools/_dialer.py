@@ -22,6 +22,7 @@ attempt and how to recognise its refusals (:class:`Refusal`); a concern every lo
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import random
@@ -34,6 +35,7 @@ from typing import Literal, TypeVar
 
 import anyio
 
+from .. import _telemetry
 from .._credentials import DbAuth, DbCredentials
 from .._errors import (
     AuthTokenRejected,
@@ -43,6 +45,7 @@ from .._errors import (
     detached,
     one_line,
 )
+from .._telemetry import ConnectOutcome, LoginLabels, Logins
 from ._tls import Tls, warn_unverified
 
 __all__ = [
@@ -54,7 +57,10 @@ __all__ = [
     "ConnectRate",
     "Dialer",
     "Refusal",
+    "connect_outcome",
     "connect_rate_for",
+    "login_paced",
+    "login_started",
     "pg_refusal",
     "server_text",
     "throttled",
@@ -112,6 +118,43 @@ def pg_refusal(sqlstate: object, message: str) -> Refusal | None:
     if sqlstate in PG_AUTH_SQLSTATES:
         return Refusal("rejected", message)
     return None
+
+
+def connect_outcome(error: BaseException | None, refusal: Refusal | None) -> ConnectOutcome:
+    """A login try's outcome for telemetry: ``ok`` (no error), the server's ``rejected`` or
+    ``throttled`` (its refusal, as the adapter read it), ``no_tls``, ``timeout`` (the driver's
+    or iampool's bound), else ``error``."""
+    if error is None:
+        return "ok"
+    if refusal is not None:
+        return refusal.outcome
+    if isinstance(error, TlsNotOfferedError):
+        return "no_tls"
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError, LoginTimeoutError)):
+        return "timeout"
+    return "error"
+
+
+# The logins of the dialer's try under way in this task, for an attempt that opens several
+# connections (or none): asyncmy's pool fill asks for a password once per connection it opens.
+_logins: contextvars.ContextVar[Logins | None] = contextvars.ContextVar(
+    "iampool_logins", default=None
+)
+
+
+def login_started() -> None:
+    """Called by an attempt of a ``counts_logins`` dialer as it starts each physical login, so
+    that telemetry records one attempt per login; nothing outside a dialer's try."""
+    logins = _logins.get()
+    if logins is not None:
+        logins.started()
+
+
+def login_paced(seconds: float) -> None:
+    """The rate cap held the login just started (by :func:`login_started`) for ``seconds``."""
+    logins = _logins.get()
+    if logins is not None:
+        logins.paced(seconds)
 
 
 class ConnectRate:
@@ -214,13 +257,21 @@ class Backoff:
         return self.uniform(0.0, min(self.cap, self.base * 2.0 ** min(retry - 1, 32)))
 
 
+# What names the logins of a dialer built without labels (tests).
+_UNNAMED = LoginLabels.of(
+    system="postgresql", driver="", host=None, port=0, endpoint="", database=""
+)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Dialer:
     """A plan's login pipeline: :meth:`dial` runs one connection's login through it.
 
     ``classify`` is the driver adapter's: it recognises the server's refusals in the driver's
     errors. ``user`` and ``endpoint`` name the login in messages; ``advice`` ends a rejection;
-    ``backoff`` paces the tries of a throttled login.
+    ``backoff`` paces the tries of a throttled login; ``labels`` name its logins in telemetry
+    (one count, creation time and span per physical login: one per try, or, with
+    ``counts_logins``, each one the attempt announces with :func:`login_started`).
     """
 
     auth: DbAuth
@@ -232,6 +283,10 @@ class Dialer:
     user: str
     advice: str = RDS_ADVICE
     backoff: Backoff = Backoff()
+    labels: LoginLabels = _UNNAMED
+    # An attempt opens 0..n connections, says when each starts (login_started) and waits for
+    # the rate cap itself (login_paced).
+    counts_logins: bool = False
 
     async def dial(self, attempt: Callable[[DbCredentials], Awaitable[C]]) -> C:
         """Log in with ``attempt(credentials)``; retried once, with freshly minted credentials,
@@ -248,56 +303,82 @@ class Dialer:
         """
         rejected = throttled = 0
         budget = anyio.current_time() + self.timeout  # for the tries of a throttled login
+        telemetry = _telemetry.current()  # None: no opentelemetry-api, or turned off
         while True:
-            deadline = anyio.current_time() + self.timeout
-            with anyio.CancelScope(deadline=deadline) as waiting:
-                credentials = await self.auth.credentials()
-            if waiting.cancelled_caught:
-                raise self._timed_out("waiting for its IAM credentials")
-            if self.rate is not None:
-                paced = await self.rate.wait()
-                deadline += paced
-                budget += paced
-            warn_unverified(self.tls, self.endpoint)
+            # One try: recorded (telemetry) with its outcome whichever way it ends.
+            tried = (
+                None
+                if telemetry is None
+                else telemetry.logins(self.labels, counted=self.counts_logins)
+            )
+            outcome: ConnectOutcome = "error"
+            pause: float | None = None
             try:
-                with anyio.CancelScope(deadline=deadline) as logging_in:
-                    connection = await attempt(credentials)
-            except BaseException as exc:  # a cancellation's frames hold the credential too
-                del credentials
-                detached(exc)
-                if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # the driver's own
-                    raise self._timed_out("the server did not complete the login") from None
-                refusal = self.classify(exc) if isinstance(exc, Exception) else None
-                if refusal is None:
-                    raise exc.with_traceback(None)  # noqa: B904 - the error itself, minus frames
-                said = server_text(refusal.message)
-                if refusal.outcome == "throttled":
-                    throttled += 1
-                    pause = self.backoff.delay(throttled)
-                    if anyio.current_time() + pause >= budget:
-                        raise self._throttled(throttled, said) from exc
-                    log.info(
-                        "%s is throttling logins (%s); trying again in %.3f s",
-                        self.endpoint,
-                        said,
-                        pause,
-                    )
-                    await anyio.sleep(pause)
-                    continue
-                self.auth.invalidate()
-                rejected += 1
-                if rejected == 2:
-                    raise AuthTokenRejected(
-                        f"{self.endpoint} refused IAM credentials for user {self.user!r} twice "
-                        f"(the second time freshly minted): {said}. {self.advice}.",
-                        server_message=said,
-                        user=self.user,
-                        endpoint=self.endpoint,
-                    ) from exc
-            else:
-                if logging_in.cancelled_caught:
-                    raise self._timed_out("the server did not complete the login")
-                return connection
+                deadline = anyio.current_time() + self.timeout
+                with anyio.CancelScope(deadline=deadline) as waiting:
+                    credentials = await self.auth.credentials()
+                if waiting.cancelled_caught:
+                    outcome = "timeout"
+                    raise self._timed_out("waiting for its IAM credentials")
+                if self.rate is not None and not self.counts_logins:  # else: per login started
+                    paced = await self.rate.wait()
+                    if tried is not None:
+                        tried.paced(paced)
+                    deadline += paced
+                    budget += paced
+                warn_unverified(self.tls, self.endpoint)
+                recording = _logins.set(tried)  # for an attempt that opens several (asyncmy)
+                try:
+                    with anyio.CancelScope(deadline=deadline) as logging_in:
+                        connection = await attempt(credentials)
+                except BaseException as exc:  # a cancellation's frames hold the credential too
+                    del credentials
+                    detached(exc)
+                    outcome = connect_outcome(exc, None)
+                    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # the driver's own
+                        raise self._timed_out("the server did not complete the login") from None
+                    refusal = self.classify(exc) if isinstance(exc, Exception) else None
+                    if refusal is None:
+                        raise exc.with_traceback(None)  # noqa: B904 - the error, minus frames
+                    outcome = refusal.outcome
+                    said = server_text(refusal.message)
+                    if refusal.outcome == "throttled":
+                        throttled += 1
+                        pause = self.backoff.delay(throttled)
+                        if anyio.current_time() + pause >= budget:
+                            raise self._throttled(throttled, said) from exc
+                        log.info(
+                            "%s is throttling logins (%s); trying again in %.3f s",
+                            self.endpoint,
+                            said,
+                            pause,
+                        )
+                    else:
+                        self.auth.invalidate()
+                        rejected += 1
+                        if rejected == 2:
+                            raise AuthTokenRejected(
+                                f"{self.endpoint} refused IAM credentials for user "
+                                f"{self.user!r} twice (the second time freshly minted): "
+                                f"{said}. {self.advice}.",
+                                server_message=said,
+                                user=self.user,
+                                endpoint=self.endpoint,
+                            ) from exc
+                else:
+                    if logging_in.cancelled_caught:
+                        outcome = "timeout"
+                        raise self._timed_out("the server did not complete the login")
+                    outcome = "ok"
+                    return connection
+                finally:
+                    _logins.reset(recording)
+            finally:
+                if tried is not None:
+                    tried.end(outcome)
+            if pause is not None:
+                await anyio.sleep(pause)
+                continue
             log.warning(
                 "%s refused IAM credentials for user %r (%s); retrying once with fresh ones",
                 self.endpoint,

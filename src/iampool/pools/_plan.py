@@ -32,6 +32,7 @@ from .._config import (
 )
 from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem, MissingExtraError, shown
+from .._telemetry import LoginLabels
 from ..auth import build_auth, prefetch
 from ._dialer import RDS_ADVICE, REDSHIFT_ADVICE, Dialer, connect_rate_for
 from ._dsn import SCHEMES, Driver, Target, dsn_endpoint, parse_target
@@ -203,6 +204,14 @@ _MODULES: dict[str, str] = {
 }
 
 
+# OpenTelemetry's db.system.name for each engine (Aurora DSQL speaks PostgreSQL's protocol).
+_DB_SYSTEMS: dict[str, str] = {
+    "postgresql": "postgresql",
+    "mysql": "mysql",
+    "redshift": "aws.redshift",
+}
+
+
 def resolve(
     dsn: str,
     aws_iam: ConfigLike,
@@ -272,6 +281,15 @@ def resolve(
         endpoint=target.endpoint,
         user=(config.db_username or config.workgroup_name or "") if redshift else target.user or "",
         advice=REDSHIFT_ADVICE if redshift else RDS_ADVICE,
+        counts_logins=getattr(module, "COUNTS_LOGINS", False),
+        labels=LoginLabels.of(
+            system=_DB_SYSTEMS[target.engine],
+            driver=target.driver,
+            host=target.host,
+            port=target.port,
+            endpoint=target.endpoint,
+            database=target.database or "",
+        ),
     )
     return Plan(
         target=target,

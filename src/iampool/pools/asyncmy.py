@@ -2,7 +2,8 @@
 
 asyncmy consults ``password_creator`` (which may return an awaitable) before every connection
 attempt, pool refills and ``ping(reconnect=True)`` included: each new connection gets a fresh
-(cached) IAM token from there, after waiting for the endpoint's rate cap. The pool is
+(cached) IAM token from there, after waiting for the endpoint's rate cap (there, not in the
+dialer: asyncmy runs its fill on every acquire, and most open no connection). The pool is
 ``asyncmy.Pool`` itself; its ``fill_free_pool``, where it opens connections, is wrapped on the
 instance to retry once with a fresh token when the server refuses one (asyncmy's fast path for
 idle connections stays untouched).
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._credentials import DbCredentials
-from ._dialer import Refusal, tls_not_offered
+from ._dialer import Refusal, login_paced, login_started, tls_not_offered
 from ._dsn import Target
 from ._mysql import REFUSED, mysql_refusal, tls_failure, vet_mysql
 from ._plan import Plan, Vetted
@@ -40,6 +41,9 @@ __all__ = ["REFUSED", "TLS_STYLE", "classify", "close_pool", "connect", "create_
 T = TypeVar("T")
 
 TLS_STYLE: TlsStyle = "context"
+# One attempt (a pool fill) opens as many connections as the pool lacks, maybe none: each says
+# when it starts (login_started), for telemetry to count logins, not fills.
+COUNTS_LOGINS = True
 
 _CANNOT_CONNECT = 2003  # CR_CONN_HOST_ERROR: asyncmy's error for a failed socket or handshake
 _CLIENT_SSL = 0x0800
@@ -82,9 +86,9 @@ def _settings(plan: Plan) -> dict[str, Any]:
                 await dialer.rate.wait()
             return (await dialer.auth.credentials()).password
         credentials: DbCredentials = login[0]
-        if login[1] and dialer.rate is not None:  # a further connection of the same fill
-            await dialer.rate.wait()
-        login[1] = True
+        login_started()  # telemetry: one login per connection the fill opens
+        if dialer.rate is not None:  # here, not in the dialer: a fill may open no connection
+            login_paced(await dialer.rate.wait())
         return credentials.password
 
     return {
@@ -102,7 +106,7 @@ def _settings(plan: Plan) -> dict[str, Any]:
 async def _logged_in(plan: Plan, login: Any, opening: Callable[[], Awaitable[T]]) -> T:
     """Run ``opening`` (asyncmy connects, which call password_creator) with this attempt's
     credentials; a failed handshake with a server without TLS says so."""
-    token = _attempt_login.set([login, False])
+    token = _attempt_login.set([login])
     try:
         return await _tls_checked(plan.target, opening())
     finally:
