@@ -376,6 +376,26 @@ class Leases:
                 if entry.flight is None:
                     del self._entries[key]
 
+    def invalidate_if(self, key: Hashable, value: object, *, settled: float) -> bool:
+        """Forget ``key``'s value if it equals ``value`` (the one a database just refused) and
+        landed at least ``settled`` seconds ago; whether it did.
+
+        The refusals of a whole herd thus drop one value once: the first starts the mint the
+        others join, and a value just minted (AWS still says it is current) is kept for
+        ``settled`` seconds however often it is refused, which bounds the re-fetches.
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            snapshot = entry.snapshot if entry is not None else None
+            if entry is None or snapshot is None or snapshot.value != value:
+                return False
+            if 0.0 <= self._clock() - snapshot.landed_at < settled:
+                return False
+            entry.snapshot = None
+            if entry.flight is None:
+                del self._entries[key]
+            return True
+
     def clear(self) -> None:
         """Drop every value (mints in flight complete for their waiters)."""
         with self._lock:

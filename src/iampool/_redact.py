@@ -13,6 +13,10 @@ rewrites such a record in place before any handler sees it:
   (``\\"dbPassword\\": \\"x\\"``), a query or form parameter (``X-Amz-Signature=x``), URL-encoded
   (``%3CDbPassword%3E``, ``%22dbPassword%22%3A%22x``, ``%3D``) or a header line
   (``x-amz-security-token:x``, ``Signature:\\nx``);
+- **a whole secret**: Secrets Manager's ``SecretString`` and ``SecretBinary`` hold a document
+  (RDS's JSON, quoted again inside the response's JSON and again in a bytes repr), so
+  everything from the field's name to the end of its line becomes ``[REDACTED]``, whatever the
+  nesting of quotes and escapes;
 - **by value**: during an AWS call iampool knows the secrets it sends (the signing credentials'
   secret key and session token, the external ID, see :func:`in_flight`); any occurrence of
   them, raw, URL-encoded or JSON-escaped, is replaced as well.
@@ -125,6 +129,8 @@ _FIELD = re.compile(
     rf"(?P<name>{_KEYWORD}[a-z0-9_-]*)(?:{_QUOTE}?{_SEPARATOR}"
     rf"(?:b?{_QUOTE}(?P<quoted>{_QUOTED_VALUE})|{_NEXT_LINE}(?P<value>{_UNQUOTED_VALUE})))?"
 )
+# Secrets Manager's secret fields: their value is redacted to the end of the line.
+_DOCUMENT = re.compile(r"secret(?:string|binary)")
 _PUBLIC_ENDINGS = ("token", "version", "method")  # of every public name: a cheap first check
 _SHORTEST_PUBLIC = min(len(name) for name in _PUBLIC_NAMES)
 
@@ -185,6 +191,19 @@ def _field_values(
             yield from _field_values(pattern, low, value_start, value_end)
 
 
+def _document_values(low: str) -> Iterator[tuple[int, int]]:
+    """From each ``SecretString`` / ``SecretBinary`` name to the end of its line (once per
+    line: linear)."""
+    done = 0
+    for match in _DOCUMENT.finditer(low):
+        if match.start() < done:
+            continue
+        end = low.find("\n", match.end())
+        done = len(low) if end < 0 else end
+        if done > match.end():
+            yield match.end(), done
+
+
 def _replaced(text: str, spans: Iterator[tuple[int, int]]) -> str:
     pieces: list[str] = []
     kept = 0
@@ -209,6 +228,8 @@ def redact(text: str) -> str:
             text = text.replace(form, REDACTED)
     if not any(hint in text.lower() for hint in _HINTS):
         return text
+    if "secretstring" in text.lower() or "secretbinary" in text.lower():
+        text = _replaced(text, _document_values(_lowered(text)))
     text = _replaced(text, _xml_values(_lowered(text)))
     text = _replaced(text, _field_values(_AUTHORIZATION, _lowered(text)))
     return _replaced(text, _field_values(_FIELD, _lowered(text)))

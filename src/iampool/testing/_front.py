@@ -29,7 +29,7 @@ __all__ = [
     "pipe",
 ]
 
-Mode = Literal["rds", "redshift", "dsql"]
+Mode = Literal["rds", "redshift", "dsql", "password"]
 
 _CHUNK = 65_536
 _CLOSE_NOTIFY_GRACE = 1.0  # seconds a TLS peer gets to answer close_notify

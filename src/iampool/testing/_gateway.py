@@ -76,7 +76,10 @@ class IamGateway:
         mode: ``"rds"`` checks RDS IAM tokens; ``"redshift"`` checks Redshift temporary
             passwords and drops the startup parameters only Redshift understands; ``"dsql"``
             checks Aurora DSQL tokens (``DbConnectAdmin`` for the ``admin`` role, ``DbConnect``
-            for others, signed for this host).
+            for others, signed for this host); ``"password"`` checks plain passwords against
+            its own table (:meth:`set_password`), as a database does (PostgreSQL answers a bad
+            one with 28P01, MySQL with 1045), so it stands in front of a trust-auth or
+            password-less server for Secrets Manager tests.
         offer_tls: ``False`` makes a server that does not offer TLS, to prove that clients refuse
             to send it a secret (any secret they do send is recorded, see
             :attr:`secrets_seen_in_plaintext`).
@@ -120,8 +123,8 @@ class IamGateway:
     ) -> None:
         if protocol not in _FRONTS:
             raise ValueError("protocol must be 'postgresql' or 'mysql'")
-        if mode not in ("rds", "redshift", "dsql"):
-            raise ValueError("mode must be 'rds', 'redshift' or 'dsql'")
+        if mode not in ("rds", "redshift", "dsql", "password"):
+            raise ValueError("mode must be 'rds', 'redshift', 'dsql' or 'password'")
         if mode in ("redshift", "dsql") and protocol != "postgresql":
             raise ValueError(f"{mode} speaks the PostgreSQL protocol: use protocol='postgresql'")
         self._protocol: WireProtocol = protocol
@@ -367,7 +370,7 @@ class IamGateway:
         query: dict[str, str] = {}
         if self._offer_tls:
             query["sslmode"] = "verify-full"
-            if self._mode in ("rds", "dsql"):
+            if self._mode in ("rds", "dsql", "password"):
                 query["sslrootcert"] = str(self.ca_path)
         suffix = f"?{urlencode(query)}" if query else ""
         return f"{scheme}://{quote(user, safe='')}@{self.endpoint}/{quote(name)}{suffix}"
@@ -473,6 +476,23 @@ class IamGateway:
             RuntimeError: the gateway is not running.
         """
         return self._running_portal().call(self._users.ensure, name)
+
+    def set_password(self, user: str, password: str) -> None:
+        """Password mode: make ``password`` the one that lets ``user`` in (``ALTER USER``), from
+        the next login on; open connections are not touched. Creates the upstream user if
+        missing (:meth:`ensure_user`).
+
+        Raises:
+            RuntimeError: not a password-mode gateway, or the gateway is not running.
+        """
+        if self._mode != "password":
+            raise RuntimeError("set_password() needs a gateway in password mode")
+        self.ensure_user(user)
+        self._admission.passwords.set(user, password)
+
+    def forget_password(self, user: str) -> None:
+        """Password mode: no password lets ``user`` in any more."""
+        self._admission.passwords.forget(user)
 
     def drop_user(self, name: str) -> None:
         """Drop user ``name`` from the upstream, with what it owns there; no error if absent.

@@ -51,6 +51,7 @@ _THROTTLED = {
     "rds": ("53300", "too many competing requests"),
     "dsql": ("53400", "connection rate exceeded: too many new connections to this cluster"),
     "redshift": ("53300", "too many connections"),  # no throttle in Redshift mode
+    "password": ("53300", "too many connections"),
 }
 
 REDSHIFT_SERVER_VERSION = "8.0.2"
@@ -153,6 +154,9 @@ async def _client_login(client: Peer, desk: FrontDesk) -> tuple[dict[str, str], 
         return None
     if reason == "throttled":
         await client.send(_fatal(*_THROTTLED[desk.mode]))
+        return None
+    if reason is not None and desk.mode == "password":  # what PostgreSQL says to a bad password
+        await client.send(_fatal("28P01", f'password authentication failed for user "{user}"'))
         return None
     if reason is not None:
         await client.send(_fatal("28000", f'PAM authentication failed for user "{user}"'))
