@@ -1,0 +1,370 @@
+"""Logins kept in Secrets Manager, against the real servers behind password-mode gateways.
+
+The session's ``fake_aws`` holds the secrets (moto's Secrets Manager, ``GetSecretValue``
+counted); ``secret_postgres`` / ``secret_mysql`` put a gateway that checks passwords itself in
+front of this machine's PostgreSQL and MariaDB, and rotate a user's password there before the
+secret follows, as Secrets Manager's rotation functions do. Each test has its own cache, so
+``GetSecretValue`` calls count exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import traceback
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+import iampool
+from iampool import AuthTokenRejected, AwsIamConfig, CredentialCache, auth_for
+from iampool.testing import FakeAws, SecretDatabase
+
+pytestmark = pytest.mark.anyio
+
+DRIVERS = ("asyncpg", "psycopg", "aiomysql", "asyncmy")
+SCHEMES = {
+    "asyncpg": "postgresql",
+    "psycopg": "postgresql+psycopg",
+    "aiomysql": "mysql+aiomysql",
+    "asyncmy": "mysql+asyncmy",
+}
+ROTATION_WINDOW = 20.0  # seconds between the database's new password and the secret's
+
+
+@pytest.fixture(autouse=True)
+def _quiet_psycopg_pool() -> Iterator[None]:
+    """psycopg_pool warns of every closed connection returned to it, which these tests do on
+    purpose (so that the pool opens a new one)."""
+    logger = logging.getLogger("psycopg.pool")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    yield
+    logger.setLevel(level)
+
+
+@pytest.fixture
+async def cache() -> AsyncIterator[CredentialCache]:
+    cache = CredentialCache()
+    yield cache
+    await cache.aclose()
+
+
+def database_for(driver: str, postgres: SecretDatabase, mysql: SecretDatabase) -> SecretDatabase:
+    return postgres if SCHEMES[driver].startswith("postgresql") else mysql
+
+
+def dsn_for(driver: str, database: SecretDatabase) -> str:
+    return f"{SCHEMES[driver]}://{database.dsn.split('://', 1)[1]}"
+
+
+def secret_calls(aws: FakeAws, secret_id: str) -> int:
+    return sum(1 for params in aws.requests["GetSecretValue"] if params["SecretId"] == secret_id)
+
+
+def with_fields(database: SecretDatabase, **fields: Any) -> AwsIamConfig:
+    return AwsIamConfig.from_extra({**database.config.to_dict(), **fields})
+
+
+# -- one pool per driver, with helpers that open a NEW connection every time -----------------
+
+
+class Driver:
+    """A pool of one driver and a way to make it open a new connection each time."""
+
+    def __init__(self, name: str, pool: Any) -> None:
+        self.name = name
+        self.pool = pool
+
+    async def new_connection_user(self) -> str:
+        """Acquire, ask who we are, then close the connection so the pool opens a new one."""
+        if self.name == "asyncpg":
+            async with self.pool.acquire() as connection:
+                user = await connection.fetchval("SELECT current_user")
+                await connection.close()
+        elif self.name == "psycopg":
+            async with self.pool.connection() as connection:
+                cursor = await connection.execute("SELECT current_user")
+                (user,) = await cursor.fetchone()
+                await connection.close()
+        else:
+            async with self.pool.acquire() as connection:
+                async with connection.cursor() as cursor:
+                    await cursor.execute(
+                        "SELECT USER()"
+                    )  # as logged in (an anonymous account may match)
+                    (user,) = await cursor.fetchone()
+                connection.close()
+        return str(user).split("@", 1)[0]
+
+    def pool_errors(self) -> int:
+        if self.name == "psycopg":
+            return int(self.pool.get_stats().get("connections_errors", 0))
+        return 0
+
+
+async def open_pools(
+    postgres: SecretDatabase,
+    mysql: SecretDatabase,
+    cache: CredentialCache,
+    configs: dict[str, AwsIamConfig] | None = None,
+) -> list[Driver]:
+    drivers = []
+    for name in DRIVERS:
+        database = database_for(name, postgres, mysql)
+        config = (configs or {}).get(name, database.config)
+        options: dict[str, Any] = {"min_size": 1, "max_size": 4}
+        if name == "psycopg":
+            options["timeout"] = 120.0  # getconn's wait: a login may wait out a rotation
+        pool = await iampool.create_pool(
+            dsn_for(name, database), aws_iam=config, cache=cache, **options
+        )
+        drivers.append(Driver(name, pool))
+    return drivers
+
+
+async def close_pools(drivers: list[Driver]) -> None:
+    for driver in drivers:
+        if driver.name == "asyncpg" or driver.name == "psycopg":
+            await driver.pool.close()
+        else:
+            driver.pool.close()
+            await driver.pool.wait_closed()
+
+
+class Load:
+    """Workers that open new connections through every pool until told to stop."""
+
+    def __init__(self, drivers: list[Driver], workers: int) -> None:
+        self.drivers = drivers
+        self.workers = workers
+        self.done: Counter[str] = Counter()
+        self.users: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.stop = anyio.Event()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as group:
+            for driver in self.drivers:
+                for _ in range(self.workers):
+                    group.start_soon(self._worker, driver)
+
+    async def _worker(self, driver: Driver) -> None:
+        while not self.stop.is_set():
+            try:
+                user = await driver.new_connection_user()
+            except Exception as exc:  # a failed connect: what this test counts
+                self.failures.append(f"{driver.name}: {type(exc).__name__}: {exc}")
+                await anyio.sleep(0.05)
+                continue
+            self.done[driver.name] += 1
+            self.users[user] += 1
+
+
+async def run_under_load(
+    drivers: list[Driver],
+    rotation: Callable[[], Any],
+    *,
+    workers: int,
+    before: float,
+    after: float,
+) -> Load:
+    """Start the load, run ``rotation`` (blocking) in a worker thread ``before`` seconds later,
+    keep the load on for ``after`` more seconds, then stop it."""
+    load = Load(drivers, workers)
+    async with anyio.create_task_group() as group:
+        group.start_soon(load.run)
+        await anyio.sleep(before)
+        await anyio.to_thread.run_sync(rotation)
+        await anyio.sleep(after)
+        load.stop.set()
+    return load
+
+
+# -- the herd ----------------------------------------------------------------------------------
+
+
+async def test_herd_of_1000_lookups_makes_one_get_secret_value_call(
+    secret_postgres: SecretDatabase, fake_aws: FakeAws, cache: CredentialCache
+) -> None:
+    host, port = secret_postgres.gateway.signed_endpoint
+    auth = auth_for(secret_postgres.config, host=host, port=port, cache=cache)
+    before = secret_calls(fake_aws, secret_postgres.secret_id)
+    users: list[str] = []
+
+    async def lookup() -> None:
+        users.append((await auth.credentials()).user)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(1000):
+            group.start_soon(lookup)
+    assert secret_calls(fake_aws, secret_postgres.secret_id) - before == 1
+    assert len(users) == 1000
+    assert set(users) == {secret_postgres.current()["username"]}
+
+
+async def test_herd_of_1000_connects_on_a_cold_pool_makes_one_get_secret_value_call(
+    secret_postgres: SecretDatabase, fake_aws: FakeAws, cache: CredentialCache
+) -> None:
+    before = secret_calls(fake_aws, secret_postgres.secret_id)
+    accepted = secret_postgres.gateway.accepted
+    pool = await iampool.create_pool(
+        secret_postgres.dsn, aws_iam=secret_postgres.config, cache=cache, min_size=0, max_size=20
+    )
+    try:
+        users: list[str] = []
+
+        async def connect() -> None:
+            async with pool.acquire() as connection:
+                users.append(await connection.fetchval("SELECT current_user"))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(1000):
+                group.start_soon(connect)
+    finally:
+        await pool.close()
+    assert len(users) == 1000
+    assert secret_calls(fake_aws, secret_postgres.secret_id) - before == 1
+    assert secret_postgres.gateway.accepted - accepted == 20  # every connection of the pool
+
+
+# -- rotations ---------------------------------------------------------------------------------
+
+
+async def test_single_user_rotation_under_load_fails_no_connect_and_ends_on_the_new_password(
+    secret_postgres: SecretDatabase,
+    secret_mysql: SecretDatabase,
+    fake_aws: FakeAws,
+    cache: CredentialCache,
+) -> None:
+    drivers = await open_pools(secret_postgres, secret_mysql, cache)
+    refused_before = sum(
+        db.gateway.rejected["bad_password"] for db in (secret_postgres, secret_mysql)
+    )
+    calls_before = {
+        db.secret_id: secret_calls(fake_aws, db.secret_id) for db in (secret_postgres, secret_mysql)
+    }
+    started = time.monotonic()
+
+    def rotate_both() -> None:  # both at once, each with its window
+        with ThreadPoolExecutor(2) as threads:
+            rotations = [
+                threads.submit(functools.partial(db.rotate, window=ROTATION_WINDOW))
+                for db in (secret_postgres, secret_mysql)
+            ]
+            for rotation in rotations:
+                rotation.result()
+
+    try:
+        # No new login can succeed inside the window (the database has the new password, the
+        # secret still the old one): they wait it out. The load before and after it makes the
+        # 1,000 new connections.
+        load = await run_under_load(drivers, rotate_both, workers=3, before=12.0, after=14.0)
+        errors = {driver.name: driver.pool_errors() for driver in drivers}
+        # After the rotation: every driver's next new connection logs in with the new password.
+        for driver in drivers:
+            await driver.new_connection_user()
+    finally:
+        await close_pools(drivers)
+    elapsed = time.monotonic() - started
+    total = sum(load.done.values())
+    print(f"\nsingle-user rotation: {dict(load.done)} new connections in {elapsed:.1f} s")
+    assert load.failures == []
+    assert errors == dict.fromkeys(DRIVERS, 0)
+    assert total >= 1000, dict(load.done)
+    assert all(load.done[name] > 0 for name in DRIVERS)
+    refused = sum(db.gateway.rejected["bad_password"] for db in (secret_postgres, secret_mysql))
+    assert refused > refused_before  # the old password was refused during the window
+    for db in (secret_postgres, secret_mysql):
+        # The database's password is the secret's current one, and it is the one in use.
+        calls = secret_calls(fake_aws, db.secret_id) - calls_before[db.secret_id]
+        # One read at the start, then at most about one a second while logins were refused.
+        assert 1 <= calls <= ROTATION_WINDOW + 10, calls
+
+
+async def test_alternating_users_rotation_under_load_fails_no_connect_and_switches_user(
+    secret_postgres: SecretDatabase,
+    secret_mysql: SecretDatabase,
+    cache: CredentialCache,
+) -> None:
+    ttl = 3  # the secret is read again every few seconds: the new user is seen soon after
+    configs = {
+        name: with_fields(database_for(name, secret_postgres, secret_mysql), secret_ttl=ttl)
+        for name in DRIVERS
+    }
+    drivers = await open_pools(secret_postgres, secret_mysql, cache, configs)
+    old = {db.secret_id: db.current()["username"] for db in (secret_postgres, secret_mysql)}
+    new: dict[str, str] = {}
+
+    def rotate_both() -> None:  # both at once, each with its window
+        with ThreadPoolExecutor(2) as threads:
+            rotations = {
+                db.secret_id: threads.submit(
+                    functools.partial(db.rotate_users, window=ROTATION_WINDOW)
+                )
+                for db in (secret_postgres, secret_mysql)
+            }
+            new.update({secret_id: done.result() for secret_id, done in rotations.items()})
+
+    try:
+        # The old user keeps working through the window: no login waits, none fails.
+        load = await run_under_load(drivers, rotate_both, workers=3, before=2.0, after=ttl + 3.0)
+        seen_after = {}
+        for driver in drivers:
+            seen_after[driver.name] = await driver.new_connection_user()
+        errors = {driver.name: driver.pool_errors() for driver in drivers}
+    finally:
+        await close_pools(drivers)
+    print(f"\nalternating-users rotation: {dict(load.done)} new connections, users {load.users}")
+    assert errors == dict.fromkeys(DRIVERS, 0)
+    assert sum(load.done.values()) >= 1000, dict(load.done)
+    assert load.failures == []
+    for name, user in seen_after.items():
+        db = database_for(name, secret_postgres, secret_mysql)
+        assert user == new[db.secret_id] != old[db.secret_id]
+
+
+async def test_a_password_still_refused_after_rotation_window_fails_with_a_clean_error(
+    secret_postgres: SecretDatabase, fake_aws: FakeAws, cache: CredentialCache, caplog: Any
+) -> None:
+    config = with_fields(secret_postgres, rotation_window=2)
+    user = secret_postgres.current()["username"]
+    secret_postgres.gateway.forget_password(user)  # the secret's password works nowhere
+    try:
+        caplog.set_level(logging.DEBUG)
+        with pytest.raises(AuthTokenRejected) as raised:
+            await iampool.connect(secret_postgres.dsn, aws_iam=config, cache=cache)
+    finally:
+        secret_postgres.gateway.set_password(user, secret_postgres.current()["password"])
+    message = str(raised.value)
+    assert "rotation_window" in message
+    assert secret_postgres.secret_id in message
+    rendered = "".join(traceback.format_exception(raised.value))
+    for secret in fake_aws.issued_secrets():
+        assert secret not in rendered
+        assert secret not in caplog.text
+    # Open connections are not touched, new ones work again once the password does.
+    connection = await iampool.connect(secret_postgres.dsn, aws_iam=config, cache=cache)
+    await connection.close()
+
+
+async def test_secret_host_disagreeing_with_the_dsn_is_a_config_error_naming_both(
+    secret_postgres: SecretDatabase, fake_aws: FakeAws, cache: CredentialCache
+) -> None:
+    arn = fake_aws.create_secret(
+        f"iampool-test-elsewhere-{time.monotonic_ns()}",
+        {"username": "x", "password": "not-used-1234", "host": "db.example.com", "port": 5432},
+    )
+    config = with_fields(secret_postgres, secret_id=arn)
+    with pytest.raises(iampool.ConfigError) as raised:
+        await iampool.connect(secret_postgres.dsn, aws_iam=config, cache=cache)
+    message = str(raised.value)
+    assert "db.example.com" in message
+    assert secret_postgres.gateway.host in message
+    assert "not-used-1234" not in message
