@@ -376,9 +376,11 @@ class Leases:
                 if entry.flight is None:
                     del self._entries[key]
 
-    def invalidate_if(self, key: Hashable, value: object, *, settled: float) -> bool:
-        """Forget ``key``'s value if it equals ``value`` (the one a database just refused) and
-        landed at least ``settled`` seconds ago; whether it did.
+    def invalidate_if(
+        self, key: Hashable, refused: Callable[[Any], bool], *, settled: float
+    ) -> bool:
+        """Forget ``key``'s value if ``refused(value)`` (it is the one a database just refused)
+        and it landed at least ``settled`` seconds ago; whether it did.
 
         The refusals of a whole herd thus drop one value once: the first starts the mint the
         others join, and a value just minted (AWS still says it is current) is kept for
@@ -387,7 +389,7 @@ class Leases:
         with self._lock:
             entry = self._entries.get(key)
             snapshot = entry.snapshot if entry is not None else None
-            if entry is None or snapshot is None or snapshot.value != value:
+            if entry is None or snapshot is None or not refused(snapshot.value):
                 return False
             if 0.0 <= self._clock() - snapshot.landed_at < settled:
                 return False

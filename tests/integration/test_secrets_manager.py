@@ -10,7 +10,11 @@ secret follows, as Secrets Manager's rotation functions do. Each test has its ow
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
+import subprocess
+import sys
 import time
 import traceback
 from collections import Counter
@@ -368,3 +372,48 @@ async def test_secret_host_disagreeing_with_the_dsn_is_a_config_error_naming_bot
     assert "db.example.com" in message
     assert secret_postgres.gateway.host in message
     assert "not-used-1234" not in message
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def iampool_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "iampool", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ),
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("database", ["secret_postgres", "secret_mysql"])
+def test_check_logs_in_with_the_secret_and_reports_its_user(
+    database: str, request: pytest.FixtureRequest, fake_aws: FakeAws
+) -> None:
+    db: SecretDatabase = request.getfixturevalue(database)
+    result = iampool_command("check", db.dsn, "--extra", json.dumps(db.config.to_dict()))
+    assert result.returncode == 0, result.stderr
+    login = db.current()
+    assert f"user {login['username']}" in result.stdout
+    assert "identity" in result.stdout
+    for secret in fake_aws.issued_secrets():
+        assert secret not in result.stdout + result.stderr
+
+
+def test_token_prints_the_secrets_user_and_the_password_only_when_asked(
+    secret_postgres: SecretDatabase,
+) -> None:
+    host, port = secret_postgres.gateway.signed_endpoint
+    extra = json.dumps(secret_postgres.config.to_dict())
+    login = secret_postgres.current()
+    quiet = iampool_command("token", "--extra", extra, "--host", host, "--port", str(port))
+    assert quiet.returncode == 0, quiet.stderr
+    assert f"user: {login['username']}" in quiet.stdout
+    assert login["password"] not in quiet.stdout + quiet.stderr
+    shown = iampool_command(
+        "token", "--extra", extra, "--host", host, "--port", str(port), "--show-password"
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"password: {login['password']}" in shown.stdout

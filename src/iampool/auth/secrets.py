@@ -108,10 +108,15 @@ class SecretsManagerAuth:
         self._leases.invalidate(self._key)
 
     def refused(self, credentials: DbCredentials) -> bool:
-        """The database refused ``credentials`` for their password: drop them if they are
-        still the cached login and were read more than a second ago (one re-read per herd,
-        at most one a second); whether they were dropped."""
-        return self._leases.invalidate_if(self._key, credentials, settled=REFETCH_INTERVAL)
+        """The database refused ``credentials`` for their password: drop the cached login if it
+        is still that user and password and was read more than a second ago (one re-read per
+        herd, at most one a second); whether it was dropped."""
+        login = (credentials.user, credentials.password)
+        return self._leases.invalidate_if(
+            self._key,
+            lambda cached: (cached.user, cached.password) == login,
+            settled=REFETCH_INTERVAL,
+        )
 
     @property
     def rotation_window(self) -> float:
