@@ -178,15 +178,20 @@ async def run_under_load(
     workers: int,
     before: float,
     after: float,
+    total: int = 1000,
 ) -> Load:
     """Start the load, run ``rotation`` (blocking) in a worker thread ``before`` seconds later,
-    keep the load on for ``after`` more seconds, then stop it."""
+    keep the load on for ``after`` more seconds and until ``total`` new connections were made
+    across the rotation (the rate depends on the machine), then stop it."""
     load = Load(drivers, workers)
     async with anyio.create_task_group() as group:
         group.start_soon(load.run)
         await anyio.sleep(before)
         await anyio.to_thread.run_sync(rotation)
         await anyio.sleep(after)
+        with anyio.fail_after(300):
+            while sum(load.done.values()) < total:  # noqa: ASYNC110 (counts, no event to wait on)
+                await anyio.sleep(0.2)
         load.stop.set()
     return load
 
