@@ -428,3 +428,45 @@ def test_token_prints_the_secrets_user_and_the_password_only_when_asked(
     )
     assert shown.returncode == 0, shown.stderr
     assert f"password: {login['password']}" in shown.stdout
+
+
+# -- Redshift: a password login with redshift-connector ------------------------------------------
+
+
+async def test_redshift_password_login_survives_a_single_user_rotation(
+    secret_redshift: SecretDatabase, fake_aws: FakeAws, cache: CredentialCache
+) -> None:
+    assert secret_redshift.dsn.startswith("redshift://")
+    done: list[str] = []
+    failures: list[str] = []
+    stop = anyio.Event()
+
+    async def worker() -> None:
+        while not stop.is_set():
+            try:
+                connection = await iampool.connect(
+                    secret_redshift.dsn, aws_iam=secret_redshift.config, cache=cache
+                )
+            except Exception as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                await anyio.sleep(0.05)
+                continue
+            try:
+                done.append(await connection.fetchval("SELECT current_user"))
+            finally:
+                connection.close()
+
+    refused = secret_redshift.gateway.rejected["bad_password"]
+    async with anyio.create_task_group() as group:
+        for _ in range(3):
+            group.start_soon(worker)
+        await anyio.sleep(1.0)
+        await anyio.to_thread.run_sync(functools.partial(secret_redshift.rotate, window=4.0))
+        with anyio.fail_after(60):
+            after = len(done)
+            while len(done) < after + 10:  # noqa: ASYNC110 (counts, no event to wait on)
+                await anyio.sleep(0.1)
+        stop.set()
+    assert failures == []
+    assert set(done) == {secret_redshift.current()["username"]}
+    assert secret_redshift.gateway.rejected["bad_password"] > refused  # the window was felt

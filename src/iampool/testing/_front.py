@@ -105,6 +105,11 @@ class FrontDesk(Protocol):
     @property
     def mode(self) -> Mode: ...
     @property
+    def redshift_wire(self) -> bool:
+        """Speaks to clients as Redshift does (startup parameters, ``server_version``)."""
+        ...
+
+    @property
     def upstream(self) -> Upstream: ...
     @property
     def server_tls(self) -> ssl.SSLContext | None:

@@ -20,10 +20,11 @@ Fixtures (all session-scoped, started on first use):
     ``DbConnectAdmin`` tokens for the ``admin`` role, with an ``aws_iam`` block saying
     ``"dsql": true`` (and the region: the gateway's host names none).
 
-``secret_postgres`` / ``secret_mysql``
+``secret_postgres`` / ``secret_mysql`` / ``secret_redshift``
     A :class:`iampool.testing.SecretDatabase`: a password-mode gateway in front of the same
-    server, its login kept in a Secrets Manager secret of ``fake_aws`` (RDS's JSON), with the
-    ``aws_iam`` block naming it (``secret_id``) and the rotations to run against it.
+    server (for Redshift: speaking as a Redshift cluster does), its login kept in a Secrets
+    Manager secret of ``fake_aws`` (RDS's JSON), with the ``aws_iam`` block naming it
+    (``secret_id``) and the rotations to run against it.
 
 A server that does not answer fails the test with how to start it; nothing is skipped. At the end
 of the session the gateways drop the login users they created (``app``, ``IAM:app``, users a
@@ -56,6 +57,7 @@ __all__ = [
     "iam_redshift",
     "secret_mysql",
     "secret_postgres",
+    "secret_redshift",
 ]
 
 REGION = "us-east-1"
@@ -178,6 +180,20 @@ def secret_mysql(fake_aws: FakeAws) -> Iterator[SecretDatabase]:
         yield _secret_database(gateway, fake_aws)
 
 
+@pytest.fixture(scope="session")
+def secret_redshift(fake_aws: FakeAws) -> Iterator[SecretDatabase]:
+    """A Redshift cluster's password login (PostgreSQL behind a password-mode gateway that
+    speaks as Redshift does), its login in a Secrets Manager secret; while it is in use
+    ``SSL_CERT_FILE`` also trusts the gateway's CA."""
+    with (
+        _gateway(
+            "postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "password", redshift_wire=True
+        ) as gateway,
+        _trusting_for_redshift(gateway.ca_path),
+    ):
+        yield _secret_database(gateway, fake_aws)
+
+
 def _secret_database(gateway: IamGateway, fake_aws: FakeAws) -> SecretDatabase:
     import uuid
 
@@ -188,7 +204,8 @@ def _secret_database(gateway: IamGateway, fake_aws: FakeAws) -> SecretDatabase:
     gateway.set_password(first["username"], first["password"])
     gateway.ensure_user(SECRET_USERS[1])
     host, port = gateway.signed_endpoint
-    engine = "postgres" if gateway.protocol == "postgresql" else "mysql"
+    engine = "mysql" if gateway.protocol == "mysql" else "postgres"
+    engine = "redshift" if gateway.redshift_wire else engine
     name = f"iampool-test-{gateway.protocol}-{uuid.uuid4().hex[:12]}"
     arn = fake_aws.create_secret(name, {**first, "engine": engine, "host": host, "port": port})
     config = AwsIamConfig.from_extra({"enabled": True, "secret_id": arn})
@@ -228,13 +245,26 @@ def _rds_database(gateway: IamGateway, fake_aws: FakeAws, *, role_name: str) -> 
 
 @contextmanager
 def _gateway(
-    protocol: WireProtocol, variable: str, default: str, fake_aws: FakeAws, mode: Mode
+    protocol: WireProtocol,
+    variable: str,
+    default: str,
+    fake_aws: FakeAws,
+    mode: Mode,
+    *,
+    redshift_wire: bool = False,
 ) -> Iterator[IamGateway]:
     """A started gateway in front of the server named by ``variable``, or a clear failure."""
     from ._gateway import IamGateway
 
     upstream = os.environ.get(variable) or default
-    gateway = IamGateway(protocol, upstream=upstream, authority=fake_aws, region=REGION, mode=mode)
+    gateway = IamGateway(
+        protocol,
+        upstream=upstream,
+        authority=fake_aws,
+        region=REGION,
+        mode=mode,
+        redshift_wire=redshift_wire,
+    )
     try:
         gateway.start()
     except ConnectionError as exc:
