@@ -34,12 +34,13 @@ from ..secrets_reach import search_secrets
 
 pytestmark = pytest.mark.anyio
 
-DRIVERS = ("asyncpg", "psycopg", "aiomysql", "asyncmy")
+DRIVERS = ("asyncpg", "psycopg", "aiomysql", "asyncmy", "redshift_connector")
 SCHEMES = {
     "asyncpg": "postgresql",
     "psycopg": "postgresql+psycopg",
     "aiomysql": "mysql+aiomysql",
     "asyncmy": "mysql+asyncmy",
+    "redshift_connector": "redshift",
 }
 ROTATION_WINDOW = 20.0  # seconds between the database's new password and the secret's
 
@@ -62,8 +63,17 @@ async def cache() -> AsyncIterator[CredentialCache]:
     await cache.aclose()
 
 
-def database_for(driver: str, postgres: SecretDatabase, mysql: SecretDatabase) -> SecretDatabase:
-    return postgres if SCHEMES[driver].startswith("postgresql") else mysql
+@pytest.fixture
+def databases(
+    secret_postgres: SecretDatabase, secret_mysql: SecretDatabase, secret_redshift: SecretDatabase
+) -> dict[str, SecretDatabase]:
+    """Each driver's database (its gateway and secret), by driver."""
+    by_engine = {"postgresql": secret_postgres, "mysql": secret_mysql, "redshift": secret_redshift}
+    return {name: by_engine[SCHEMES[name].split("+", 1)[0]] for name in DRIVERS}
+
+
+def distinct(databases: dict[str, SecretDatabase]) -> list[SecretDatabase]:
+    return list({db.secret_id: db for db in databases.values()}.values())
 
 
 def dsn_for(driver: str, database: SecretDatabase) -> str:
@@ -99,6 +109,10 @@ class Driver:
                 cursor = await connection.execute("SELECT current_user")
                 (user,) = await cursor.fetchone()
                 await connection.close()
+        elif self.name == "redshift_connector":
+            async with self.pool.acquire() as connection:
+                user = await connection.fetchval("SELECT current_user")
+                connection.close()
         else:
             async with self.pool.acquire() as connection:
                 async with connection.cursor() as cursor:
@@ -116,14 +130,13 @@ class Driver:
 
 
 async def open_pools(
-    postgres: SecretDatabase,
-    mysql: SecretDatabase,
+    databases: dict[str, SecretDatabase],
     cache: CredentialCache,
     configs: dict[str, AwsIamConfig] | None = None,
 ) -> list[Driver]:
     drivers = []
     for name in DRIVERS:
-        database = database_for(name, postgres, mysql)
+        database = databases[name]
         config = (configs or {}).get(name, database.config)
         options: dict[str, Any] = {"min_size": 1, "max_size": 4}
         if name == "psycopg":
@@ -137,7 +150,7 @@ async def open_pools(
 
 async def close_pools(drivers: list[Driver]) -> None:
     for driver in drivers:
-        if driver.name == "asyncpg" or driver.name == "psycopg":
+        if driver.name in ("asyncpg", "psycopg", "redshift_connector"):
             await driver.pool.close()
         else:
             driver.pool.close()
@@ -249,25 +262,19 @@ async def test_herd_of_1000_connects_on_a_cold_pool_makes_one_get_secret_value_c
 
 
 async def test_single_user_rotation_under_load_fails_no_connect_and_ends_on_the_new_password(
-    secret_postgres: SecretDatabase,
-    secret_mysql: SecretDatabase,
-    fake_aws: FakeAws,
-    cache: CredentialCache,
+    databases: dict[str, SecretDatabase], fake_aws: FakeAws, cache: CredentialCache
 ) -> None:
-    drivers = await open_pools(secret_postgres, secret_mysql, cache)
-    refused_before = sum(
-        db.gateway.rejected["bad_password"] for db in (secret_postgres, secret_mysql)
-    )
-    calls_before = {
-        db.secret_id: secret_calls(fake_aws, db.secret_id) for db in (secret_postgres, secret_mysql)
-    }
+    drivers = await open_pools(databases, cache)
+    rotated = distinct(databases)
+    refused_before = sum(db.gateway.rejected["bad_password"] for db in rotated)
+    calls_before = {db.secret_id: secret_calls(fake_aws, db.secret_id) for db in rotated}
     started = time.monotonic()
 
-    def rotate_both() -> None:  # both at once, each with its window
-        with ThreadPoolExecutor(2) as threads:
+    def rotate_both() -> None:  # all at once, each with its window
+        with ThreadPoolExecutor(len(rotated)) as threads:
             rotations = [
                 threads.submit(functools.partial(db.rotate, window=ROTATION_WINDOW))
-                for db in (secret_postgres, secret_mysql)
+                for db in rotated
             ]
             for rotation in rotations:
                 rotation.result()
@@ -290,9 +297,9 @@ async def test_single_user_rotation_under_load_fails_no_connect_and_ends_on_the_
     assert errors == dict.fromkeys(DRIVERS, 0)
     assert total >= 1000, dict(load.done)
     assert all(load.done[name] > 0 for name in DRIVERS)
-    refused = sum(db.gateway.rejected["bad_password"] for db in (secret_postgres, secret_mysql))
+    refused = sum(db.gateway.rejected["bad_password"] for db in rotated)
     assert refused > refused_before  # the old password was refused during the window
-    for db in (secret_postgres, secret_mysql):
+    for db in rotated:
         # The database's password is the secret's current one, and it is the one in use.
         calls = secret_calls(fake_aws, db.secret_id) - calls_before[db.secret_id]
         # One read at the start, then at most about one a second while logins were refused.
@@ -300,26 +307,22 @@ async def test_single_user_rotation_under_load_fails_no_connect_and_ends_on_the_
 
 
 async def test_alternating_users_rotation_under_load_fails_no_connect_and_switches_user(
-    secret_postgres: SecretDatabase,
-    secret_mysql: SecretDatabase,
-    cache: CredentialCache,
+    databases: dict[str, SecretDatabase], cache: CredentialCache
 ) -> None:
     ttl = 3  # the secret is read again every few seconds: the new user is seen soon after
-    configs = {
-        name: with_fields(database_for(name, secret_postgres, secret_mysql), secret_ttl=ttl)
-        for name in DRIVERS
-    }
-    drivers = await open_pools(secret_postgres, secret_mysql, cache, configs)
-    old = {db.secret_id: db.current()["username"] for db in (secret_postgres, secret_mysql)}
+    configs = {name: with_fields(databases[name], secret_ttl=ttl) for name in DRIVERS}
+    drivers = await open_pools(databases, cache, configs)
+    rotated = distinct(databases)
+    old = {db.secret_id: db.current()["username"] for db in rotated}
     new: dict[str, str] = {}
 
-    def rotate_both() -> None:  # both at once, each with its window
-        with ThreadPoolExecutor(2) as threads:
+    def rotate_both() -> None:  # all at once, each with its window
+        with ThreadPoolExecutor(len(rotated)) as threads:
             rotations = {
                 db.secret_id: threads.submit(
                     functools.partial(db.rotate_users, window=ROTATION_WINDOW)
                 )
-                for db in (secret_postgres, secret_mysql)
+                for db in rotated
             }
             new.update({secret_id: done.result() for secret_id, done in rotations.items()})
 
@@ -337,7 +340,7 @@ async def test_alternating_users_rotation_under_load_fails_no_connect_and_switch
     assert sum(load.done.values()) >= 1000, dict(load.done)
     assert load.failures == []
     for name, user in seen_after.items():
-        db = database_for(name, secret_postgres, secret_mysql)
+        db = databases[name]
         assert user == new[db.secret_id] != old[db.secret_id]
 
 
