@@ -381,9 +381,10 @@ async def test_a_rotation_window_of_zero_keeps_the_one_retry_of_tokens() -> None
     auth = RotatingSecret(window=0.0, stale_reads=10**9)
     invalidations: list[None] = []
     auth.invalidate = lambda: invalidations.append(None)  # type: ignore[method-assign]
-    with pytest.raises(AuthTokenRejected):
+    with pytest.raises(AuthTokenRejected) as raised:
         await rotation_dialer(auth).dial(database)
     assert (auth.reads, auth.refusals, len(invalidations)) == (2, 0, 2)
+    assert f"the password of secret {ARN}" in str(raised.value)
 
 
 # -- the log filter --------------------------------------------------------------------------------

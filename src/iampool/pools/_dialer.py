@@ -335,7 +335,7 @@ class Dialer:
                 self.auth.invalidate()
                 if rejected == 2:
                     raise AuthTokenRejected(
-                        f"{self.endpoint} refused IAM credentials for user {self.user!r} twice "
+                        f"{self.endpoint} refused {_what(auth, self.user)} twice "
                         f"(the second time freshly minted): {said}. {self.advice}.",
                         server_message=said,
                         user=self.user,
@@ -346,9 +346,9 @@ class Dialer:
                     raise self._timed_out("the server did not complete the login")
                 return connection
             log.warning(
-                "%s refused IAM credentials for user %r (%s); retrying once with fresh ones",
+                "%s refused %s (%s); retrying once with fresh ones",
                 self.endpoint,
-                self.user,
+                _what(auth, self.user),
                 said,
             )
 
@@ -386,3 +386,10 @@ def _secret_name(auth: DbAuth) -> str:
     """How a rotating password is named in messages: its secret's id, never its value."""
     secret_id = getattr(auth.config, "secret_id", None)
     return f"secret {secret_id}" if secret_id else "the authenticator"
+
+
+def _what(auth: DbAuth, user: str) -> str:
+    """What a server refused, for messages: a secret's password, or IAM credentials."""
+    if getattr(auth.config, "secret_id", None):
+        return f"the password of {_secret_name(auth)}"
+    return f"IAM credentials for user {user!r}"
