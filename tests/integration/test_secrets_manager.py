@@ -31,6 +31,7 @@ from iampool import AuthTokenRejected, AwsIamConfig, CredentialCache, auth_for
 from iampool.testing import FakeAws, SecretDatabase
 
 from ..secrets_reach import search_secrets
+from .test_processes import in_child, login
 
 pytestmark = pytest.mark.anyio
 
@@ -473,3 +474,31 @@ async def test_redshift_password_login_survives_a_single_user_rotation(
     assert failures == []
     assert set(done) == {secret_redshift.current()["username"]}
     assert secret_redshift.gateway.rejected["bad_password"] > refused  # the window was felt
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+def test_a_forked_child_reads_the_secret_with_its_own_client_after_clear(
+    secret_postgres: SecretDatabase, fake_aws: FakeAws
+) -> None:
+    block = secret_postgres.config.to_dict()
+    cache = CredentialCache()
+    try:
+        before = secret_calls(fake_aws, secret_postgres.secret_id)
+        user = login(secret_postgres.dsn, block, cache)  # the parent's clients now exist
+
+        def child() -> dict[str, Any]:
+            served = login(secret_postgres.dsn, block, cache)  # inherited, warm
+            cache.clear()
+            return {"warm": served, "user": login(secret_postgres.dsn, block, cache)}
+
+        result = in_child(child)
+        cache.clear()
+        assert login(secret_postgres.dsn, block, cache) == user  # the parent still works
+    finally:
+        cache.close()
+    assert result["warm"] == result["user"] == user == secret_postgres.current()["username"]
+    # the parent's first read, the child's read after clear() (its own loop and client), the
+    # parent's read after clear()
+    assert secret_calls(fake_aws, secret_postgres.secret_id) - before == 3
