@@ -1,4 +1,5 @@
-"""The only module that talks to AWS: STS, the RDS token signer and the Redshift APIs.
+"""The only module that talks to AWS: STS, the RDS token signer, the Redshift APIs and Secrets
+Manager.
 
 :class:`AwsSource` is everything the backends need from AWS, as one typed protocol;
 :class:`AioAwsSource` implements it with aiobotocore, and unit tests inject a fake. A source runs
@@ -49,6 +50,7 @@ __all__ = [
     "AwsSource",
     "RedshiftLogin",
     "RetryMode",
+    "SecretValue",
     "aws_errors",
     "aws_outcome",
     "check_endpoint",
@@ -83,6 +85,16 @@ class RedshiftLogin:
     user: str
     password: str = field(repr=False)
     expires_at: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class SecretValue:
+    """One version of a Secrets Manager secret as GetSecretValue returned it (the text; a
+    binary secret decoded as UTF-8, ``None`` when it is not text)."""
+
+    arn: str
+    version_id: str
+    text: str | None = field(repr=False)
 
 
 def default_session_name() -> str:
@@ -344,6 +356,12 @@ class AwsSource(Protocol):
         """A Serverless workgroup's endpoint (GetWorkgroup)."""
         ...
 
+    async def secret_value(
+        self, credentials: AwsCredentials, *, region: str, secret_id: str
+    ) -> SecretValue:
+        """Secrets Manager GetSecretValue of the ``AWSCURRENT`` version."""
+        ...
+
     async def aclose(self) -> None:
         """Close what the source opened (HTTP sessions)."""
         ...
@@ -602,6 +620,34 @@ class AioAwsSource:
             )
         return str(endpoint["address"]), int(endpoint.get("port") or 5439)
 
+    async def secret_value(
+        self, credentials: AwsCredentials, *, region: str, secret_id: str
+    ) -> SecretValue:
+        """Secrets Manager ``GetSecretValue`` (``AWSCURRENT``), signed with ``credentials``.
+
+        The response's ``SecretString`` / ``SecretBinary`` leave the SDK's DEBUG log redacted
+        (``_redact`` knows both fields).
+        """
+        target = f"{secret_id} in {region}"
+        with (
+            aws_errors("Failed to get secret", target, hint=_SECRETS_HINTS),
+            _sending(credentials),
+        ):
+            client = await self._client("secretsmanager", region, credentials)
+            response = await client.get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT")
+        text = response.get("SecretString")
+        if text is None:
+            binary = response.get("SecretBinary")
+            try:
+                text = bytes(binary).decode() if binary is not None else None
+            except UnicodeDecodeError:
+                text = None
+        return SecretValue(
+            arn=str(response.get("ARN") or secret_id),
+            version_id=str(response.get("VersionId") or ""),
+            text=text,
+        )
+
     async def aclose(self) -> None:
         """Close every client."""
         while self._clients:
@@ -622,6 +668,15 @@ async def _close_client(building: asyncio.Future[tuple[Any, AsyncExitStack]]) ->
         _, stack = building.result()
         await stack.aclose()
 
+
+_SECRETS_HINTS = {
+    "AccessDeniedException": "Check that the IAM policy allows secretsmanager:GetSecretValue on "
+    "this secret (and kms:Decrypt on its key when it is encrypted with a customer managed key)",
+    "ResourceNotFoundException": "Check secret_id and region (a secret in another account is "
+    "named by its full ARN)",
+    "DecryptionFailure": "Secrets Manager could not decrypt the secret: allow kms:Decrypt on "
+    "the secret's KMS key for this identity",
+}
 
 _REDSHIFT_HINTS = {
     "AccessDenied": "Check that the IAM policy allows redshift:GetClusterCredentials (or "

@@ -12,12 +12,18 @@ from ._errors import ConfigError, ConfigProblem, shown
 
 __all__ = ["DISABLED", "AwsIamConfig", "Backend", "disabled_first"]
 
-Backend = Literal["rds", "redshift", "redshift-serverless", "dsql"]
+Backend = Literal["rds", "redshift", "redshift-serverless", "dsql", "secrets-manager"]
 
 DEFAULT_SESSION_DURATION = 3600
 DEFAULT_PASSWORD_DURATION = 900
 DEFAULT_TOKEN_DURATION = 900  # Aurora DSQL tokens: botocore's default ExpiresIn
 MAX_TOKEN_DURATION = 604800  # a SigV4 presigned URL lives at most 7 days
+# Secrets Manager: how long a fetched secret is reused (refreshed ahead in the background), and
+# how long a login refused for its password keeps trying while a rotation completes.
+DEFAULT_SECRET_TTL = 900
+MAX_SECRET_TTL = 86400
+DEFAULT_ROTATION_WINDOW = 60
+MAX_ROTATION_WINDOW = 900
 
 # Superset's own words for the two Redshift selector mistakes, so that its users meet the
 # message they know (superset/db_engine_specs/aws_iam.py).
@@ -48,6 +54,14 @@ _CLUSTER_IDENTIFIER = re.compile(r"[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){0,62}(?<!-)")
 _WORKGROUP_NAME = re.compile(r"[a-z0-9-]{3,64}")
 _REDSHIFT_USER = re.compile(r"[A-Za-z][^:/]{0,63}")
 _DB_GROUP = re.compile(r"[A-Za-z_][\w$]{0,126}", re.ASCII)
+# A secret's name (1 to 512 of ASCII letters, digits and /_+=.@-) or its ARN, whose region is
+# then where the secret is read.
+_SECRET_NAME = re.compile(r"[\w/+=.@-]{1,512}", re.ASCII)
+_SECRET_ARN = re.compile(
+    r"arn:aws(?:-[a-z]+)*:secretsmanager:(?P<region>[a-z]{2}(?:-[a-z]+)+-\d{1,2}):\d{12}:"
+    r"secret:[\w/+=.@-]{1,512}",
+    re.ASCII,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +88,21 @@ class AwsIamConfig:
     password_duration: int = DEFAULT_PASSWORD_DURATION
     dsql: bool = False
     token_duration: int = DEFAULT_TOKEN_DURATION
+    secret_id: str | None = None
+    secret_ttl: int = DEFAULT_SECRET_TTL
+    rotation_window: int = DEFAULT_ROTATION_WINDOW
 
     @property
     def backend(self) -> Backend:
-        """Which AWS API mints the database password: ``dsql`` when the block says so, else
-        derived from the selectors present.
+        """Which AWS API mints the database password: ``secrets-manager`` when the block names
+        a ``secret_id``, ``dsql`` when it says so, else derived from the selectors present.
 
         Any block may leave ``region`` empty (``""``): it then comes from the endpoint's host
         name (``<name>.<id>.<region>.rds.amazonaws.com``, ``<id>.dsql.<region>.on.aws``, ...)
         when credentials are made for an endpoint; see ``iampool._endpoints``.
         """
+        if self.secret_id is not None:
+            return "secrets-manager"
         if self.dsql:
             return "dsql"
         if self.workgroup_name is not None:
@@ -307,6 +326,11 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
                     "cannot be combined with dsql: an Aurora DSQL cluster is named by the "
                     "DSN's host",
                 )
+    secret = block.get("secret_id") is not None
+    if secret:
+        for name, why in _NOT_WITH_SECRET.items():
+            if block.get(name) not in (None, False):
+                check.fail(name, f"cannot be combined with secret_id: {why}")
     if block.get("workgroup_name") is not None and block.get("cluster_identifier") is not None:
         check.fail("cluster_identifier", SUPERSET_BOTH_REDSHIFT_SELECTORS)
     provisioned = (
@@ -324,16 +348,15 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
     else:
         db_username = check.string(
             "db_username",
-            required=block.get("workgroup_name") is None,
+            required=block.get("workgroup_name") is None and not secret,
             rule="the database user granted rds_iam / IAM login",
         )
     db_name = check.string(
         "db_name",
         # Decided by the keys present, not their validity, so an invalid selector still reports
         # a missing db_name in the same error.
-        required=(
-            block.get("workgroup_name") is not None or block.get("cluster_identifier") is not None
-        ),
+        required=not secret
+        and any(block.get(name) is not None for name in ("workgroup_name", "cluster_identifier")),
         rule="the Redshift database name",
     )
     db_groups = check.string_list("db_groups", pattern=_DB_GROUP, rule="Redshift group names")
@@ -363,6 +386,25 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
             "token_duration",
             'applies to Aurora DSQL tokens only ("dsql": true); RDS tokens always live 900 s',
         )
+    secret_id, region = _secret(check, region)
+    secret_ttl = check.integer(
+        "secret_ttl",
+        default=DEFAULT_SECRET_TTL,
+        low=1,
+        high=MAX_SECRET_TTL,
+        rule=f"of seconds from 1 to {MAX_SECRET_TTL}",
+    )
+    rotation_window = check.integer(
+        "rotation_window",
+        default=DEFAULT_ROTATION_WINDOW,
+        low=0,
+        high=MAX_ROTATION_WINDOW,
+        rule=f"of seconds from 0 to {MAX_ROTATION_WINDOW}",
+    )
+    if not secret:
+        for name in ("secret_ttl", "rotation_window"):
+            if block.get(name) is not None:
+                check.fail(name, "applies to a password from Secrets Manager only (secret_id)")
     if check.problems:
         raise ConfigError(check.problems)
     assert region is not None  # an invalid region is a problem recorded above
@@ -383,7 +425,59 @@ def _parse_block(block: Mapping[str, Any]) -> AwsIamConfig:
         password_duration=password_duration,
         dsql=dsql,
         token_duration=token_duration,
+        secret_id=secret_id,
+        secret_ttl=secret_ttl,
+        rotation_window=rotation_window,
     )
+
+
+# What a block naming secret_id must not also say: the secret gives the login.
+_NOT_WITH_SECRET = {
+    "db_username": "the user name comes from the secret's 'username'",
+    "cluster_identifier": "a Redshift password from a secret needs only a redshift:// DSN",
+    "workgroup_name": "a Redshift password from a secret needs only a redshift:// DSN",
+    "db_groups": "database groups are for Redshift temporary credentials",
+    "auto_create": "auto_create is for Redshift temporary credentials",
+    "dsql": "Aurora DSQL logs in with IAM tokens only",
+    "password_duration": "it is the lifetime of Redshift temporary credentials",
+}
+
+
+def _secret(check: _Checker, region: str | None) -> tuple[str | None, str | None]:
+    """``secret_id`` (a name or an ARN) and the region: the block's, else the ARN's; the two
+    must agree."""
+    value = check.block.get("secret_id")
+    if value is None:
+        return None, region
+    if not isinstance(value, str):
+        check.fail("secret_id", f"must be a string, got {_json_type(value)}")
+        return None, region
+    arn = _SECRET_ARN.fullmatch(value)
+    if arn is None:
+        if value.startswith("arn:"):
+            check.fail(
+                "secret_id",
+                "must be a secret's ARN (arn:<partition>:secretsmanager:<region>:<12-digit "
+                f"account>:secret:<name>) or its name (got {shown(value)})",
+            )
+            return None, region
+        if not _SECRET_NAME.fullmatch(value):
+            check.fail(
+                "secret_id",
+                "must be a secret's name (1 to 512 letters, digits and /_+=.@-) or its ARN "
+                f"(got {shown(value)})",
+            )
+            return None, region
+        return value, region
+    named = arn["region"]
+    if region and named != region:
+        check.fail(
+            "region",
+            f"is {region!r} but secret_id's ARN is in {named!r}; fix one of them, or leave "
+            "region out to take the ARN's",
+        )
+        return None, region
+    return value, region or named
 
 
 def _closest(name: str) -> str | None:

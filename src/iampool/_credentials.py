@@ -11,7 +11,7 @@ from ._config import AwsIamConfig
 if TYPE_CHECKING:
     from ._sigv4 import Presigned
 
-__all__ = ["DbAuth", "DbCredentials", "refuse_pickling"]
+__all__ = ["DbAuth", "DbCredentials", "RotatingAuth", "refuse_pickling"]
 
 
 class DbCredentials:
@@ -120,6 +120,22 @@ class DbAuth(Protocol):
 
     def invalidate(self) -> None:
         """Forget the cached password so the next ``credentials()`` call mints a new one."""
+        ...
+
+
+@runtime_checkable
+class RotatingAuth(DbAuth, Protocol):
+    """A ``DbAuth`` whose password may change under a running application (a rotated secret):
+    a login refused for its password is retried for ``rotation_window`` seconds."""
+
+    @property
+    def rotation_window(self) -> float:
+        """Seconds a login refused for its password keeps trying (0: retry once, as tokens)."""
+        ...
+
+    def refused(self, credentials: DbCredentials) -> bool:
+        """The database refused ``credentials``: drop them (once per herd) so that the next
+        lookup reads the password again; whether they were dropped."""
         ...
 
 

@@ -390,6 +390,28 @@ class Leases:
                 lives.append((key, snapshot.valid_until - now))
         return lives
 
+    def invalidate_if(
+        self, key: Hashable, refused: Callable[[Any], bool], *, settled: float
+    ) -> bool:
+        """Forget ``key``'s value if ``refused(value)`` (it is the one a database just refused)
+        and it landed at least ``settled`` seconds ago; whether it did.
+
+        The refusals of a whole herd thus drop one value once: the first starts the mint the
+        others join, and a value just minted (AWS still says it is current) is kept for
+        ``settled`` seconds however often it is refused, which bounds the re-fetches.
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            snapshot = entry.snapshot if entry is not None else None
+            if entry is None or snapshot is None or not refused(snapshot.value):
+                return False
+            if 0.0 <= self._clock() - snapshot.landed_at < settled:
+                return False
+            entry.snapshot = None
+            if entry.flight is None:
+                del self._entries[key]
+            return True
+
     def clear(self) -> None:
         """Drop every value (mints in flight complete for their waiters)."""
         with self._lock:

@@ -13,6 +13,10 @@ rewrites such a record in place before any handler sees it:
   (``\\"dbPassword\\": \\"x\\"``), a query or form parameter (``X-Amz-Signature=x``), URL-encoded
   (``%3CDbPassword%3E``, ``%22dbPassword%22%3A%22x``, ``%3D``) or a header line
   (``x-amz-security-token:x``, ``Signature:\\nx``);
+- **a whole secret**: Secrets Manager's ``SecretString`` and ``SecretBinary`` hold a document
+  (RDS's JSON, quoted again inside the response's JSON and again in a bytes repr), so
+  everything from the field's name to the end of its line becomes ``[REDACTED]``, whatever the
+  nesting of quotes and escapes;
 - **by value**: during an AWS call iampool knows the secrets it sends (the signing credentials'
   secret key and session token, the external ID, see :func:`in_flight`); any occurrence of
   them, raw, URL-encoded or JSON-escaped, is replaced as well.
@@ -160,6 +164,8 @@ _FIELD = re.compile(
     rf"|[:=](?: |)(?![ \t+]|%20){_field_value('')}"
     rf"|(?:{_QUOTE}|){_SEPARATOR}{_field_value('_after')}|)"
 )
+# Secrets Manager's secret fields: their value is redacted to the end of the line.
+_DOCUMENT = re.compile(r"secret(?:string|binary)")
 _PUBLIC_ENDINGS = ("token", "version", "method")  # of every public name: a cheap first check
 
 _in_flight: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
@@ -248,6 +254,19 @@ def _without_fields(pattern: re.Pattern[str], text: str, low: str) -> str:
     return "".join(pieces)
 
 
+def _document_values(low: str) -> Iterator[tuple[int, int]]:
+    """From each ``SecretString`` / ``SecretBinary`` name to the end of its line (once per
+    line: linear)."""
+    done = 0
+    for match in _DOCUMENT.finditer(low):
+        if match.start() < done:
+            continue
+        end = low.find("\n", match.end())
+        done = len(low) if end < 0 else end
+        if done > match.end():
+            yield match.end(), done
+
+
 def _replaced(text: str, spans: Iterator[tuple[int, int]]) -> str:
     pieces: list[str] = []
     kept = 0
@@ -273,6 +292,9 @@ def redact(text: str) -> str:
     if not any(hint in text.lower() for hint in _HINTS):
         return text
     low = _lowered(text)
+    if "secretstring" in low or "secretbinary" in low:  # Secrets Manager's documents
+        text = _replaced(text, _document_values(low))
+        low = _lowered(text)
     if "<" in low or "%3c" in low:  # str's search is faster than the pattern's
         text = _replaced(text, _xml_values(low))
         low = _lowered(text)

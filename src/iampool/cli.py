@@ -155,7 +155,8 @@ def _port(text: str) -> int:
 _MINT_ABOUT = """\
 Mint database credentials the way a pool would, and print them: for RDS and Aurora the
 IAM auth token (like `aws rds generate-db-auth-token`), for Redshift the temporary user, its
-expiry and the endpoint (the password only with --show-password)."""
+expiry and the endpoint, for a block naming secret_id (Secrets Manager) the secret's user and
+endpoint (the password only with --show-password)."""
 
 _MINT_EXAMPLES = """\
 examples:
@@ -213,7 +214,7 @@ def _parser() -> _Parser:
     token.add_argument(
         "--show-password",
         action="store_true",
-        help="Redshift: also print the temporary password",
+        help="Redshift, Secrets Manager: also print the password",
     )
 
     check = commands.add_parser(

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import anyio
 
 from iampool import AwsIamConfig, CredentialCache
-from iampool._aws import AwsCredentials, RedshiftLogin
+from iampool._aws import AwsCredentials, RedshiftLogin, SecretValue
 from iampool._cache import mint_context
 from iampool._leases import Lease, Leases
 
@@ -90,6 +90,8 @@ class FakeSource:
         self.logins: list[tuple[str, dict[str, Any]]] = []
         self.passwords: list[str] = []
         self.endpoint = ("analytics.abc123.us-east-1.redshift.amazonaws.com", 5439)
+        # Secrets Manager: the AWSCURRENT text GetSecretValue answers (None: not found)
+        self.secret_text: str | None = None
 
     async def assume_role(
         self,
@@ -187,6 +189,22 @@ class FakeSource:
         self.passwords.append(password)
         self.secrets.append(password)
         return RedshiftLogin(user, password, self.clock() + request["duration"])
+
+    async def secret_value(
+        self, credentials: AwsCredentials, *, region: str, secret_id: str
+    ) -> SecretValue:
+        self.calls["GetSecretValue"] += 1
+        self.logins.append((credentials.access_key_id, {"region": region, "secret_id": secret_id}))
+        await self.api_gate.passage()
+        if self.api_failures:
+            raise self.api_failures.popleft()
+        if self.secret_text is None:
+            from iampool import CredentialError
+
+            raise CredentialError("Failed to get secret: ResourceNotFoundException.", code="R")
+        self.secrets.append(self.secret_text)
+        return SecretValue(arn=secret_id, version_id=str(self.calls["GetSecretValue"]),
+                           text=self.secret_text)  # fmt: skip
 
     async def aclose(self) -> None:
         self.closed += 1

@@ -11,8 +11,17 @@ from ._token import TokenAuth
 from .dsql import DsqlAuth
 from .rds import RdsIamAuth
 from .redshift import RedshiftAuth
+from .secrets import SecretsManagerAuth
 
-__all__ = ["DsqlAuth", "RdsIamAuth", "RedshiftAuth", "auth_for", "build_auth", "prefetch"]
+__all__ = [
+    "DsqlAuth",
+    "RdsIamAuth",
+    "RedshiftAuth",
+    "SecretsManagerAuth",
+    "auth_for",
+    "build_auth",
+    "prefetch",
+]
 
 
 def auth_for(
@@ -22,14 +31,15 @@ def auth_for(
     port: int | None = None,
     cache: CredentialCache | None = None,
 ) -> DbAuth:
-    """The ``DbAuth`` for a configuration: RDS or Aurora DSQL tokens, or Redshift temporary
-    passwords.
+    """The ``DbAuth`` for a configuration: RDS or Aurora DSQL tokens, Redshift temporary
+    passwords, or a password from Secrets Manager (``secret_id``).
 
     ``host`` and ``port`` are the database endpoint: required for RDS and DSQL, whose tokens are
     signed for one endpoint (behind a tunnel: the endpoint's name, not the address dialled);
     optional for Redshift, whose endpoint is then looked up with DescribeClusters /
-    GetWorkgroup. ``port`` falls back to the block's ``port``. A block without ``region`` takes
-    it from the host's name (``<name>.<id>.<region>.rds.amazonaws.com`` and the like).
+    GetWorkgroup, and for Secrets Manager, whose secret's ``host`` and ``port`` must agree
+    with them when given. ``port`` falls back to the block's ``port``. A block without
+    ``region`` takes it from the host's name (``<name>.<id>.<region>.rds.amazonaws.com``...).
     ``cache=None`` uses :func:`iampool.default_cache`.
 
     Raises:
@@ -59,14 +69,19 @@ def build_auth(
     host: str | None,
     port: int | None,
     cache: CredentialCache | None,
+    engine: str | None = None,
 ) -> DbAuth:
     """:func:`auth_for` for a configuration, host and port already checked (a connect plan's).
+    ``engine``: the DSN's (a secret's ``engine`` must match it).
 
     Raises:
         ConfigError: no host for RDS or DSQL, no port for RDS.
     """
     context = mint_context(cache if cache is not None else default_cache())
     port = port if port is not None else config.port
+    if config.backend == "secrets-manager":
+        return SecretsManagerAuth(config, context=context, host=host or None, port=port,
+                                  engine=engine)  # fmt: skip
     if config.backend == "dsql":
         if not host:
             raise ConfigError(
@@ -96,5 +111,5 @@ def build_auth(
 def prefetch(auth: DbAuth) -> None:
     """Start minting ``auth``'s credentials in the background (a pool is being created: its
     first connections will want them); nothing for an authenticator iampool did not build."""
-    if isinstance(auth, (TokenAuth, RedshiftAuth)):
+    if isinstance(auth, (TokenAuth, RedshiftAuth, SecretsManagerAuth)):
         auth.prefetch()

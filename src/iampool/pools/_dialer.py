@@ -4,7 +4,11 @@
 
     credentials (cached) -> rate cap -> ONE attempt, bounded by connect_timeout -> classify
         ok        -> the connection
-        rejected  -> invalidate the credentials, retry once with fresh ones, then AuthTokenRejected
+        rejected  -> invalidate the credentials, retry once with fresh ones, then AuthTokenRejected;
+                     a password that may rotate (a Secrets Manager secret, ``RotatingAuth``):
+                     drop it once per herd and read it again, then keep trying (at once, then
+                     after jittered pauses) until ``rotation_window`` has passed since the
+                     first refusal, each try still bounded by connect_timeout
         no TLS    -> TlsNotOfferedError (nothing was sent)
         timeout   -> LoginTimeoutError (the attempt is cancelled; its connection closed)
         throttled -> wait (jittered exponential backoff) and try again, the same credentials
@@ -36,7 +40,7 @@ from typing import Literal, TypeVar
 import anyio
 
 from .. import _telemetry
-from .._credentials import DbAuth, DbCredentials
+from .._credentials import DbAuth, DbCredentials, RotatingAuth
 from .._errors import (
     AuthTokenRejected,
     ConnectThrottled,
@@ -52,6 +56,7 @@ __all__ = [
     "PG_AUTH_SQLSTATES",
     "RDS_ADVICE",
     "REDSHIFT_ADVICE",
+    "ROTATION_ADVICE",
     "THROTTLED_TEXTS",
     "Backoff",
     "ConnectRate",
@@ -82,6 +87,11 @@ RDS_ADVICE = (
 REDSHIFT_ADVICE = (
     "Check that the temporary user may log in to this database (db_groups, auto_create) and "
     "that the IAM policy allows the credentials call for this user and database"
+)
+
+ROTATION_ADVICE = (
+    "Check that the secret holds the database's current password for its user, and that a "
+    "rotation in progress completes within rotation_window"
 )
 
 
@@ -287,6 +297,7 @@ class Dialer:
     # An attempt opens 0..n connections, says when each starts (login_started) and waits for
     # the rate cap itself (login_paced).
     counts_logins: bool = False
+    rotation_backoff: Backoff = Backoff(base=0.25, cap=2.0)
 
     async def dial(self, attempt: Callable[[DbCredentials], Awaitable[C]]) -> C:
         """Log in with ``attempt(credentials)``; retried once, with freshly minted credentials,
@@ -295,8 +306,16 @@ class Dialer:
         ``timeout`` bounds each try too: waiting for the credentials and the attempt together
         (the rate cap's wait, iampool's own pacing, is not counted).
 
+        A password that may rotate (``RotatingAuth``, e.g. a Secrets Manager secret) is
+        retried longer when refused: the refused value is dropped once for every login that
+        used it and read again, and the login tries again at once, then after jittered pauses,
+        until the authenticator's ``rotation_window`` has passed since its first refusal
+        (each try bounded by ``timeout`` as always): a rotation that changed the database's
+        password before the secret costs waiting, not failed connects.
+
         Raises:
-            AuthTokenRejected: the server refused the credentials twice.
+            AuthTokenRejected: the server refused the credentials twice (a rotating password:
+                still after ``rotation_window``).
             ConnectThrottled: the server was still throttling logins when ``timeout`` ran out.
             LoginTimeoutError: a try took longer than ``timeout``.
             TlsNotOfferedError: the server offered no TLS; nothing was sent.
@@ -304,6 +323,9 @@ class Dialer:
         rejected = throttled = 0
         budget = anyio.current_time() + self.timeout  # for the tries of a throttled login
         telemetry = _telemetry.current()  # None: no opentelemetry-api, or turned off
+        auth = self.auth
+        rotating = auth if isinstance(auth, RotatingAuth) and auth.rotation_window > 0 else None
+        rotation_ends: float | None = None  # the first refusal + rotation_window
         while True:
             # One try: recorded (telemetry) with its outcome whichever way it ends.
             tried = (
@@ -312,11 +334,11 @@ class Dialer:
                 else telemetry.logins(self.labels, counted=self.counts_logins)
             )
             outcome: ConnectOutcome = "error"
-            pause: float | None = None
+            pause = 0.0  # before the next try
             try:
                 deadline = anyio.current_time() + self.timeout
                 with anyio.CancelScope(deadline=deadline) as waiting:
-                    credentials = await self.auth.credentials()
+                    credentials = await auth.credentials()
                 if waiting.cancelled_caught:
                     outcome = "timeout"
                     raise self._timed_out("waiting for its IAM credentials")
@@ -332,12 +354,21 @@ class Dialer:
                     with anyio.CancelScope(deadline=deadline) as logging_in:
                         connection = await attempt(credentials)
                 except BaseException as exc:  # a cancellation's frames hold the credential too
-                    del credentials
+                    try:
+                        timed_out = isinstance(exc, (TimeoutError, asyncio.TimeoutError))
+                        refusal = (
+                            self.classify(exc)
+                            if isinstance(exc, Exception) and not timed_out
+                            else None
+                        )
+                        if rotating is not None and refusal and refusal.outcome == "rejected":
+                            rotating.refused(credentials)
+                    finally:
+                        del credentials
                     detached(exc)
                     outcome = connect_outcome(exc, None)
-                    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # the driver's own
+                    if timed_out:  # the driver's own
                         raise self._timed_out("the server did not complete the login") from None
-                    refusal = self.classify(exc) if isinstance(exc, Exception) else None
                     if refusal is None:
                         raise exc.with_traceback(None)  # noqa: B904 - the error, minus frames
                     outcome = refusal.outcome
@@ -353,18 +384,40 @@ class Dialer:
                             said,
                             pause,
                         )
+                    elif rotating is not None:
+                        rejected += 1
+                        now = anyio.current_time()
+                        if rotation_ends is None:
+                            rotation_ends = now + rotating.rotation_window
+                            log.warning(
+                                "%s refused the password of %s (%s); reading it again and "
+                                "trying for up to %g s (rotation_window)",
+                                self.endpoint,
+                                _secret_name(rotating),
+                                said,
+                                rotating.rotation_window,
+                            )
+                        pause = 0.0 if rejected == 1 else self.rotation_backoff.delay(rejected - 1)
+                        if now + pause >= rotation_ends:
+                            raise self._password_refused(rotating, rejected, said) from exc
                     else:
-                        self.auth.invalidate()
+                        auth.invalidate()
                         rejected += 1
                         if rejected == 2:
                             raise AuthTokenRejected(
-                                f"{self.endpoint} refused IAM credentials for user "
-                                f"{self.user!r} twice (the second time freshly minted): "
-                                f"{said}. {self.advice}.",
+                                f"{self.endpoint} refused {_what(auth, self.user)} twice "
+                                f"(the second time freshly minted): {said}. {self.advice}.",
                                 server_message=said,
                                 user=self.user,
                                 endpoint=self.endpoint,
                             ) from exc
+                        log.warning(
+                            "%s refused %s (%s); retrying once with fresh ones",
+                            self.endpoint,
+                            _what(auth, self.user),
+                            said,
+                        )
+                        pause = 0.0
                 else:
                     if logging_in.cancelled_caught:
                         outcome = "timeout"
@@ -376,15 +429,18 @@ class Dialer:
             finally:
                 if tried is not None:
                     tried.end(outcome)
-            if pause is not None:
+            if pause:
                 await anyio.sleep(pause)
-                continue
-            log.warning(
-                "%s refused IAM credentials for user %r (%s); retrying once with fresh ones",
-                self.endpoint,
-                self.user,
-                said,
-            )
+
+    def _password_refused(self, auth: RotatingAuth, tries: int, said: str) -> AuthTokenRejected:
+        return AuthTokenRejected(
+            f"{self.endpoint} refused the password of {_secret_name(auth)} {tries} times within "
+            f"{auth.rotation_window:g} s (rotation_window), the secret read again in between: "
+            f"{said}. {ROTATION_ADVICE}.",
+            server_message=said,
+            user=self.user,
+            endpoint=self.endpoint,
+        )
 
     def _throttled(self, tries: int, said: str) -> ConnectThrottled:
         return ConnectThrottled(
@@ -404,3 +460,16 @@ class Dialer:
             endpoint=self.endpoint,
             timeout=self.timeout,
         )
+
+
+def _secret_name(auth: DbAuth) -> str:
+    """How a rotating password is named in messages: its secret's id, never its value."""
+    secret_id = getattr(auth.config, "secret_id", None)
+    return f"secret {secret_id}" if secret_id else "the authenticator"
+
+
+def _what(auth: DbAuth, user: str) -> str:
+    """What a server refused, for messages: a secret's password, or IAM credentials."""
+    if getattr(auth.config, "secret_id", None):
+        return f"the password of {_secret_name(auth)}"
+    return f"IAM credentials for user {user!r}"

@@ -117,7 +117,13 @@ def parse_target(dsn: str, config: AwsIamConfig) -> Target:
         {expected, f"IAM:{expected}", f"IAMA:{expected}"} if engine == "redshift" else {expected}
     )
     for name in dict.fromkeys(named):
-        if expected is None:
+        if config.secret_id is not None:
+            problems.append(
+                ConfigProblem("dsn", f"names user {name!r}, but a login from Secrets Manager "
+                                     "is the secret's 'username' (it may change at a "
+                                     "rotation); drop it from the DSN")
+            )  # fmt: skip
+        elif expected is None:
             problems.append(
                 ConfigProblem("dsn", f"names user {name!r}, but Redshift Serverless logs in as "
                                      "the user GetCredentials returns; drop it from the DSN")

@@ -34,7 +34,7 @@ from .._credentials import DbAuth
 from .._errors import ConfigError, ConfigProblem, MissingExtraError, shown
 from .._telemetry import LoginLabels
 from ..auth import build_auth, prefetch
-from ._dialer import RDS_ADVICE, REDSHIFT_ADVICE, Dialer, connect_rate_for
+from ._dialer import RDS_ADVICE, REDSHIFT_ADVICE, ROTATION_ADVICE, Dialer, connect_rate_for
 from ._dsn import SCHEMES, Driver, Target, dsn_endpoint, parse_target
 from ._slots import check_sizes
 from ._tls import Tls, TlsStyle, decide_tls
@@ -265,10 +265,12 @@ def resolve(
         host=target.signed_host,  # the endpoint's name when the DSN's host is a tunnel
         port=target.signed_port,
         cache=cache if cache is not None else default_cache(),
+        engine=target.engine,
     )
     prefetch(auth)  # a pool or a connection is on its way: its credentials can start now
     redshift = target.engine == "redshift"
     dsql = config.backend == "dsql"
+    secret = config.backend == "secrets-manager"
     dialer = Dialer(
         auth=auth,
         classify=module.classify,
@@ -279,8 +281,14 @@ def resolve(
         ),
         tls=tls,
         endpoint=target.endpoint,
-        user=(config.db_username or config.workgroup_name or "") if redshift else target.user or "",
-        advice=REDSHIFT_ADVICE if redshift else RDS_ADVICE,
+        user=(
+            f"from secret {config.secret_id}"
+            if secret
+            else (config.db_username or config.workgroup_name or "")
+            if redshift
+            else target.user or ""
+        ),
+        advice=ROTATION_ADVICE if secret else REDSHIFT_ADVICE if redshift else RDS_ADVICE,
         counts_logins=getattr(module, "COUNTS_LOGINS", False),
         labels=LoginLabels.of(
             system=_DB_SYSTEMS[target.engine],
@@ -343,7 +351,7 @@ def _check_backend(target: Target, config: AwsIamConfig, driver: Driver | None) 
                                  "postgresql:// or postgresql+psycopg:// DSN"),
             context="DSN",
         )  # fmt: skip
-    if target.engine != "redshift" and config.backend not in ("rds", "dsql"):
+    if target.engine != "redshift" and config.backend not in ("rds", "dsql", "secrets-manager"):
         raise ConfigError(
             ConfigProblem("dsn", f"aws_iam describes {config.backend}; use a redshift:// DSN"),
             context="DSN",

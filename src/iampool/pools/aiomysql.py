@@ -121,7 +121,10 @@ def classify(exc: BaseException) -> Refusal | None:
 
 async def _attempt(plan: Plan, settings: dict[str, Any], login: Any) -> Connection:
     credentials: DbCredentials = login
-    connection = _connection_class()(password=credentials.password, **settings)
+    # The login's user: a rotated secret may name another one (alternating users).
+    connection = _connection_class()(
+        password=credentials.password, **{**settings, "user": credentials.user}
+    )
     try:
         await connection._connect()
     except Exception as exc:  # aiomysql wraps connect failures in OperationalError

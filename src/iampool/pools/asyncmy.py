@@ -165,21 +165,30 @@ async def connect(plan: Plan) -> Connection:
 
     settings = _settings(plan)
 
-    async def opening() -> Connection:
-        connection: Connection = await asyncmy.connect(**settings)
-        return connection
+    async def attempt(login: Any) -> Connection:
+        credentials: DbCredentials = login
+        # The login's user: a rotated secret may name another one (alternating users).
+        login_settings = {**settings, "user": credentials.user}
+        return await _logged_in(plan, login, lambda: asyncmy.connect(**login_settings))
 
-    return await plan.dialer.dial(lambda login: _logged_in(plan, login, opening))
+    connection: Connection = await plan.dialer.dial(attempt)
+    return connection
 
 
-def _dialing(
-    plan: Plan, fill: Callable[[bool], Awaitable[None]]
-) -> Callable[[bool], Coroutine[Any, Any, None]]:
+def _dialing(plan: Plan, pool: Pool) -> Callable[[bool], Coroutine[Any, Any, None]]:
     """asyncmy's ``Pool.fill_free_pool`` (where it opens connections) through the dialer."""
+    fill: Callable[[bool], Awaitable[None]] = pool.fill_free_pool
+
+    async def attempt(login: Any, override_min: bool) -> None:
+        credentials: DbCredentials = login
+        # The login's user (a rotated secret may name another one): the pool's connection
+        # settings are read by each connect of the fill, which runs under the pool's lock.
+        pool._conn_kwargs["user"] = credentials.user  # type: ignore[attr-defined]
+        await _logged_in(plan, login, lambda: fill(override_min))
 
     @functools.wraps(fill)
     async def fill_free_pool(override_min: bool = False) -> None:
-        await plan.dialer.dial(lambda login: _logged_in(plan, login, lambda: fill(override_min)))
+        await plan.dialer.dial(lambda login: attempt(login, override_min))
 
     return fill_free_pool
 
@@ -192,7 +201,7 @@ async def create_pool(plan: Plan) -> Pool:
     pool = Pool(
         minsize=plan.min_size, maxsize=plan.max_size, **plan.settings.pool, **_settings(plan)
     )
-    pool.fill_free_pool = _dialing(plan, pool.fill_free_pool)  # type: ignore[method-assign,assignment]
+    pool.fill_free_pool = _dialing(plan, pool)  # type: ignore[method-assign,assignment]
     try:
         if plan.min_size > 0:
             async with pool.cond:

@@ -113,7 +113,8 @@ async def _attempt(
     """One login; a server that declines TLS said so before any password was sent."""
     credentials: DbCredentials = login
     try:
-        return await opener(**settings, password=credentials.password)
+        # The login's user: a rotated secret may name another one (alternating users).
+        return await opener(**{**settings, "user": credentials.user}, password=credentials.password)
     except ConnectionError as exc:
         if "rejected SSL upgrade" not in str(exc):
             raise

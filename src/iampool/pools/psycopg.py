@@ -214,6 +214,7 @@ async def _attempt(
     params: dict[str, Any] = {
         **settings,
         **await libpq_server_name(plan.target),  # iam_host: dial host, verify TLS for the name
+        "user": credentials.user,  # a rotated secret may name another user
         "password": credentials.password,
     }
     try:

@@ -2,12 +2,13 @@
 
 ``FakeAws`` is a local AWS (STS, IAM, RDS, Redshift, Redshift Serverless) with fault injection.
 ``IamGateway`` is a TLS front for a real PostgreSQL or MySQL server that checks logins the way
-RDS (IAM tokens), Redshift (temporary passwords) or Aurora DSQL (DSQL tokens) does. The pytest
+RDS (IAM tokens), Redshift (temporary passwords) or Aurora DSQL (DSQL tokens) does, or (password
+mode) checks plain passwords itself, for logins kept in Secrets Manager. The pytest
 plugin (``iampool.testing.plugin``) wires them together as ready fixtures; see docs/testing.md.
 """
 
 from ._aws import FakeAws
-from ._database import IamDatabase
+from ._database import IamDatabase, SecretDatabase
 from ._faults import Faults
 from ._gateway import IamGateway
 from ._issued import IssuedKey, IssuedRedshiftPassword
@@ -33,6 +34,7 @@ __all__ = [
     "PlaintextSecret",
     "RedshiftPassword",
     "RejectReason",
+    "SecretDatabase",
     "SigningKey",
     "verify_dsql_token",
     "verify_rds_token",

@@ -3,7 +3,9 @@ database user exists or is created, as the real service decides."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hmac
+import threading
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from ._front import Mode
@@ -16,7 +18,34 @@ from ._verify import (
     verify_redshift_password,
 )
 
-__all__ = ["Admission"]
+__all__ = ["Admission", "Passwords"]
+
+
+class Passwords:
+    """Password mode's own user table: each user's one current password, as a database keeps
+    it (thread-safe: tests set passwords, the gateway's loop checks them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._passwords: dict[str, str] = {}
+
+    def set(self, user: str, password: str) -> None:
+        """``ALTER USER ... PASSWORD``: from now on only ``password`` lets ``user`` in."""
+        with self._lock:
+            self._passwords[user] = password
+
+    def forget(self, user: str) -> None:
+        """No password lets ``user`` in any more."""
+        with self._lock:
+            self._passwords.pop(user, None)
+
+    def check(self, user: str, password: str) -> RejectReason | None:
+        """``None`` when ``password`` is ``user``'s, else ``bad_password``."""
+        with self._lock:
+            expected = self._passwords.get(user)
+        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+            return "bad_password"
+        return None
 
 
 @dataclass(frozen=True)
@@ -27,6 +56,7 @@ class Admission:
     authority: CredentialAuthority
     users: UpstreamUsers
     region: str
+    passwords: Passwords = field(default_factory=Passwords)
 
     async def judge(
         self, user: str, secret: str, database: str | None, *, host: str, port: int, now: datetime
@@ -37,6 +67,8 @@ class Admission:
         it was issued to (``auto_create``: Serverless, ``AutoCreate``), else is
         ``no_such_user``, as Redshift refuses such a login.
         """
+        if self.mode == "password":
+            return self.passwords.check(user, secret)
         signing_key = self.authority.signing_key
         if self.mode == "dsql":
             return verify_dsql_token(

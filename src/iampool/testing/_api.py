@@ -8,6 +8,7 @@ and cluster addresses rewritten. Runs on the HTTP server's request threads.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections import Counter, defaultdict
@@ -181,6 +182,8 @@ class ApiFront:
             self._record_key(call, xml_fields(response.body), account)
         elif call.api == "GetClusterCredentials":
             self._record_cluster_password(call, xml_fields(response.body))
+        elif call.api == "GetSecretValue":
+            self._record_secret_value(response.body)
         with self._lock:
             addresses = dict(self._cluster_addresses)
         body = response.body
@@ -227,6 +230,15 @@ class ApiFront:
                 auto_create=str(call.params.get("AutoCreate", "")).lower() == "true",
             )
         )
+
+    def _record_secret_value(self, body: bytes) -> None:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return
+        text = document.get("SecretString") if isinstance(document, dict) else None
+        if isinstance(text, str):
+            self.issued.add_secret_value(text)
 
     def _serverless_answer(self, call: Call) -> Response:
         try:

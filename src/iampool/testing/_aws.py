@@ -11,6 +11,10 @@ A werkzeug threaded HTTP server on 127.0.0.1 (``_server.py``) runs a small WSGI 
   against STS's limits and the role's maximum session duration;
 - adds what moto lacks: Redshift Serverless ``GetWorkgroup``/``GetCredentials``
   (``_serverless.py``), cluster endpoints that point at a local address;
+- serves Secrets Manager through moto (``GetSecretValue`` counted like every API), with the
+  steps of a rotation as set-up calls: ``create_secret``, ``stage_secret`` (``createSecret``:
+  an ``AWSPENDING`` version), ``finish_rotation`` (``finishSecret``: ``AWSCURRENT`` moves,
+  ``AWSPREVIOUS`` follows);
 - remembers every secret it handed out (``_issued.py``: ``signing_key``,
   ``redshift_password``), which is what an IAM gateway needs to check a login.
 
@@ -22,9 +26,11 @@ clean moto.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -357,6 +363,83 @@ class FakeAws:
         )
         return workgroup.address, workgroup.port
 
+    # -- Secrets Manager
+
+    def create_secret(self, name: str, value: Mapping[str, Any] | str) -> str:
+        """Create secret ``name`` holding ``value`` (a mapping is stored as JSON, e.g. RDS's
+        ``{"username": ..., "password": ...}``) as its ``AWSCURRENT`` version; its ARN.
+
+        Not replayed after another instance's ``reset()`` (roles and clusters are).
+
+        Raises:
+            RuntimeError: moto refused (e.g. the secret exists).
+        """
+        text = value if isinstance(value, str) else json.dumps(dict(value))
+        self._issued.add_secret_value(text)
+        document = self._secrets_call("CreateSecret", {"Name": name, "SecretString": text})
+        return str(document["ARN"])
+
+    def stage_secret(self, secret_id: str, value: Mapping[str, Any] | str) -> str:
+        """Rotation step ``createSecret``: a new version labelled ``AWSPENDING``; its id.
+        ``GetSecretValue`` still answers the ``AWSCURRENT`` one until :meth:`finish_rotation`."""
+        text = value if isinstance(value, str) else json.dumps(dict(value))
+        self._issued.add_secret_value(text)
+        version_id = str(uuid.uuid4())
+        self._secrets_call(
+            "PutSecretValue",
+            {
+                "SecretId": secret_id,
+                "SecretString": text,
+                "VersionStages": ["AWSPENDING"],
+                "ClientRequestToken": version_id,
+            },
+        )
+        return version_id
+
+    def finish_rotation(self, secret_id: str, version_id: str) -> None:
+        """Rotation step ``finishSecret``: ``AWSCURRENT`` moves to ``version_id`` (and
+        ``AWSPREVIOUS`` to the version it left), ``AWSPENDING`` is removed."""
+        stages = self.secret_stages(secret_id)
+        current = next((v for v, labels in stages.items() if "AWSCURRENT" in labels), None)
+        self._secrets_call(
+            "UpdateSecretVersionStage",
+            {
+                "SecretId": secret_id,
+                "VersionStage": "AWSCURRENT",
+                "MoveToVersionId": version_id,
+                **({"RemoveFromVersionId": current} if current else {}),
+            },
+        )
+        self._secrets_call(
+            "UpdateSecretVersionStage",
+            {
+                "SecretId": secret_id,
+                "VersionStage": "AWSPENDING",
+                "RemoveFromVersionId": version_id,
+            },
+        )
+
+    def secret_string(self, secret_id: str, stage: str = "AWSCURRENT") -> str:
+        """The text of secret ``secret_id``'s version labelled ``stage`` (a set-up call: not
+        counted in ``calls``)."""
+        document = self._secrets_call(
+            "GetSecretValue", {"SecretId": secret_id, "VersionStage": stage}
+        )
+        return str(document["SecretString"])
+
+    def secret_stages(self, secret_id: str) -> dict[str, list[str]]:
+        """Version id -> staging labels of secret ``secret_id``."""
+        document = self._secrets_call("DescribeSecret", {"SecretId": secret_id})
+        stages = document.get("VersionIdsToStages") or {}
+        return {str(version): list(labels) for version, labels in stages.items()}
+
+    def _secrets_call(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        status, document = self._started_moto().secrets(action, params)
+        if status != 200:
+            code = document.get("__type", "error")
+            raise RuntimeError(f"FakeAws: Secrets Manager {action} failed: {code}")
+        return document
+
     def wait_for_calls(self, api: str, count: int = 1, *, timeout: float = 5.0) -> None:
         """Block until ``calls[api]`` reaches ``count`` (calls held by latency count at once).
 
@@ -385,6 +468,7 @@ class FakeAws:
         return self._issued.redshift_password(password)
 
     def issued_secrets(self) -> list[str]:
-        """Every secret handed out so far: secret keys (the base key's too), session tokens and
-        Redshift temporary passwords; for asserting that none of them leaks into logs or errors."""
+        """Every secret handed out so far: secret keys (the base key's too), session tokens,
+        Redshift temporary passwords and Secrets Manager values (and their passwords); for
+        asserting that none of them leaks into logs or errors."""
         return self._issued.all_secrets()

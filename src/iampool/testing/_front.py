@@ -29,7 +29,7 @@ __all__ = [
     "pipe",
 ]
 
-Mode = Literal["rds", "redshift", "dsql"]
+Mode = Literal["rds", "redshift", "dsql", "password"]
 
 _CHUNK = 65_536
 _CLOSE_NOTIFY_GRACE = 1.0  # seconds a TLS peer gets to answer close_notify
@@ -104,6 +104,11 @@ class FrontDesk(Protocol):
 
     @property
     def mode(self) -> Mode: ...
+    @property
+    def redshift_wire(self) -> bool:
+        """Speaks to clients as Redshift does (startup parameters, ``server_version``)."""
+        ...
+
     @property
     def upstream(self) -> Upstream: ...
     @property

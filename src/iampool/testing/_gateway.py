@@ -76,7 +76,10 @@ class IamGateway:
         mode: ``"rds"`` checks RDS IAM tokens; ``"redshift"`` checks Redshift temporary
             passwords and drops the startup parameters only Redshift understands; ``"dsql"``
             checks Aurora DSQL tokens (``DbConnectAdmin`` for the ``admin`` role, ``DbConnect``
-            for others, signed for this host).
+            for others, signed for this host); ``"password"`` checks plain passwords against
+            its own table (:meth:`set_password`), as a database does (PostgreSQL answers a bad
+            one with 28P01, MySQL with 1045), so it stands in front of a trust-auth or
+            password-less server for Secrets Manager tests.
         offer_tls: ``False`` makes a server that does not offer TLS, to prove that clients refuse
             to send it a secret (any secret they do send is recorded, see
             :attr:`secrets_seen_in_plaintext`).
@@ -96,6 +99,9 @@ class IamGateway:
             throttle); DSQL mode: more than this many new connections a second are refused
             with SQLSTATE 53400 (Aurora DSQL's connection rate). Refusals count as
             ``rejected["throttled"]``. See :meth:`limit`.
+        redshift_wire: password mode only: speak to clients as a Redshift cluster does (drop
+            the startup parameters only Redshift understands, report its ``server_version``,
+            refuse a bad password with SQLSTATE 28000), for redshift:// password logins.
         session_lifetime: seconds after which a session is cut (the connection closed), as
             Aurora DSQL ends a session at one hour; ``None`` (the default) never cuts.
     """
@@ -117,11 +123,14 @@ class IamGateway:
         clock: Callable[[], datetime] = _utc_now,
         login_rate: int | None = None,
         session_lifetime: float | None = None,
+        redshift_wire: bool = False,
     ) -> None:
         if protocol not in _FRONTS:
             raise ValueError("protocol must be 'postgresql' or 'mysql'")
-        if mode not in ("rds", "redshift", "dsql"):
-            raise ValueError("mode must be 'rds', 'redshift' or 'dsql'")
+        if mode not in ("rds", "redshift", "dsql", "password"):
+            raise ValueError("mode must be 'rds', 'redshift', 'dsql' or 'password'")
+        if redshift_wire and (mode != "password" or protocol != "postgresql"):
+            raise ValueError("redshift_wire is for a postgresql gateway in password mode")
         if mode in ("redshift", "dsql") and protocol != "postgresql":
             raise ValueError(f"{mode} speaks the PostgreSQL protocol: use protocol='postgresql'")
         self._protocol: WireProtocol = protocol
@@ -132,6 +141,7 @@ class IamGateway:
         self._admission = Admission(mode, authority, self._users, region)
         self._region = region
         self._mode: Mode = mode
+        self._redshift_wire = redshift_wire or mode == "redshift"
         self._offer_tls = offer_tls
         self._host = host
         self._requested_port = port
@@ -333,6 +343,11 @@ class IamGateway:
         return self._mode
 
     @property
+    def redshift_wire(self) -> bool:
+        """Whether it speaks to clients as Redshift does (Redshift mode, or ``redshift_wire``)."""
+        return self._redshift_wire
+
+    @property
     def region(self) -> str:
         """The region RDS tokens must be signed for."""
         return self._region
@@ -362,12 +377,12 @@ class IamGateway:
         defaults to the upstream DSN's. Redshift DSNs carry ``sslmode=verify-full`` only:
         redshift-connector takes its CA from ``SSL_CERT_FILE``, not from a DSN.
         """
-        scheme = "redshift" if self._mode == "redshift" else self._protocol
+        scheme = "redshift" if self._redshift_wire else self._protocol
         name = database if database is not None else self._upstream.database or ""
         query: dict[str, str] = {}
         if self._offer_tls:
             query["sslmode"] = "verify-full"
-            if self._mode in ("rds", "dsql"):
+            if self._mode in ("rds", "dsql", "password") and not self._redshift_wire:
                 query["sslrootcert"] = str(self.ca_path)
         suffix = f"?{urlencode(query)}" if query else ""
         return f"{scheme}://{quote(user, safe='')}@{self.endpoint}/{quote(name)}{suffix}"
@@ -473,6 +488,23 @@ class IamGateway:
             RuntimeError: the gateway is not running.
         """
         return self._running_portal().call(self._users.ensure, name)
+
+    def set_password(self, user: str, password: str) -> None:
+        """Password mode: make ``password`` the one that lets ``user`` in (``ALTER USER``), from
+        the next login on; open connections are not touched. Creates the upstream user if
+        missing (:meth:`ensure_user`).
+
+        Raises:
+            RuntimeError: not a password-mode gateway, or the gateway is not running.
+        """
+        if self._mode != "password":
+            raise RuntimeError("set_password() needs a gateway in password mode")
+        self.ensure_user(user)
+        self._admission.passwords.set(user, password)
+
+    def forget_password(self, user: str) -> None:
+        """Password mode: no password lets ``user`` in any more."""
+        self._admission.passwords.forget(user)
 
     def drop_user(self, name: str) -> None:
         """Drop user ``name`` from the upstream, with what it owns there; no error if absent.

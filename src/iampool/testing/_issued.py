@@ -1,9 +1,11 @@
 """The record of every secret ``FakeAws`` handed out, which is what an IAM gateway checks logins
-against: access keys (with the identity each belongs to) and Redshift temporary passwords."""
+against: access keys (with the identity each belongs to) and Redshift temporary passwords; and
+the Secrets Manager values it stored or served, for the checks that no secret leaks."""
 
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 import string
 import threading
@@ -67,6 +69,7 @@ class IssuedSecrets:
         self._keys: dict[str, IssuedKey] = {}
         self._identities: dict[str, str] = {}  # access key id -> ARN of its identity
         self._passwords: dict[str, IssuedRedshiftPassword] = {}
+        self._secret_values: dict[str, None] = {}  # Secrets Manager texts and their passwords
 
     def add_key(self, key: IssuedKey, identity: str) -> None:
         """Remember ``key``, issued to the IAM identity whose ARN is ``identity``."""
@@ -79,9 +82,22 @@ class IssuedSecrets:
         with self._lock:
             self._passwords[issued.password] = issued
 
+    def add_secret_value(self, text: str) -> None:
+        """Remember a Secrets Manager secret's text and, in RDS's JSON, its password."""
+        found = [text]
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            document = None
+        if isinstance(document, dict) and isinstance(document.get("password"), str):
+            found.append(document["password"])
+        with self._lock:
+            self._secret_values.update(dict.fromkeys(found))
+
     def clear(self) -> None:
         """Forget everything issued (the base key stays)."""
         with self._lock:
+            self._secret_values.clear()
             self._keys.clear()
             self._identities.clear()
             self._passwords.clear()
@@ -109,13 +125,15 @@ class IssuedSecrets:
         return issued
 
     def all_secrets(self) -> list[str]:
-        """Secret keys (the base key's too), session tokens and Redshift passwords."""
+        """Secret keys (the base key's too), session tokens, Redshift passwords, and Secrets
+        Manager texts with their passwords."""
         with self._lock:
             keys = [self.base_key, *self._keys.values()]
             passwords = list(self._passwords)
+            values = list(self._secret_values)
         issued = [key.secret_access_key for key in keys]
         issued += [key.session_token for key in keys if key.session_token]
-        return issued + passwords
+        return issued + passwords + values
 
 
 def _random(alphabet: str, length: int) -> str:

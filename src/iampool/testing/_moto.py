@@ -135,6 +135,26 @@ class Moto:
         self._remember("redshift", "CreateCluster", request, account, kind=kind, name=identifier)
         return fields
 
+    def secrets(self, action: str, params: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Call Secrets Manager's ``action`` on moto in-process (a set-up call, never counted);
+        status and the JSON answer."""
+        scope = f"{self._signing_key_id}/20000101/{self._region}/secretsmanager/aws4_request"
+        response = self._request(
+            "/",
+            json.dumps(dict(params)).encode(),
+            {
+                "Content-Type": "application/x-amz-json-1.1",
+                "X-Amz-Target": f"secretsmanager.{action}",
+                "Authorization": f"AWS4-HMAC-SHA256 Credential={scope}, "
+                "SignedHeaders=host, Signature=0",
+            },
+        )
+        try:
+            document = json.loads(response.body or b"{}")
+        except ValueError:
+            document = {}
+        return response.status, document if isinstance(document, dict) else {}
+
     # -- internals
 
     def _update_role(

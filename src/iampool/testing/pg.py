@@ -51,6 +51,7 @@ _THROTTLED = {
     "rds": ("53300", "too many competing requests"),
     "dsql": ("53400", "connection rate exceeded: too many new connections to this cluster"),
     "redshift": ("53300", "too many connections"),  # no throttle in Redshift mode
+    "password": ("53300", "too many connections"),
 }
 
 REDSHIFT_SERVER_VERSION = "8.0.2"
@@ -96,7 +97,7 @@ async def serve_client(client: Peer, desk: FrontDesk, *, handshake_timeout: floa
             return
         del password  # verified; the upstream login used the gateway's own credentials
         await client.send(_AUTH_OK)
-        if desk.mode == "redshift":
+        if desk.redshift_wire:
             with anyio.fail_after(handshake_timeout):
                 await _relay_session_start_as_redshift(upstream, client)
         lifetime = desk.session_lifetime
@@ -154,6 +155,10 @@ async def _client_login(client: Peer, desk: FrontDesk) -> tuple[dict[str, str], 
     if reason == "throttled":
         await client.send(_fatal(*_THROTTLED[desk.mode]))
         return None
+    if reason is not None and desk.mode == "password":  # what the server says to a bad password
+        sqlstate = "28000" if desk.redshift_wire else "28P01"  # Redshift's code, PostgreSQL's
+        await client.send(_fatal(sqlstate, f'password authentication failed for user "{user}"'))
+        return None
     if reason is not None:
         await client.send(_fatal("28000", f'PAM authentication failed for user "{user}"'))
         return None
@@ -200,7 +205,7 @@ async def _read_message(peer: Peer, limit: int) -> tuple[bytes, bytes]:
 
 
 def _upstream_params(params: dict[str, str], desk: FrontDesk) -> dict[str, str]:
-    if desk.mode == "redshift":
+    if desk.redshift_wire:
         return {
             name: value for name, value in params.items() if name in REDSHIFT_STARTUP_PARAMETERS
         }

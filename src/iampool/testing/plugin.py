@@ -20,6 +20,12 @@ Fixtures (all session-scoped, started on first use):
     ``DbConnectAdmin`` tokens for the ``admin`` role, with an ``aws_iam`` block saying
     ``"dsql": true`` (and the region: the gateway's host names none).
 
+``secret_postgres`` / ``secret_mysql`` / ``secret_redshift``
+    A :class:`iampool.testing.SecretDatabase`: a password-mode gateway in front of the same
+    server (for Redshift: speaking as a Redshift cluster does), its login kept in a Secrets
+    Manager secret of ``fake_aws`` (RDS's JSON), with the ``aws_iam`` block naming it
+    (``secret_id``) and the rotations to run against it.
+
 A server that does not answer fails the test with how to start it; nothing is skipped. At the end
 of the session the gateways drop the login users they created (``app``, ``IAM:app``, users a
 Redshift login created); users that existed before the session are left as they were.
@@ -38,17 +44,27 @@ import pytest
 
 if TYPE_CHECKING:
     from ._aws import FakeAws
-    from ._database import IamDatabase
+    from ._database import IamDatabase, SecretDatabase
     from ._front import Mode
     from ._gateway import IamGateway
     from ._logins import WireProtocol
 
-__all__ = ["fake_aws", "iam_dsql", "iam_mysql", "iam_postgres", "iam_redshift"]
+__all__ = [
+    "fake_aws",
+    "iam_dsql",
+    "iam_mysql",
+    "iam_postgres",
+    "iam_redshift",
+    "secret_mysql",
+    "secret_postgres",
+    "secret_redshift",
+]
 
 REGION = "us-east-1"
 LOGIN_USER = "app"
 CLUSTER_IDENTIFIER = "iampool-test"
 DSQL_ADMIN = "admin"  # Aurora DSQL's built-in role: DbConnectAdmin tokens
+SECRET_USERS = ("app_secret_a", "app_secret_b")  # the two users of alternating rotations
 PG_DSN_VARIABLE = "IAMPOOL_TEST_PG_DSN"
 MYSQL_DSN_VARIABLE = "IAMPOOL_TEST_MYSQL_DSN"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -150,6 +166,61 @@ def iam_dsql(fake_aws: FakeAws) -> Iterator[IamDatabase]:
         )
 
 
+@pytest.fixture(scope="session")
+def secret_postgres(fake_aws: FakeAws) -> Iterator[SecretDatabase]:
+    """PostgreSQL behind a password-mode gateway, its login in a Secrets Manager secret."""
+    with _gateway("postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "password") as gateway:
+        yield _secret_database(gateway, fake_aws)
+
+
+@pytest.fixture(scope="session")
+def secret_mysql(fake_aws: FakeAws) -> Iterator[SecretDatabase]:
+    """MySQL/MariaDB behind a password-mode gateway, its login in a Secrets Manager secret."""
+    with _gateway("mysql", MYSQL_DSN_VARIABLE, DEFAULT_MYSQL_DSN, fake_aws, "password") as gateway:
+        yield _secret_database(gateway, fake_aws)
+
+
+@pytest.fixture(scope="session")
+def secret_redshift(fake_aws: FakeAws) -> Iterator[SecretDatabase]:
+    """A Redshift cluster's password login (PostgreSQL behind a password-mode gateway that
+    speaks as Redshift does), its login in a Secrets Manager secret; while it is in use
+    ``SSL_CERT_FILE`` also trusts the gateway's CA."""
+    with (
+        _gateway(
+            "postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "password", redshift_wire=True
+        ) as gateway,
+        _trusting_for_redshift(gateway.ca_path),
+    ):
+        yield _secret_database(gateway, fake_aws)
+
+
+def _secret_database(gateway: IamGateway, fake_aws: FakeAws) -> SecretDatabase:
+    import uuid
+
+    from .._config import AwsIamConfig
+    from ._database import SecretDatabase, new_password
+
+    first = {"username": SECRET_USERS[0], "password": new_password()}
+    gateway.set_password(first["username"], first["password"])
+    gateway.ensure_user(SECRET_USERS[1])
+    host, port = gateway.signed_endpoint
+    engine = "mysql" if gateway.protocol == "mysql" else "postgres"
+    engine = "redshift" if gateway.redshift_wire else engine
+    name = f"iampool-test-{gateway.protocol}-{uuid.uuid4().hex[:12]}"
+    arn = fake_aws.create_secret(name, {**first, "engine": engine, "host": host, "port": port})
+    config = AwsIamConfig.from_extra({"enabled": True, "secret_id": arn})
+    dsn = gateway.dsn("").replace("://@", "://", 1)  # no user: the secret names it
+    return SecretDatabase(
+        dsn=dsn,
+        config=config,
+        gateway=gateway,
+        fake_aws=fake_aws,
+        ca_path=gateway.ca_path,
+        secret_id=arn,
+        users=SECRET_USERS,
+    )
+
+
 def _rds_database(gateway: IamGateway, fake_aws: FakeAws, *, role_name: str) -> IamDatabase:
     from .._config import AwsIamConfig
     from ._database import IamDatabase
@@ -174,13 +245,26 @@ def _rds_database(gateway: IamGateway, fake_aws: FakeAws, *, role_name: str) -> 
 
 @contextmanager
 def _gateway(
-    protocol: WireProtocol, variable: str, default: str, fake_aws: FakeAws, mode: Mode
+    protocol: WireProtocol,
+    variable: str,
+    default: str,
+    fake_aws: FakeAws,
+    mode: Mode,
+    *,
+    redshift_wire: bool = False,
 ) -> Iterator[IamGateway]:
     """A started gateway in front of the server named by ``variable``, or a clear failure."""
     from ._gateway import IamGateway
 
     upstream = os.environ.get(variable) or default
-    gateway = IamGateway(protocol, upstream=upstream, authority=fake_aws, region=REGION, mode=mode)
+    gateway = IamGateway(
+        protocol,
+        upstream=upstream,
+        authority=fake_aws,
+        region=REGION,
+        mode=mode,
+        redshift_wire=redshift_wire,
+    )
     try:
         gateway.start()
     except ConnectionError as exc:
