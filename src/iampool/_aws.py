@@ -634,7 +634,10 @@ class AioAwsSource:
             _sending(credentials),
         ):
             client = await self._client("secretsmanager", region, credentials)
-            response = await client.get_secret_value(SecretId=secret_id, VersionStage="AWSCURRENT")
+            with _called("GetSecretValue", "Secrets Manager", region):
+                response = await client.get_secret_value(
+                    SecretId=secret_id, VersionStage="AWSCURRENT"
+                )
         text = response.get("SecretString")
         if text is None:
             binary = response.get("SecretBinary")

@@ -97,8 +97,8 @@ def error_type(code: str | None) -> str:
 
 def backend_of(key: Hashable) -> str | None:
     """The backend a cache key's value belongs to: ``aws`` (the AWS credentials everything is
-    signed or called with), ``rds``, ``dsql``, ``redshift``; None for what is not a credential
-    (a discovered Redshift endpoint)."""
+    signed or called with), ``rds``, ``dsql``, ``redshift``, ``secrets-manager``; None for what
+    is not a credential (a discovered Redshift endpoint)."""
     if not isinstance(key, tuple) or not key:
         return None
     head = key[0]
@@ -106,6 +106,8 @@ def backend_of(key: Hashable) -> str | None:
         return "aws"
     if head == "redshift-password":
         return "redshift"
+    if head == "secret":
+        return "secrets-manager"
     scope = key[-1]
     # A token's key: (host, port, (kind name, user, region, service, action, lifetime, sts key)).
     if len(key) == 3 and isinstance(scope, tuple) and len(scope) > 3:

@@ -144,8 +144,13 @@ def test_each_backends_cache_keys_are_told_apart(new_cache: Callable[..., Any]) 
         }
     )
     redshift = auth_for(redshift_config, cache=cache)
+    secret_config = AwsIamConfig.from_extra(
+        {"enabled": True, "region": REGION, "secret_id": "prod/app-db"}
+    )
+    secret = auth_for(secret_config, host="db.example.internal", port=5432, cache=cache)
 
     assert telemetry.backend_of(sts_key(ROLE)) == "aws"
+    assert telemetry.backend_of(secret._key) == "secrets-manager"  # type: ignore[attr-defined]
     assert telemetry.backend_of(rds._key) == "rds"  # type: ignore[attr-defined]
     assert telemetry.backend_of(dsql._key) == "dsql"  # type: ignore[attr-defined]
     assert telemetry.backend_of(redshift._key) == "redshift"  # type: ignore[attr-defined]
