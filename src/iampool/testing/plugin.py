@@ -20,21 +20,29 @@ Fixtures (all session-scoped, started on first use):
     ``DbConnectAdmin`` tokens for the ``admin`` role, with an ``aws_iam`` block saying
     ``"dsql": true`` (and the region: the gateway's host names none).
 
+``iam_login_user``
+    The login user the ``iam_*`` fixtures create and log in as (``IAM:<it>`` behind the Redshift
+    gateway): ``--iampool-login-user``, else ``IAMPOOL_TEST_LOGIN_USER``, else the
+    ``iampool_login_user`` ini setting, else a name unique to the run (``iampool_<pid>_<hex>``),
+    so that runs sharing a server never share a user. Under pytest-xdist a given name gets the
+    worker's id appended (``app_gw0``).
+
 A server that does not answer fails the test with how to start it; nothing is skipped. At the end
-of the session the gateways drop the login users they created (``app``, ``IAM:app``, users a
-Redshift login created); users that existed before the session are left as they were.
+of the session the gateways drop the login users they created (the login user, ``IAM:<it>``,
+users a Redshift login created); users that existed before the session are left as they were,
+and so is DSQL's built-in ``admin`` (every run logs in as it).
 """
 
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
+
+from ._launch import LOGIN_USER_VARIABLE, REGION
 
 if TYPE_CHECKING:
     from ._aws import FakeAws
@@ -43,16 +51,14 @@ if TYPE_CHECKING:
     from ._gateway import IamGateway
     from ._logins import WireProtocol
 
-__all__ = ["fake_aws", "iam_dsql", "iam_mysql", "iam_postgres", "iam_redshift"]
+__all__ = ["fake_aws", "iam_dsql", "iam_login_user", "iam_mysql", "iam_postgres", "iam_redshift"]
 
-REGION = "us-east-1"
-LOGIN_USER = "app"
-CLUSTER_IDENTIFIER = "iampool-test"
-DSQL_ADMIN = "admin"  # Aurora DSQL's built-in role: DbConnectAdmin tokens
 PG_DSN_VARIABLE = "IAMPOOL_TEST_PG_DSN"
 MYSQL_DSN_VARIABLE = "IAMPOOL_TEST_MYSQL_DSN"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_MYSQL_DSN = "mysql://root@127.0.0.1:3306/test"
+LOGIN_USER_OPTION = "--iampool-login-user"
+LOGIN_USER_INI = "iampool_login_user"
 
 _HOW_TO_START = {
     "postgresql": (
@@ -66,6 +72,44 @@ _HOW_TO_START = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("iampool", "iampool testing kit")
+    group.addoption(
+        LOGIN_USER_OPTION,
+        dest="iampool_login_user",
+        default=None,
+        metavar="NAME",
+        help=(
+            f"login user the iam_* fixtures create and use (also {LOGIN_USER_VARIABLE} or the "
+            f"{LOGIN_USER_INI} ini setting; default: a name unique to the run)"
+        ),
+    )
+    parser.addini(
+        LOGIN_USER_INI,
+        "login user the iam_* fixtures create and use (default: a name unique to the run)",
+        default="",
+    )
+
+
+@pytest.fixture(scope="session")
+def iam_login_user(pytestconfig: pytest.Config) -> str:
+    """The login user the ``iam_*`` fixtures create: the option, the environment variable, the
+    ini setting, else a name unique to this run."""
+    from ._launch import login_user
+
+    for given, source in (
+        (pytestconfig.getoption("iampool_login_user"), LOGIN_USER_OPTION),
+        (os.environ.get(LOGIN_USER_VARIABLE), LOGIN_USER_VARIABLE),
+        (pytestconfig.getini(LOGIN_USER_INI), f"ini setting {LOGIN_USER_INI}"),
+    ):
+        if given:
+            try:
+                return login_user(str(given), source)
+            except ValueError as exc:
+                pytest.fail(f"iampool.testing: {exc}", pytrace=False)
+    return login_user(None, "")
+
+
 @pytest.fixture(scope="session")
 def fake_aws() -> Iterator[FakeAws]:
     """A local AWS (STS, RDS, Redshift, Redshift Serverless) that the whole session talks to."""
@@ -76,135 +120,67 @@ def fake_aws() -> Iterator[FakeAws]:
 
 
 @pytest.fixture(scope="session")
-def iam_postgres(fake_aws: FakeAws) -> Iterator[IamDatabase]:
+def iam_postgres(fake_aws: FakeAws, iam_login_user: str) -> Iterator[IamDatabase]:
     """PostgreSQL behind an RDS-style IAM gateway, with the ``aws_iam`` block to reach it."""
     with _gateway("postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "rds") as gateway:
-        yield _rds_database(gateway, fake_aws, role_name="iampool-test-postgres")
+        yield _rds_database(
+            gateway, fake_aws, login=iam_login_user, role_name="iampool-test-postgres"
+        )
 
 
 @pytest.fixture(scope="session")
-def iam_mysql(fake_aws: FakeAws) -> Iterator[IamDatabase]:
+def iam_mysql(fake_aws: FakeAws, iam_login_user: str) -> Iterator[IamDatabase]:
     """MySQL/MariaDB behind an RDS-style IAM gateway, with the ``aws_iam`` block to reach it."""
     with _gateway("mysql", MYSQL_DSN_VARIABLE, DEFAULT_MYSQL_DSN, fake_aws, "rds") as gateway:
-        yield _rds_database(gateway, fake_aws, role_name="iampool-test-mysql")
+        yield _rds_database(gateway, fake_aws, login=iam_login_user, role_name="iampool-test-mysql")
 
 
 @pytest.fixture(scope="session")
-def iam_redshift(fake_aws: FakeAws) -> Iterator[IamDatabase]:
+def iam_redshift(fake_aws: FakeAws, iam_login_user: str) -> Iterator[IamDatabase]:
     """A Redshift provisioned cluster (PostgreSQL behind a Redshift-mode gateway)."""
-    from .._config import AwsIamConfig
-    from ._database import IamDatabase
+    from ._launch import redshift_database, redshift_trust_bundle
 
     with _gateway("postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "redshift") as gateway:
-        database = gateway.upstream.database or "postgres"
-        # DescribeClusters reports the gateway, so a config without a DSN host finds it too.
-        fake_aws.create_redshift_cluster(
-            CLUSTER_IDENTIFIER, db_name=database, address=gateway.host, port=gateway.port
+        # Redshift Serverless names its user after the role (IAMR:<role>): one per run too.
+        database = redshift_database(
+            gateway, fake_aws, login=iam_login_user, role_name=f"{iam_login_user}-redshift"
         )
-        role_arn = fake_aws.create_role("iampool-test-redshift")
-        login = f"IAM:{LOGIN_USER}"  # the DbUser GetClusterCredentials returns
-        gateway.ensure_user(login)
-        config = AwsIamConfig.from_extra(
-            {
-                "enabled": True,
-                "region": REGION,
-                "role_arn": role_arn,
-                "db_username": LOGIN_USER,
-                "cluster_identifier": CLUSTER_IDENTIFIER,
-                "db_name": database,
-            }
-        )
-        with _trusting_for_redshift(gateway.ca_path):
-            yield IamDatabase(
-                dsn=gateway.dsn(login, database),
-                config=config,
-                gateway=gateway,
-                ca_path=gateway.ca_path,
-                user=login,
-            )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SSL_CERT_FILE", str(redshift_trust_bundle(gateway.ca_path)))
+            yield database
 
 
 @pytest.fixture(scope="session")
 def iam_dsql(fake_aws: FakeAws) -> Iterator[IamDatabase]:
     """An Aurora DSQL cluster (PostgreSQL behind a DSQL-mode gateway), logged in as ``admin``."""
-    from .._config import AwsIamConfig
-    from ._database import IamDatabase
+    from ._launch import dsql_database
 
     with _gateway("postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "dsql") as gateway:
-        gateway.ensure_user(DSQL_ADMIN)
-        config = AwsIamConfig.from_extra(
-            {
-                "enabled": True,
-                "dsql": True,
-                "region": REGION,
-                "role_arn": fake_aws.create_role("iampool-test-dsql"),
-                "db_username": DSQL_ADMIN,
-            }
-        )
-        yield IamDatabase(
-            dsn=gateway.dsn(DSQL_ADMIN),
-            config=config,
-            gateway=gateway,
-            ca_path=gateway.ca_path,
-            user=DSQL_ADMIN,
-        )
+        yield dsql_database(gateway, fake_aws, role_name="iampool-test-dsql")
 
 
-def _rds_database(gateway: IamGateway, fake_aws: FakeAws, *, role_name: str) -> IamDatabase:
-    from .._config import AwsIamConfig
-    from ._database import IamDatabase
+def _rds_database(
+    gateway: IamGateway, fake_aws: FakeAws, *, login: str, role_name: str
+) -> IamDatabase:
+    from ._launch import rds_database
 
-    gateway.ensure_user(LOGIN_USER)
-    config = AwsIamConfig.from_extra(
-        {
-            "enabled": True,
-            "region": REGION,
-            "role_arn": fake_aws.create_role(role_name),
-            "db_username": LOGIN_USER,
-        }
-    )
-    return IamDatabase(
-        dsn=gateway.dsn(LOGIN_USER),
-        config=config,
-        gateway=gateway,
-        ca_path=gateway.ca_path,
-        user=LOGIN_USER,
-    )
+    return rds_database(gateway, fake_aws, login=login, role_name=role_name)
 
 
 @contextmanager
 def _gateway(
     protocol: WireProtocol, variable: str, default: str, fake_aws: FakeAws, mode: Mode
 ) -> Iterator[IamGateway]:
-    """A started gateway in front of the server named by ``variable``, or a clear failure."""
-    from ._gateway import IamGateway
+    """A started gateway in front of the server named by ``variable``, or a clear failure. At
+    the end, the login users this session created go; those that existed before it stay
+    (another session may be using them)."""
+    from ._launch import running_gateway
 
     upstream = os.environ.get(variable) or default
-    gateway = IamGateway(protocol, upstream=upstream, authority=fake_aws, region=REGION, mode=mode)
-    try:
-        gateway.start()
-    except ConnectionError as exc:
-        hint = _HOW_TO_START[protocol].format(variable=variable)
-        pytest.fail(f"iampool.testing: {exc}; {hint}.", pytrace=False)
-    try:
-        yield gateway
-    finally:
+    with ExitStack() as stack:
         try:
-            # The login users this session created go; those that existed before it stay
-            # (another session may be using them).
-            gateway.drop_created_users()
-        finally:
-            gateway.stop()
-
-
-@contextmanager
-def _trusting_for_redshift(ca_path: Path) -> Iterator[None]:
-    """Let redshift-connector verify the gateway: it trusts only the default store and its own
-    bundle, so ``SSL_CERT_FILE`` points at the default store plus the gateway's CA."""
-    current = ssl.get_default_verify_paths().cafile  # honours an SSL_CERT_FILE already set
-    bundle = ca_path.with_name("redshift-trust.pem")
-    system = Path(current).read_bytes() if current and Path(current).is_file() else b""
-    bundle.write_bytes(system + b"\n" + ca_path.read_bytes())
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SSL_CERT_FILE", str(bundle))
-        yield
+            gateway = stack.enter_context(running_gateway(protocol, upstream, fake_aws, mode))
+        except ConnectionError as exc:
+            hint = _HOW_TO_START[protocol].format(variable=variable)
+            pytest.fail(f"iampool.testing: {exc}; {hint}.", pytrace=False)
+        yield gateway

@@ -1,0 +1,137 @@
+"""Two test runs at once on one server, as two CI jobs or pytest-xdist workers make them: each
+uses the plugin's fixtures with its default login user, and the run that ends first drops only
+its own user while the other still logs in as its own.
+
+With one fixed login user (``app``, as before), the run that created it dropped it at its end
+and the other run's next login failed (``role "app" does not exist``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.integration.test_standin import mysql_user_exists
+
+PG_ADMIN_DSN = (
+    os.environ.get("IAMPOOL_TEST_PG_DSN") or "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+WAIT = 120.0  # seconds for a run to start (imports, moto) on a loaded machine
+
+# A user's own test file: it knows nothing of the other run. Both runs record their login user,
+# wait for each other, then log in until told the other run has ended (the first: at once).
+RUN = """
+import asyncio, os, time
+from pathlib import Path
+
+import iampool
+
+SHARED = Path(os.environ["TWO_RUNS_DIR"])
+ME, OTHER = os.environ["TWO_RUNS_ME"], os.environ["TWO_RUNS_OTHER"]
+
+
+def wait_for(path):
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path.name}"
+        time.sleep(0.05)
+
+
+async def users(postgres, mysql):
+    connection = await iampool.connect(postgres.dsn, aws_iam=postgres.config)
+    try:
+        pg_user = await connection.fetchval("SELECT current_user")
+    finally:
+        await connection.close()
+    connection = await iampool.connect(mysql.dsn, aws_iam=mysql.config)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("SELECT USER()")  # the login name (an anonymous account may match)
+            (mysql_user,) = await cursor.fetchone()
+    finally:
+        connection.close()
+    return pg_user, mysql_user.split("@")[0]
+
+
+def test_logins_while_the_other_run_comes_and_goes(iam_postgres, iam_mysql):
+    (SHARED / f"{ME}.user").write_text(iam_postgres.user)
+    wait_for(SHARED / f"{OTHER}.user")
+    logins = 0
+    while True:
+        ended = (SHARED / f"{OTHER}.ended").exists() or ME == "first"
+        assert asyncio.run(users(iam_postgres, iam_mysql)) == (iam_postgres.user,) * 2
+        logins += 1
+        if ended and logins >= 3:
+            break
+        time.sleep(0.1)
+"""
+
+
+def start_run(directory: Path, me: str, other: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "TWO_RUNS_DIR": str(directory),
+        "TWO_RUNS_ME": me,
+        "TWO_RUNS_OTHER": other,
+    }
+    env.pop("IAMPOOL_TEST_LOGIN_USER", None)  # the default: a name unique to the run
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("COVERAGE_PROCESS_START", None)
+    return subprocess.Popen(  # noqa: S603
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(directory / "pytest.ini"),
+            "--rootdir",
+            str(directory),
+            str(directory / "test_users_app.py"),
+        ],
+        cwd=directory,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def pg_role_exists(name: str) -> bool:
+    connection = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        return bool(await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name))
+    finally:
+        await connection.close()
+
+
+@pytest.mark.anyio
+async def test_two_runs_of_a_fixture_using_test_file_at_once_both_pass(tmp_path: Path) -> None:
+    (tmp_path / "test_users_app.py").write_text(RUN)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    first = start_run(tmp_path, "first", "second")
+    second = start_run(tmp_path, "second", "first")
+    try:
+        first_output, _ = first.communicate(timeout=WAIT * 2)
+        (tmp_path / "first.ended").touch()  # its session is over: its users are dropped
+        second_output, _ = second.communicate(timeout=WAIT * 2)
+    finally:
+        for run in (first, second):
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+
+    assert first.returncode == 0, first_output
+    assert second.returncode == 0, second_output
+    users = {(tmp_path / f"{run}.user").read_text() for run in ("first", "second")}
+    assert len(users) == 2  # one login user each, named for the run
+    assert all(user.startswith("iampool_") for user in users)
+    for user in users:  # each run dropped what it created
+        assert not await pg_role_exists(user)
+        assert not mysql_user_exists(user)
