@@ -30,7 +30,8 @@ from urllib.parse import quote, quote_plus, unquote_plus
 import pytest
 
 from iampool import _redact, _sigv4
-from tests.users import APP
+from iampool.testing.plugin import login_user_of
+from tests import users
 
 if TYPE_CHECKING:
     from iampool.testing import FakeAws
@@ -46,6 +47,11 @@ _FORMS = (
     " (URL-encoded, plus for space)",
     " (JSON-escaped)",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The gateways the tests start log in as the run's login user, as the fixtures do."""
+    users.use(login_user_of(config))
 
 
 @pytest.fixture
@@ -104,13 +110,6 @@ _TRACEBACKS = logging.Formatter()
 _issuers: list[FakeAws] = []
 _signatures: set[str] = set()  # hex signatures of the tokens iampool signed in this process
 _checked: Counter[str] = Counter()  # what the teardown check read, for the terminal summary
-
-
-@pytest.fixture(scope="session")
-def iam_login_user() -> str:
-    """The suite's login user (``tests/users.py``): the same for the plugin's ``iam_*``
-    fixtures and the gateways tests start themselves, unique to this run."""
-    return APP
 
 
 @pytest.fixture(scope="session")

@@ -231,7 +231,7 @@ def mysql_packet(sequence: int, payload: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Login:
-    """What a client sends after the TLS upgrade to log in as ``app``: message bodies, each
+    """What a client sends after the TLS upgrade to log in as ``APP``: message bodies, each
     with its framing (length prefix, type byte), and the framing offsets mutations target."""
 
     messages: list[tuple[Callable[[bytes], bytes], bytes]]
@@ -245,7 +245,14 @@ class Login:
 def valid_login(gateway: IamGateway, token: str) -> Login:
     database = (gateway.upstream.database or "").encode()
     if gateway.protocol == "postgresql":
-        startup = struct.pack("!i", PG_PROTOCOL_3) + b"user\0app\0database\0" + database + b"\0\0"
+        startup = (
+            struct.pack("!i", PG_PROTOCOL_3)
+            + b"user\0"
+            + APP.encode()
+            + b"\0database\0"
+            + database
+            + b"\0\0"
+        )
         startup_length = len(startup) + 4
         return Login(
             [

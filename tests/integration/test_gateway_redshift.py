@@ -178,7 +178,7 @@ def test_a_password_issued_to_another_user_is_refused(gateway: IamGateway, issue
     assert gateway.rejected == {"wrong_user": 1}
     with connect(gateway, others_password, user=other) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT current_user")
-        assert cursor.fetchall() == (["IAM:other"],)
+        assert cursor.fetchall() == ([f"IAM:{OTHER}"],)
 
 
 def unique(prefix: str) -> str:

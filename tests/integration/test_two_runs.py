@@ -7,6 +7,7 @@ and the other run's next login failed (``role "app" does not exist``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -135,3 +136,85 @@ async def test_two_runs_of_a_fixture_using_test_file_at_once_both_pass(tmp_path:
     for user in users:  # each run dropped what it created
         assert not await pg_role_exists(user)
         assert not mysql_user_exists(user)
+
+
+def iampool(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "iampool", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.anyio
+async def test_the_demo_logs_in_as_the_login_user_it_is_given_and_drops_it() -> None:
+    name = f"demo_{os.getpid():x}"
+    env = {**os.environ, "IAMPOOL_TEST_LOGIN_USER": name}
+
+    result = iampool("demo", "--json", "--queries", "50", "--workers", "4", env=env)
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["login_role"], summary["identity"]) == (name, name)
+    assert summary["login_role_dropped"] is True
+    assert not await pg_role_exists(name)
+
+
+@pytest.mark.parametrize(
+    "args", [["--login-user", "no good"], ["--login-user", "1st"], ["--login-user", "x" * 33]]
+)
+def test_a_login_user_name_the_kit_cannot_take_is_one_line_exit_2(args: list[str]) -> None:
+    result = iampool("demo", *args, env=dict(os.environ))
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("iampool demo: --login-user: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stdout == ""
+
+
+NAMED = """
+import os
+
+
+def test_the_login_user(iam_login_user):
+    assert iam_login_user == os.environ["EXPECTED_LOGIN_USER"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("option", "variable", "ini", "expected"),
+    [
+        ("from_option", "from_env", "from_ini", "from_option"),
+        (None, "from_env", "from_ini", "from_env"),
+        (None, None, "from_ini", "from_ini"),
+        ("from_option", None, None, "from_option_gw7"),  # under xdist: the worker's id added
+    ],
+)
+def test_the_login_user_comes_from_the_option_the_environment_or_the_ini_setting(
+    tmp_path: Path, option: str | None, variable: str | None, ini: str | None, expected: str
+) -> None:
+    (tmp_path / "test_named.py").write_text(NAMED)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\n" + (f"iampool_login_user = {ini}\n" if ini else "")
+    )
+    env = {**os.environ, "EXPECTED_LOGIN_USER": expected}
+    env.pop("IAMPOOL_TEST_LOGIN_USER", None)
+    env.pop("COVERAGE_PROCESS_START", None)
+    env.pop("PYTEST_XDIST_WORKER", None)
+    if variable:
+        env["IAMPOOL_TEST_LOGIN_USER"] = variable
+    if expected.endswith("_gw7"):
+        env["PYTEST_XDIST_WORKER"] = "gw7"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c"]
+    command += [str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), str(tmp_path)]
+    if option:
+        command += ["--iampool-login-user", option]
+
+    done = subprocess.run(  # noqa: S603
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=WAIT, check=False
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -51,7 +51,15 @@ if TYPE_CHECKING:
     from ._gateway import IamGateway
     from ._logins import WireProtocol
 
-__all__ = ["fake_aws", "iam_dsql", "iam_login_user", "iam_mysql", "iam_postgres", "iam_redshift"]
+__all__ = [
+    "fake_aws",
+    "iam_dsql",
+    "iam_login_user",
+    "iam_mysql",
+    "iam_postgres",
+    "iam_redshift",
+    "login_user_of",
+]
 
 PG_DSN_VARIABLE = "IAMPOOL_TEST_PG_DSN"
 MYSQL_DSN_VARIABLE = "IAMPOOL_TEST_MYSQL_DSN"
@@ -91,23 +99,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def iam_login_user(pytestconfig: pytest.Config) -> str:
-    """The login user the ``iam_*`` fixtures create: the option, the environment variable, the
-    ini setting, else a name unique to this run."""
+_LOGIN_USER_KEY = pytest.StashKey[str]()
+
+
+def login_user_of(config: pytest.Config) -> str:
+    """The login user of this run: ``--iampool-login-user``, else ``IAMPOOL_TEST_LOGIN_USER``,
+    else the ``iampool_login_user`` ini setting, else a name unique to the run. Decided once
+    per run (a conftest may read it in ``pytest_configure``, as the fixture does later).
+
+    Raises:
+        pytest.UsageError: a name the kit cannot take (the message names where it came from).
+    """
     from ._launch import login_user
 
+    if _LOGIN_USER_KEY in config.stash:
+        return config.stash[_LOGIN_USER_KEY]
+    name = None
     for given, source in (
-        (pytestconfig.getoption("iampool_login_user"), LOGIN_USER_OPTION),
+        (config.getoption("iampool_login_user"), LOGIN_USER_OPTION),
         (os.environ.get(LOGIN_USER_VARIABLE), LOGIN_USER_VARIABLE),
-        (pytestconfig.getini(LOGIN_USER_INI), f"ini setting {LOGIN_USER_INI}"),
+        (config.getini(LOGIN_USER_INI), f"ini setting {LOGIN_USER_INI}"),
     ):
         if given:
             try:
-                return login_user(str(given), source)
+                name = login_user(str(given), source)
             except ValueError as exc:
-                pytest.fail(f"iampool.testing: {exc}", pytrace=False)
-    return login_user(None, "")
+                raise pytest.UsageError(f"iampool.testing: {exc}") from None
+            break
+    config.stash[_LOGIN_USER_KEY] = name = name or login_user(None, "")
+    return name
+
+
+@pytest.fixture(scope="session")
+def iam_login_user(pytestconfig: pytest.Config) -> str:
+    """The login user the ``iam_*`` fixtures create and log in as (:func:`login_user_of`)."""
+    return login_user_of(pytestconfig)
 
 
 @pytest.fixture(scope="session")
