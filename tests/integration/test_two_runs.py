@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -23,8 +24,10 @@ PG_ADMIN_DSN = (
 )
 WAIT = 120.0  # seconds for a run to start (imports, moto) on a loaded machine
 
-# A user's own test file: it knows nothing of the other run. Both runs record their login user,
-# wait for each other, then log in until told the other run has ended (the first: at once).
+# A user's own test file: it knows nothing of the other run. The first run sets up its users,
+# then the second its own; both record their login user, wait for each other, then log in until
+# told the other run has ended (the first: at once). With one shared name the first run creates
+# the user, the second finds it, and the first drops it at its end: the second's next login fails.
 RUN = """
 import asyncio, os, time
 from pathlib import Path
@@ -58,7 +61,11 @@ async def users(postgres, mysql):
     return pg_user, mysql_user.split("@")[0]
 
 
-def test_logins_while_the_other_run_comes_and_goes(iam_postgres, iam_mysql):
+def test_logins_while_the_other_run_comes_and_goes(request):
+    if ME == "second":  # the first run's users exist before this run asks for its own
+        wait_for(SHARED / "first.user")
+    iam_postgres = request.getfixturevalue("iam_postgres")
+    iam_mysql = request.getfixturevalue("iam_mysql")
     (SHARED / f"{ME}.user").write_text(iam_postgres.user)
     wait_for(SHARED / f"{OTHER}.user")
     logins = 0
@@ -82,26 +89,34 @@ def start_run(directory: Path, me: str, other: str) -> subprocess.Popen[str]:
     env.pop("IAMPOOL_TEST_LOGIN_USER", None)  # the default: a name unique to the run
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("COVERAGE_PROCESS_START", None)
-    return subprocess.Popen(  # noqa: S603
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-c",
-            str(directory / "pytest.ini"),
-            "--rootdir",
-            str(directory),
-            str(directory / "test_users_app.py"),
-        ],
-        cwd=directory,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    with (directory / f"{me}.out").open("w") as output:  # the child keeps its own copy
+        return subprocess.Popen(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-c",
+                str(directory / "pytest.ini"),
+                "--rootdir",
+                str(directory),
+                str(directory / "test_users_app.py"),
+            ],
+            cwd=directory,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def wait_for_exit(run: subprocess.Popen[str], other: subprocess.Popen[str]) -> None:
+    """Until ``run`` exits; sooner if ``other`` fails (``run`` would wait for it in vain)."""
+    deadline = time.monotonic() + WAIT * 2
+    while run.poll() is None and other.poll() in (None, 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 async def pg_role_exists(name: str) -> bool:
@@ -113,20 +128,26 @@ async def pg_role_exists(name: str) -> bool:
 
 
 @pytest.mark.anyio
+@pytest.mark.timeout(WAIT * 5)
 async def test_two_runs_of_a_fixture_using_test_file_at_once_both_pass(tmp_path: Path) -> None:
     (tmp_path / "test_users_app.py").write_text(RUN)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     first = start_run(tmp_path, "first", "second")
     second = start_run(tmp_path, "second", "first")
     try:
-        first_output, _ = first.communicate(timeout=WAIT * 2)
-        (tmp_path / "first.ended").touch()  # its session is over: its users are dropped
-        second_output, _ = second.communicate(timeout=WAIT * 2)
+        wait_for_exit(first, second)
+        if first.poll() == 0:
+            (tmp_path / "first.ended").touch()  # its session is over: its users are dropped
+        wait_for_exit(second, first)
     finally:
         for run in (first, second):
             if run.poll() is None:
                 run.kill()
-                run.communicate()
+            run.wait()
+    first_output, second_output = (
+        (tmp_path / "first.out").read_text(),
+        (tmp_path / "second.out").read_text(),
+    )
 
     assert first.returncode == 0, first_output
     assert second.returncode == 0, second_output
