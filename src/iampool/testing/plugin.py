@@ -19,7 +19,6 @@ Fixtures (all session-scoped, started on first use):
     An Aurora DSQL cluster emulated on the PostgreSQL server: a DSQL-mode gateway checking
     ``DbConnectAdmin`` tokens for the ``admin`` role, with an ``aws_iam`` block saying
     ``"dsql": true`` (and the region: the gateway's host names none).
-
 ``iam_login_user``
     The login user the ``iam_*`` fixtures create and log in as (``IAM:<it>`` behind the Redshift
     gateway): ``--iampool-login-user``, else ``IAMPOOL_TEST_LOGIN_USER``, else the
