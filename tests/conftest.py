@@ -30,6 +30,8 @@ from urllib.parse import quote, quote_plus, unquote_plus
 import pytest
 
 from iampool import _redact, _sigv4
+from iampool.testing.plugin import login_user_of
+from tests import users
 
 if TYPE_CHECKING:
     from iampool.testing import FakeAws
@@ -45,6 +47,11 @@ _FORMS = (
     " (URL-encoded, plus for space)",
     " (JSON-escaped)",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The gateways the tests start log in as the run's login user, as the fixtures do."""
+    users.use(login_user_of(config))
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ async def test_routes_query_through_an_iam_authenticated_pool(
     finally:
         await cache.aclose()
 
-    assert whoami.json() == {"user": "app"}
+    assert whoami.json() == {"user": iam_postgres.user}  # the run's login user
     assert [response.json() for response in results] == [[1, 4, 9, 16]] * 50
     assert fake_aws.calls["AssumeRole"] - assume_roles == 1
     assert cache.stats()["tokens_signed"] == 1

@@ -41,10 +41,10 @@ async def client(iam_postgres: Any) -> AsyncIterator[httpx.AsyncClient]:
         await cache.aclose()
 
 
-async def test_whoami_answers_as_the_iam_user(client: httpx.AsyncClient) -> None:
+async def test_whoami_answers_as_the_iam_user(client: httpx.AsyncClient, iam_postgres: Any) -> None:
     response = await client.get("/whoami")
 
-    assert response.json() == {"user": "app"}
+    assert response.json() == {"user": iam_postgres.user}
 
 
 async def test_concurrent_requests_share_the_module_pool(

@@ -1,4 +1,4 @@
-"""The ``iampool`` command: mint a token, check a connection, run the local demo.
+"""The ``iampool`` command: mint a token, check a connection, run the local demo or stand-in.
 
 Exit codes: 0 success; 1 AWS or the database refused or failed; 2 bad usage or configuration.
 Usage errors (arguments, files, ports, CA paths) are found before any AWS call and reported on
@@ -27,6 +27,7 @@ from ._errors import (
     IamPoolError,
     shown,
 )
+from ._standin_options import add_arguments as add_standin_arguments
 from .auth import auth_for
 from .pools import Plan, resolve
 from .pools._tls import ca_file_problem
@@ -187,6 +188,20 @@ examples:
   iampool demo --workers 8 --queries 500 --pool-size 4 --json"""
 
 
+_STANDIN_ABOUT = """\
+Run a local AWS stand-in and an IAM gateway in front of each server given, print the
+environment a client needs as shell export lines (AWS_ENDPOINT_URL and test credentials,
+IAMPOOL_STANDIN_<SERVER>_DSN, IAMPOOL_STANDIN_AWS_IAM, ...), and serve until SIGINT or SIGTERM,
+then drop the login users it created. Exit status 2 when it cannot start."""
+
+_STANDIN_EXAMPLES = """\
+examples:
+  iampool standin --postgres postgresql://postgres@127.0.0.1:5432/postgres --env-file standin.env &
+  until [ -s standin.env ]; do sleep 0.2; done; . ./standin.env
+  iampool check "$IAMPOOL_STANDIN_POSTGRES_DSN" --extra "$IAMPOOL_STANDIN_AWS_IAM"
+  kill %1"""
+
+
 def _parser() -> _Parser:
     parser = _Parser(
         prog="iampool",
@@ -239,6 +254,20 @@ def _parser() -> _Parser:
     demo.add_argument("--queries", type=_count, default=5000, help="queries in all (5000)")
     demo.add_argument("--pool-size", type=_count, default=10, help="pool max_size (10)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument(
+        "--login-user",
+        metavar="NAME",
+        help="the login role to create and use (default: IAMPOOL_TEST_LOGIN_USER, else unique)",
+    )
+
+    standin = commands.add_parser(
+        "standin",
+        help="run the testing kit as a process: fake AWS and IAM gateways for your servers",
+        description=_STANDIN_ABOUT,
+        epilog=_STANDIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_standin_arguments(standin)
     return parser
 
 
@@ -250,10 +279,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(_token, args)
         if args.command == "check":
             return anyio.run(_check, args)
-        from .demo import run_demo
+        if args.command == "standin":
+            return _standin(args)
+        from .demo import _login_user, run_demo
 
+        try:
+            _login_user(args.login_user)  # checked before anything starts
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         return run_demo(
-            workers=args.workers, queries=args.queries, pool_size=args.pool_size, as_json=args.json
+            workers=args.workers,
+            queries=args.queries,
+            pool_size=args.pool_size,
+            as_json=args.json,
+            login_user=args.login_user,
         )
     except UsageError as exc:
         _say(f"iampool {args.command}: {exc}")
@@ -270,6 +309,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the drivers' own errors: report them, no traceback
         _say(f"iampool: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
+
+
+def _standin(args: argparse.Namespace) -> int:
+    try:
+        from .testing._standin import StandinError, run
+    except ImportError as exc:
+        raise UsageError(
+            f"needs the testing extra ({exc.name} is missing): pip install 'iampool[testing]'"
+        ) from None
+    try:
+        return run(args)
+    except StandinError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _say(message: str) -> None:

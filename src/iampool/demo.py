@@ -4,7 +4,9 @@ A local AWS stand-in (FakeAws) issues role credentials, an IAM gateway in front 
 checks every login the way RDS does, and an iampool pool runs a concurrent workload through it.
 PostgreSQL is the local server when one answers (``IAMPOOL_TEST_PG_DSN`` or 127.0.0.1:5432),
 else an embedded one from the ``pgserver`` wheel (the ``demo`` extra). The login role the demo
-creates there is named for the run and dropped at the end, so two demos never share one.
+creates there is ``--login-user`` (or ``IAMPOOL_TEST_LOGIN_USER``), else named for the run
+(``iam_demo_<hex>``), and dropped at the end if the demo created it, so two demos never share
+one unless told to.
 """
 
 from __future__ import annotations
@@ -102,16 +104,22 @@ def run_demo(
     pool_size: int = 10,
     as_json: bool = False,
     out: TextIO = sys.stdout,
+    login_user: str | None = None,
 ) -> int:
     """Run the demo; exit status 0 when every query succeeded on one AssumeRole call.
 
+    ``login_user`` names the login role (default: ``IAMPOOL_TEST_LOGIN_USER``, else
+    ``iam_demo_<hex>``, new for each run).
+
     Raises:
-        ValueError: ``workers``, ``queries`` or ``pool_size`` below 1.
+        ValueError: ``workers``, ``queries`` or ``pool_size`` below 1, or a login user name
+            that is not 1 to 32 letters, digits or underscores.
     """
     for name, value in (("workers", workers), ("queries", queries), ("pool_size", pool_size)):
         if value < 1:
             raise ValueError(f"{name} must be 1 or more, got {value}")
-    summary = anyio.run(_run, workers, queries, pool_size)
+    login = _login_user(login_user)
+    summary = anyio.run(_run, workers, queries, pool_size, login)
     if as_json:
         document = asdict(summary) | {
             "ok": summary.ok,
@@ -124,10 +132,22 @@ def run_demo(
     return 0 if summary.ok else 1
 
 
-async def _run(workers: int, queries: int, pool_size: int) -> DemoSummary:
+def _login_user(given: str | None) -> str:
+    """The login role: ``given``, ``IAMPOOL_TEST_LOGIN_USER``, else one new for this run (so
+    concurrent demos never share one). Checked as the testing kit checks names."""
+    from .testing._launch import LOGIN_USER_VARIABLE, check_login_user
+
+    if given:
+        return check_login_user(given, "--login-user")
+    configured = os.environ.get(LOGIN_USER_VARIABLE)
+    if configured:
+        return check_login_user(configured, LOGIN_USER_VARIABLE)
+    return LOGIN_ROLE_PREFIX + secrets.token_hex(3)
+
+
+async def _run(workers: int, queries: int, pool_size: int, login: str) -> DemoSummary:
     from .testing import FakeAws, IamGateway
 
-    login = LOGIN_ROLE_PREFIX + secrets.token_hex(3)  # one per run: concurrent demos never share
     with FakeAws() as aws, aws.export_env(), _postgres() as (upstream, where):
         role = _RoleCleanup(upstream, login)
         async with role.dropped_afterwards():

@@ -38,9 +38,10 @@ from iampool._cache import mint_context
 from iampool._minting import sts_key
 from iampool.testing import FakeAws, IamGateway
 from iampool.testing.plugin import DEFAULT_PG_DSN, PG_DSN_VARIABLE
+from tests.users import APP
 
 REGION = "us-east-1"
-USER = "app"
+USER = APP
 DEADLINE = 3.0  # the cache's; the test freezes the process for longer
 
 

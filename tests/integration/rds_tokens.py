@@ -16,6 +16,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from iampool.testing import FakeAws, IamGateway, SigningKey
+from tests.users import APP
 
 REGION = "us-east-1"
 BOTOCORE = botocore.session.get_session()
@@ -54,7 +55,7 @@ class Tokens:
     def __call__(
         self,
         gateway: IamGateway,
-        user: str = "app",
+        user: str = APP,
         *,
         key: SigningKey | None = None,
         host: str | None = None,

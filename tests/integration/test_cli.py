@@ -14,6 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.users import APP, IAM_APP
+
 pytestmark = pytest.mark.anyio
 
 PG_ADMIN_DSN = (
@@ -64,18 +66,18 @@ def redshift_cluster(fake_aws: Any) -> Iterator[tuple[str, dict[str, Any], dict[
         fake_aws.create_redshift_cluster(
             "iampool-cli-test", db_name="postgres", address=gateway.host, port=gateway.port
         )
-        gateway.ensure_user("IAM:app")
+        gateway.ensure_user(IAM_APP)
         block = {
             "enabled": True,
             "region": fake_aws.region,
             "role_arn": fake_aws.create_role("iampool-cli-redshift"),
-            "db_username": "app",
+            "db_username": APP,
             "cluster_identifier": "iampool-cli-test",
             "db_name": "postgres",
         }
         # redshift-connector trusts only the default store: the CLI gets the gateway's CA there.
         env = {**os.environ, "SSL_CERT_FILE": str(gateway.ca_path)}
-        yield gateway.dsn("IAM:app", "postgres"), block, env
+        yield gateway.dsn(IAM_APP, "postgres"), block, env
 
 
 # --- demo -------------------------------------------------------------------------------------
@@ -371,13 +373,13 @@ async def test_token_prints_a_token_the_gateway_accepts(iam_postgres: Any, fake_
     connection = await asyncpg.connect(
         host=gateway.host,
         port=gateway.port,
-        user="app",
+        user=iam_postgres.user,
         password=token,
         database="postgres",
         ssl=gateway.client_ssl_context(),
     )
     try:
-        assert await connection.fetchval("SELECT current_user") == "app"
+        assert await connection.fetchval("SELECT current_user") == iam_postgres.user
     finally:
         await connection.close()
 
@@ -410,7 +412,7 @@ def test_check_reports_identity_tls_and_timings(
 
     assert result.returncode == 0, result.stderr
     report = report_lines(result.stdout)
-    assert report["identity"].startswith("app")
+    assert report["identity"].startswith(db.user)
     assert report["AWS credentials"].startswith("assume-role arn:aws:iam::")
     assert report["connect + query"].endswith(" ms")
     assert report["TLS"] == (
@@ -429,7 +431,7 @@ def test_check_reports_the_verify_full_that_a_ca_turns_require_into(
     iam_postgres: Any, fake_aws: Any
 ) -> None:
     gateway = iam_postgres.gateway
-    dsn = f"postgresql://app@{gateway.host}:{gateway.port}/postgres"  # sslmode: require
+    dsn = f"postgresql://{APP}@{gateway.host}:{gateway.port}/postgres"  # sslmode: require
     extra = json.dumps(iam_postgres.config.to_dict())
 
     result = iampool("check", dsn, "--extra", extra, "--sslrootcert", str(iam_postgres.ca_path))
@@ -442,7 +444,7 @@ def test_check_without_a_ca_reports_an_unverified_certificate(
     iam_postgres: Any, fake_aws: Any
 ) -> None:
     gateway = iam_postgres.gateway
-    dsn = f"postgresql://app@{gateway.host}:{gateway.port}/postgres"
+    dsn = f"postgresql://{APP}@{gateway.host}:{gateway.port}/postgres"
     extra = json.dumps(iam_postgres.config.to_dict())
 
     result = iampool("check", dsn, "--extra", extra)
@@ -461,7 +463,7 @@ def test_check_against_redshift_claims_nothing_about_the_server_side(
 
     assert result.returncode == 0, result.stderr
     report = report_lines(result.stdout)
-    assert report["identity"] == "IAM:app"
+    assert report["identity"] == IAM_APP
     assert report["TLS"].startswith("sslmode=verify-full: encrypted, certificate and host name")
     assert report["server TLS"].startswith("not checked")
     assert "unencrypted" not in result.stdout

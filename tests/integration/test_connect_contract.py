@@ -40,6 +40,7 @@ import trustme
 import iampool
 from iampool import AuthTokenRejected, AwsIamConfig, CredentialCache, LoginTimeoutError, auth_for
 from iampool.testing import FakeAws, IamDatabase
+from tests.users import APP
 
 from ..unit.test_connect_contract import SCHEMES
 from .test_fuzz_gateway import receive_exactly
@@ -244,7 +245,7 @@ def config_for(request: pytest.FixtureRequest, driver: str) -> AwsIamConfig:
 def dsn_at(driver: str, port: int, query: str = "", host: str = "127.0.0.1") -> str:
     # Redshift: the database is aws_iam.db_name, the login user comes from its API
     path = "" if driver == "redshift" else "/postgres"
-    login = "" if driver == "redshift" else "app@"
+    login = "" if driver == "redshift" else f"{APP}@"
     return f"{SCHEMES[driver]}://{login}{host}:{port}{path}{'?' + query if query else ''}"
 
 

@@ -25,6 +25,7 @@ import iampool.asyncmy
 import iampool.psycopg
 from iampool import AuthTokenRejected, CredentialCache, TlsNotOfferedError
 from iampool.testing import IamDatabase, IamGateway
+from tests.users import APP
 
 pytestmark = pytest.mark.anyio
 
@@ -113,7 +114,7 @@ async def test_500_tasks_on_a_pool_of_20_share_one_assume_role_and_one_token(
     finally:
         await driver.close_pool(pool)
 
-    assert Counter(users) == {"app": 500}
+    assert Counter(users) == {APP: 500}
     assert fake_aws.calls["AssumeRole"] - assume_roles == 1
     assert (cache.stats()["sts_calls"], cache.stats()["tokens_signed"]) == (1, 1)
     assert 1 <= driver.gateway.accepted <= 20  # never more connections than max_size
@@ -136,7 +137,7 @@ async def test_the_pool_is_the_drivers_own(driver: Driver, cache: CredentialCach
 
             assert isinstance(pool, asyncmy.Pool)
         async with driver.borrow(pool) as connection:
-            assert await driver.current_user(connection) == "app"
+            assert await driver.current_user(connection) == APP
     finally:
         await driver.close_pool(pool)
     assert driver.gateway.accepted == 2  # min_size filled up front, then reused
@@ -155,7 +156,7 @@ async def test_connect_returns_a_driver_connection_logged_in_as_the_iam_user(
             import asyncmy
 
             assert isinstance(connection, asyncmy.Connection)
-        assert await driver.current_user(connection) == "app"
+        assert await driver.current_user(connection) == APP
     finally:
         await driver.close(connection)
     assert driver.gateway.accepted == 1
@@ -182,7 +183,7 @@ async def test_a_pool_retries_a_rejected_token_once_with_a_fresh_one(
     )
     try:
         async with driver.borrow(pool) as connection:
-            assert await driver.current_user(connection) == "app"
+            assert await driver.current_user(connection) == APP
     finally:
         await driver.close_pool(pool)
 
@@ -200,7 +201,7 @@ async def test_a_token_refused_twice_raises_auth_token_rejected_without_the_toke
 
     expected = "PAM authentication failed" if driver.name == "psycopg" else "Access denied"
     assert expected in caught.value.server_message
-    assert caught.value.user == "app"
+    assert caught.value.user == APP
     assert driver.gateway.rejected == Counter({"forced": 2})
     # Nothing reachable from the error holds the token: not its text, its cause, or (psycopg)
     # libpq's connection object, which keeps the password it sent.
@@ -255,7 +256,7 @@ async def test_verify_full_against_the_gateways_ca_works(
     assert "sslmode=verify-full" in driver.dsn
     connection = await iampool.connect(driver.dsn, aws_iam=driver.database.config, cache=cache)
     try:
-        assert await driver.current_user(connection) == "app"
+        assert await driver.current_user(connection) == APP
     finally:
         await driver.close(connection)
 
@@ -276,7 +277,7 @@ async def test_a_server_not_offering_tls_never_receives_the_token(
     with IamGateway(
         protocol, upstream=UPSTREAMS[driver.name], authority=fake_aws, offer_tls=False
     ) as plain:
-        dsn = driver.scheme + "://" + plain.dsn("app").split("://", 1)[1]
+        dsn = driver.scheme + "://" + plain.dsn(APP).split("://", 1)[1]
         function: Any = getattr(iampool, entry)
         with pytest.raises(TlsNotOfferedError, match="did not offer TLS"):
             await function(dsn, aws_iam=driver.database.config, cache=cache)
@@ -292,7 +293,7 @@ async def test_closing_a_pool_leaves_no_task_and_no_connection_behind(
         driver.dsn, aws_iam=driver.database.config, min_size=2, max_size=4, cache=cache
     )
     async with driver.borrow(pool) as connection:
-        assert await driver.current_user(connection) == "app"
+        assert await driver.current_user(connection) == APP
     await driver.close_pool(pool)
 
     await wait_gateway_idle(driver.gateway)

@@ -21,6 +21,7 @@ import iampool
 from iampool import AuthTokenRejected, ConnectThrottled, CredentialCache, TlsNotOfferedError
 from iampool.testing import FakeAws, IamDatabase, IamGateway
 from tests.secrets_reach import chain_cycle, search_secrets, secret_paths
+from tests.users import APP
 
 pytestmark = pytest.mark.anyio
 
@@ -75,7 +76,7 @@ def gateway(driver: str, fake_aws: FakeAws) -> Iterator[RecordingGateway]:
         authority=fake_aws,
     )
     with gateway:
-        gateway.ensure_user("app")
+        gateway.ensure_user(APP)
         yield gateway
 
 
@@ -87,7 +88,7 @@ async def cache() -> AsyncIterator[CredentialCache]:
 
 
 def dsn_for(driver: str, gateway: IamGateway) -> str:
-    return f"{DRIVERS[driver][0]}://{gateway.dsn('app').split('://', 1)[1]}"
+    return f"{DRIVERS[driver][0]}://{gateway.dsn(APP).split('://', 1)[1]}"
 
 
 async def failure_of(connecting: Awaitable[Any]) -> BaseException:
@@ -187,7 +188,7 @@ def plain_gateway(driver: str, fake_aws: FakeAws) -> Iterator[RecordingGateway]:
         offer_tls=False,
     )
     with gateway:
-        gateway.ensure_user("app")
+        gateway.ensure_user(APP)
         yield gateway
 
 
@@ -242,7 +243,7 @@ async def test_the_search_finds_a_token_in_a_driver_error_that_was_not_cleaned(
         aiomysql.connect(
             host=gateway.host,
             port=gateway.port,
-            user="app",
+            user=APP,
             password=token,
             ssl=gateway.client_ssl_context(),
             auth_plugin="mysql_clear_password",

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 import iampool
 from iampool import CredentialCache
 from iampool.testing import FakeAws, IamDatabase, IamGateway
+from tests.users import APP
 
 from .rds_tokens import Tokens, assumed_role_tokens
 
@@ -122,7 +123,7 @@ def gateways(fake_aws: FakeAws) -> Iterator[dict[str, IamGateway]]:
                 authority=fake_aws,
             )
             started[protocol] = gateway.start()
-            gateway.ensure_user("app")
+            gateway.ensure_user(APP)
         yield started
         for gateway in started.values():
             gateway.drop_created_users()
@@ -230,7 +231,7 @@ def mysql_packet(sequence: int, payload: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Login:
-    """What a client sends after the TLS upgrade to log in as ``app``: message bodies, each
+    """What a client sends after the TLS upgrade to log in as ``APP``: message bodies, each
     with its framing (length prefix, type byte), and the framing offsets mutations target."""
 
     messages: list[tuple[Callable[[bytes], bytes], bytes]]
@@ -244,7 +245,14 @@ class Login:
 def valid_login(gateway: IamGateway, token: str) -> Login:
     database = (gateway.upstream.database or "").encode()
     if gateway.protocol == "postgresql":
-        startup = struct.pack("!i", PG_PROTOCOL_3) + b"user\0app\0database\0" + database + b"\0\0"
+        startup = (
+            struct.pack("!i", PG_PROTOCOL_3)
+            + b"user\0"
+            + APP.encode()
+            + b"\0database\0"
+            + database
+            + b"\0\0"
+        )
         startup_length = len(startup) + 4
         return Login(
             [
@@ -258,7 +266,7 @@ def valid_login(gateway: IamGateway, token: str) -> Login:
         [
             struct.pack("<IIB", MYSQL_CAPABILITIES, 1 << 24, 33),
             bytes(23),
-            b"app\0",
+            APP.encode() + b"\0",
             b"\xfc" + len(auth).to_bytes(2, "little"),  # length-encoded: tokens exceed 250 bytes
             auth,
             database + b"\0",
@@ -358,7 +366,7 @@ def still_serves_a_real_driver(gateway: IamGateway, database: IamDatabase, proto
         cache = CredentialCache()
         try:
             connection = await iampool.connect(
-                gateway.dsn("app"), aws_iam=database.config, cache=cache
+                gateway.dsn(APP), aws_iam=database.config, cache=cache
             )
             if protocol == "postgresql":
                 user = str(await connection.fetchval("SELECT current_user"))
@@ -376,7 +384,7 @@ def still_serves_a_real_driver(gateway: IamGateway, database: IamDatabase, proto
             await cache.aclose()
 
     accepted = gateway.accepted
-    assert asyncio.run(log_in()) == "app"
+    assert asyncio.run(log_in()) == APP
     assert gateway.accepted == accepted + 1
 
 

@@ -20,6 +20,7 @@ import pytest
 
 import iampool
 from iampool.testing import FakeAws, IamDatabase, IamGateway, plugin
+from tests.users import APP, OTHER
 
 from .rds_tokens import (
     NEVER_ISSUED,
@@ -43,7 +44,7 @@ def token_for(fake_aws: FakeAws) -> Tokens:
 @pytest.fixture(scope="module")
 def gateway(fake_aws: FakeAws) -> Iterator[IamGateway]:
     with IamGateway("mysql", upstream=UPSTREAM, authority=fake_aws) as gateway:
-        gateway.ensure_user("app")
+        gateway.ensure_user(APP)
         yield gateway
         gateway.drop_created_users()
 
@@ -57,7 +58,7 @@ async def connect(gateway: IamGateway, password: str, **kwargs: Any) -> aiomysql
     options: dict[str, Any] = {
         "host": gateway.host,
         "port": gateway.port,
-        "user": "app",
+        "user": APP,
         "db": "test",
         "ssl": gateway.client_ssl_context(),
     }
@@ -87,7 +88,7 @@ async def test_a_valid_token_logs_in_to_the_real_server_as_the_iam_user(
 ) -> None:
     conn = await connect(gateway, token_for(gateway))
     try:
-        assert await current_user(conn) == "app@%"
+        assert await current_user(conn) == f"{APP}@%"
         async with conn.cursor() as cursor:
             await cursor.execute("SELECT %s + 1", (41,))
             assert await cursor.fetchone() == (42,)
@@ -117,7 +118,7 @@ async def test_a_client_already_using_mysql_clear_password_needs_no_auth_switch(
 ) -> None:
     conn = await connect(gateway, token_for(gateway), auth_plugin="mysql_clear_password")
     try:
-        assert await current_user(conn) == "app@%"
+        assert await current_user(conn) == f"{APP}@%"
     finally:
         await close(conn, gateway)
 
@@ -128,7 +129,7 @@ def test_a_sync_pymysql_client_verifies_the_certificate_and_logs_in(
     conn = pymysql.connect(
         host=gateway.host,
         port=gateway.port,
-        user="app",
+        user=APP,
         password=token_for(gateway),
         database="test",
         ssl_ca=str(gateway.ca_path),
@@ -137,7 +138,7 @@ def test_a_sync_pymysql_client_verifies_the_certificate_and_logs_in(
     try:
         with conn.cursor() as cursor:
             cursor.execute("SELECT CURRENT_USER()")
-            assert cursor.fetchone() == ("app@%",)
+            assert cursor.fetchone() == (f"{APP}@%",)
     finally:
         conn.close()
 
@@ -158,7 +159,7 @@ async def test_an_invalid_token_is_refused_with_access_denied(
 ) -> None:
     token = {
         "forged signature": lambda: token_for(gateway)[:-4] + "beef",
-        "token for another user": lambda: token_for(gateway, "other"),
+        "token for another user": lambda: token_for(gateway, OTHER),
         "token for another port": lambda: token_for(gateway, port=gateway.port + 1),
         "token for another region": lambda: token_for(gateway, region="eu-west-1"),
         "key the authority never issued": lambda: token_for(gateway, key=NEVER_ISSUED),
@@ -174,7 +175,7 @@ async def test_an_invalid_token_is_refused_with_access_denied(
 
     assert refused.value.args == (
         1045,
-        "Access denied for user 'app'@'127.0.0.1' (using password: YES)",
+        f"Access denied for user '{APP}'@'127.0.0.1' (using password: YES)",
     )
     assert gateway.rejected == {reason: 1}
     await wait_idle(gateway)
@@ -223,7 +224,7 @@ async def test_aiomysql_with_ssl_sends_its_token_in_clear_to_a_server_without_tl
 
         assert plain.saw_in_plaintext(token)
         (seen,) = plain.secrets_seen_in_plaintext
-        assert (seen.protocol, seen.user, seen.length) == ("mysql", "app", len(token))
+        assert (seen.protocol, seen.user, seen.length) == ("mysql", APP, len(token))
 
 
 def test_pymysql_requiring_tls_refuses_a_server_without_tls_and_sends_nothing(
@@ -236,7 +237,7 @@ def test_pymysql_requiring_tls_refuses_a_server_without_tls_and_sends_nothing(
             pymysql.connect(
                 host=plain.host,
                 port=plain.port,
-                user="app",
+                user=APP,
                 password=token,
                 ssl={"ca": str(plain.ca_path)},
             )
@@ -251,7 +252,7 @@ def test_a_client_that_does_not_trust_the_ca_aborts_before_sending_its_token(
         pymysql.connect(
             host=gateway.host,
             port=gateway.port,
-            user="app",
+            user=APP,
             password=token_for(gateway),
             ssl=ssl.create_default_context(),
         )
@@ -265,7 +266,7 @@ async def test_a_two_kilobyte_token_arrives_whole(token_for: Tokens) -> None:
     # STS session tokens vary in length; this one makes the token longer than 2 KB.
     long_key = Key("ASIALONGSESSIONKEY02", "long/secret", "Zm9v" * 500, None)
     async with IamGateway("mysql", upstream=UPSTREAM, authority=Authority(long_key)) as long_tokens:
-        long_tokens.ensure_user("app")
+        long_tokens.ensure_user(APP)
         token = token_for(long_tokens, key=long_key)
         assert len(token) > 2048
 
@@ -341,7 +342,7 @@ async def test_a_hundred_concurrent_logins_each_reach_the_real_server(
             for _ in range(100):
                 group.start_soon(login)
 
-    assert users == ["app@%"] * 100
+    assert users == [f"{APP}@%"] * 100
     assert gateway.accepted == 100
     await wait_idle(gateway)
 
@@ -390,15 +391,16 @@ def user_exists(name: str) -> bool:
 
 
 async def test_the_plugin_drops_the_login_user_it_created_when_the_session_ends(
-    fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch, token_for: Tokens
+    fake_aws: FakeAws, token_for: Tokens
 ) -> None:
     login = unique("session_login")
-    monkeypatch.setattr(plugin, "LOGIN_USER", login)
 
     with plugin._gateway(
         "mysql", "IAMPOOL_TEST_MYSQL_DSN", plugin.DEFAULT_MYSQL_DSN, fake_aws, "rds"
     ) as gateway:
-        database = plugin._rds_database(gateway, fake_aws, role_name="iampool-test-cleanup")
+        database = plugin._rds_database(
+            gateway, fake_aws, login=login, role_name="iampool-test-cleanup"
+        )
         conn = await connect(gateway, token_for(gateway, login), user=database.user)
         assert await current_user(conn) == f"{login}@%"
         await close(conn, gateway)
@@ -408,16 +410,15 @@ async def test_the_plugin_drops_the_login_user_it_created_when_the_session_ends(
 
 
 async def test_the_plugin_leaves_a_login_user_that_existed_before_the_session(
-    fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
+    fake_aws: FakeAws,
 ) -> None:
     login = unique("their_login")
-    monkeypatch.setattr(plugin, "LOGIN_USER", login)
     admin_query(f"CREATE USER '{login}'@'%'")
     try:
         with plugin._gateway(
             "mysql", "IAMPOOL_TEST_MYSQL_DSN", plugin.DEFAULT_MYSQL_DSN, fake_aws, "rds"
         ) as gateway:
-            plugin._rds_database(gateway, fake_aws, role_name="iampool-test-cleanup")
+            plugin._rds_database(gateway, fake_aws, login=login, role_name="iampool-test-cleanup")
             assert gateway.created_users == ()
 
         assert user_exists(login)

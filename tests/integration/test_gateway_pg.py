@@ -20,6 +20,7 @@ from anyio.streams.tls import TLSStream
 
 import iampool
 from iampool.testing import FakeAws, IamDatabase, IamGateway, plugin
+from tests.users import APP, OTHER
 
 from .rds_tokens import (
     NEVER_ISSUED,
@@ -43,8 +44,8 @@ def token_for(fake_aws: FakeAws) -> Tokens:
 @pytest.fixture(scope="module")
 def gateway(fake_aws: FakeAws) -> Iterator[IamGateway]:
     with IamGateway("postgresql", upstream=UPSTREAM, authority=fake_aws) as gateway:
-        gateway.ensure_user("app")
-        gateway.ensure_user("other")
+        gateway.ensure_user(APP)
+        gateway.ensure_user(OTHER)
         yield gateway
         gateway.drop_created_users()
 
@@ -58,7 +59,7 @@ async def connect(gateway: IamGateway, password: str, **kwargs: object) -> async
     options: dict[str, object] = {
         "host": gateway.host,
         "port": gateway.port,
-        "user": "app",
+        "user": APP,
         "database": "postgres",
         "ssl": gateway.client_ssl_context(),
     }
@@ -83,7 +84,7 @@ async def test_a_valid_token_logs_in_to_the_real_server_as_the_iam_user(
 ) -> None:
     conn = await connect(gateway, token_for(gateway))
     try:
-        assert await conn.fetchval("SELECT current_user") == "app"
+        assert await conn.fetchval("SELECT current_user") == APP
         assert await conn.fetchval("SELECT $1::int + 1", 41) == 42
     finally:
         await conn.close()
@@ -95,12 +96,12 @@ async def test_a_valid_token_logs_in_to_the_real_server_as_the_iam_user(
 async def test_the_gateway_dsn_verifies_the_certificate_by_name_against_ca_path(
     gateway: IamGateway, token_for: Tokens
 ) -> None:
-    dsn = gateway.dsn("app")
+    dsn = gateway.dsn(APP)
     assert "sslmode=verify-full" in dsn
 
     conn = await asyncpg.connect(dsn, password=token_for(gateway))
     try:
-        assert await conn.fetchval("SELECT current_user") == "app"
+        assert await conn.fetchval("SELECT current_user") == APP
     finally:
         await conn.close()
 
@@ -147,7 +148,7 @@ async def test_an_invalid_token_is_refused_like_rds_does(
 ) -> None:
     token = {
         "forged signature": lambda: token_for(gateway)[:-4] + "beef",
-        "token for another user": lambda: token_for(gateway, "other"),
+        "token for another user": lambda: token_for(gateway, OTHER),
         "token for another host": lambda: token_for(gateway, host="localhost"),
         "token for another port": lambda: token_for(gateway, port=gateway.port + 1),
         "token for another region": lambda: token_for(gateway, region="eu-west-1"),
@@ -162,7 +163,7 @@ async def test_an_invalid_token_is_refused_like_rds_does(
         await connect(gateway, token)
 
     assert refused.value.sqlstate == "28000"
-    assert str(refused.value) == 'PAM authentication failed for user "app"'
+    assert str(refused.value) == f'PAM authentication failed for user "{APP}"'
     assert gateway.rejected == {reason: 1}
     assert gateway.accepted == 0
     await wait_idle(gateway)
@@ -191,7 +192,7 @@ async def test_a_token_signed_long_ago_for_an_hour_is_refused_after_rds_15_minut
     with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError) as refused:
         await connect(gateway, token)
 
-    assert str(refused.value) == 'PAM authentication failed for user "app"'
+    assert str(refused.value) == f'PAM authentication failed for user "{APP}"'
     assert gateway.rejected == {"expired": 1}
     assert gateway.accepted == 0
     await wait_idle(gateway)
@@ -268,7 +269,7 @@ async def test_a_server_without_tls_captures_the_token_of_a_client_that_falls_ba
 
         assert plain.saw_in_plaintext(token)
         (seen,) = plain.secrets_seen_in_plaintext
-        assert (seen.user, seen.length) == ("app", len(token))
+        assert (seen.user, seen.length) == (APP, len(token))
         assert token not in repr(seen)
         assert plain.rejected == {"not_tls": 1}
 
@@ -379,7 +380,7 @@ async def test_sixty_concurrent_logins_each_reach_the_real_server(
         for _ in range(60):
             group.start_soon(login)
 
-    assert users == ["app"] * 60
+    assert users == [APP] * 60
     assert gateway.accepted == 60
     await wait_idle(gateway)
 
@@ -456,7 +457,7 @@ async def test_the_iam_postgres_fixture_lets_iampool_connect_as_the_iam_user(
 
     conn = await iampool.connect(iam_postgres.dsn, aws_iam=iam_postgres.config)
     try:
-        assert await conn.fetchval("SELECT current_user") == iam_postgres.user == "app"
+        assert await conn.fetchval("SELECT current_user") == iam_postgres.user
     finally:
         await conn.close()
 
@@ -550,15 +551,16 @@ async def test_a_user_two_gateways_rely_on_is_dropped_by_the_last_one_done(
 
 
 async def test_the_plugin_drops_the_login_user_it_created_when_the_session_ends(
-    fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch, token_for: Tokens
+    fake_aws: FakeAws, token_for: Tokens
 ) -> None:
     login = unique("session_login")
-    monkeypatch.setattr(plugin, "LOGIN_USER", login)
 
     with plugin._gateway(
         "postgresql", "IAMPOOL_TEST_PG_DSN", plugin.DEFAULT_PG_DSN, fake_aws, "rds"
     ) as gateway:
-        database = plugin._rds_database(gateway, fake_aws, role_name="iampool-test-cleanup")
+        database = plugin._rds_database(
+            gateway, fake_aws, login=login, role_name="iampool-test-cleanup"
+        )
         conn = await connect(gateway, token_for(gateway, login), user=database.user)
         await conn.close()
         assert await role_exists(login)
@@ -567,17 +569,16 @@ async def test_the_plugin_drops_the_login_user_it_created_when_the_session_ends(
 
 
 async def test_the_plugin_leaves_a_login_user_that_existed_before_the_session(
-    fake_aws: FakeAws, monkeypatch: pytest.MonkeyPatch
+    fake_aws: FakeAws,
 ) -> None:
     login = unique("their_login")
-    monkeypatch.setattr(plugin, "LOGIN_USER", login)
     admin = await asyncpg.connect(UPSTREAM)
     try:
         await admin.execute(f'CREATE ROLE "{login}" LOGIN')
         with plugin._gateway(
             "postgresql", "IAMPOOL_TEST_PG_DSN", plugin.DEFAULT_PG_DSN, fake_aws, "rds"
         ) as gateway:
-            plugin._rds_database(gateway, fake_aws, role_name="iampool-test-cleanup")
+            plugin._rds_database(gateway, fake_aws, login=login, role_name="iampool-test-cleanup")
 
         assert await role_exists(login)
     finally:

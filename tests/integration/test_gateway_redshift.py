@@ -23,11 +23,12 @@ import redshift_connector
 
 import iampool
 from iampool.testing import FakeAws, IamDatabase, IamGateway
+from tests.users import APP, IAM_APP, OTHER
 
 pytestmark = pytest.mark.anyio
 
 UPSTREAM = os.environ.get("IAMPOOL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-LOGIN = "IAM:app"
+LOGIN = IAM_APP
 CLUSTER = "gateway-test"
 BOTOCORE = botocore.session.get_session()
 
@@ -48,7 +49,7 @@ def issue(fake_aws: FakeAws) -> Issue:
     )
 
     def issue(
-        user: str = "app", database: str = "postgres", *, auto_create: bool = False
+        user: str = APP, database: str = "postgres", *, auto_create: bool = False
     ) -> tuple[str, str]:
         answer = redshift.get_cluster_credentials(
             DbUser=user,
@@ -133,7 +134,7 @@ def test_an_issued_password_logs_in_to_the_real_server_as_the_iam_user(
 ) -> None:
     with connect(gateway, password) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT current_user, 1")
-        assert cursor.fetchall() == (["IAM:app", 1],)
+        assert cursor.fetchall() == ([IAM_APP, 1],)
         cursor.execute("SELECT %s::int + 1", (41,))
         assert cursor.fetchall() == ([42],)
 
@@ -163,21 +164,21 @@ def test_a_password_that_was_never_issued_is_refused(gateway: IamGateway) -> Non
     error = refused(gateway, "AskR3dsh1ftGuessed")
 
     assert error["C"] == "28000"
-    assert error["M"] == 'PAM authentication failed for user "IAM:app"'
+    assert error["M"] == f'PAM authentication failed for user "{IAM_APP}"'
     assert gateway.rejected == {"bad_password": 1}
 
 
 def test_a_password_issued_to_another_user_is_refused(gateway: IamGateway, issue: Issue) -> None:
-    other, others_password = issue("other")
+    other, others_password = issue(OTHER)
     gateway.ensure_user(other)
 
     error = refused(gateway, others_password)  # presented by IAM:app
 
-    assert error["M"] == 'PAM authentication failed for user "IAM:app"'
+    assert error["M"] == f'PAM authentication failed for user "{IAM_APP}"'
     assert gateway.rejected == {"wrong_user": 1}
     with connect(gateway, others_password, user=other) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT current_user")
-        assert cursor.fetchall() == (["IAM:other"],)
+        assert cursor.fetchall() == ([f"IAM:{OTHER}"],)
 
 
 def unique(prefix: str) -> str:
@@ -431,7 +432,7 @@ async def test_the_iam_redshift_fixture_lets_iampool_connect_as_the_iam_user(
 
     conn = await iampool.connect(iam_redshift.dsn, aws_iam=iam_redshift.config)
     try:
-        assert await conn.fetchval("SELECT current_user") == iam_redshift.user == "IAM:app"
+        assert await conn.fetchval("SELECT current_user") == iam_redshift.user == IAM_APP
     finally:
         conn.close()
 

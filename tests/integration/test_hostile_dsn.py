@@ -42,6 +42,7 @@ import iampool
 from iampool import AwsIamConfig, ConfigError
 from iampool.pools._dsn import parse_target
 from iampool.testing import FakeAws, IamGateway
+from tests.users import APP
 
 UPSTREAMS = {
     "postgresql": os.environ.get(
@@ -85,7 +86,7 @@ BAD_PORTS = [
     "%35432",
 ]  # fmt: skip
 GIVE_UP = 3.0  # seconds: a MySQL client at a PostgreSQL port waits for a greeting forever
-USER = "app"
+USER = APP
 TOKEN_MARKS = (b"X-Amz-", b"Action=connect", b"DBUser=")
 PG_SSL_REQUEST = 80877103
 PG_GSSENC_REQUEST = 80877104

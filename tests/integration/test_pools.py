@@ -22,6 +22,7 @@ import pytest
 import iampool
 from iampool import AuthTokenRejected, ConfigError, CredentialCache, TlsNotOfferedError
 from iampool.testing import IamGateway
+from tests.users import APP
 
 pytestmark = pytest.mark.anyio
 
@@ -151,7 +152,7 @@ async def test_a_token_refused_twice_raises_auth_token_rejected_without_the_toke
 
     expected = "PAM authentication failed" if engine_of(db) == "postgresql" else "Access denied"
     assert expected in caught.value.server_message
-    assert caught.value.user == "app"
+    assert caught.value.user == APP
     assert "X-Amz-Signature" not in str(caught.value)
     assert "X-Amz-Signature" not in repr(caught.value.__cause__)
     assert db.gateway.rejected == Counter({"forced": 2})
@@ -231,7 +232,7 @@ async def test_a_server_not_offering_tls_never_receives_the_token(
         authority=fake_aws,
         offer_tls=False,
     ) as plain:
-        dsn = plain.dsn("app")
+        dsn = plain.dsn(APP)
         with pytest.raises(TlsNotOfferedError, match="did not offer TLS"):
             await iampool.connect(dsn, aws_iam=db.config, cache=cache)
         assert plain.secrets_seen_in_plaintext == ()

@@ -25,6 +25,7 @@ import pytest
 import iampool
 from iampool import CredentialCache
 from iampool.testing import FakeAws, IamDatabase
+from tests.users import APP
 
 from . import process_workers
 
@@ -123,7 +124,7 @@ def test_a_child_forked_from_a_warm_cache_makes_its_own_aws_calls_after_clear(
 ) -> None:
     cache = CredentialCache()
     try:
-        assert login(iam_postgres.dsn, block, cache) == "app"  # AWS clients now exist
+        assert login(iam_postgres.dsn, block, cache) == APP  # AWS clients now exist
 
         def child() -> dict[str, Any]:
             cache.clear()
@@ -131,11 +132,11 @@ def test_a_child_forked_from_a_warm_cache_makes_its_own_aws_calls_after_clear(
 
         result = in_child(child)
         cache.clear()
-        assert login(iam_postgres.dsn, block, cache) == "app"  # the parent still works
+        assert login(iam_postgres.dsn, block, cache) == APP  # the parent still works
     finally:
         cache.close()
 
-    assert result["user"] == "app"
+    assert result["user"] == APP
     assert assume_roles() == Counter({os.getpid(): 2, result["pid"]: 1})
 
 
@@ -145,18 +146,18 @@ def test_a_forked_child_refreshes_credentials_that_expired_naturally(
 ) -> None:
     cache = CredentialCache()
     try:
-        assert login(iam_postgres.dsn, block, cache) == "app"
+        assert login(iam_postgres.dsn, block, cache) == APP
 
         def child() -> dict[str, Any]:
             time.sleep(SESSION_SECONDS + 0.5)  # the inherited credentials expire meanwhile
             return {"user": login(iam_postgres.dsn, block, cache)}
 
         result = in_child(child)
-        assert login(iam_postgres.dsn, block, cache) == "app"  # expired in the parent too
+        assert login(iam_postgres.dsn, block, cache) == APP  # expired in the parent too
     finally:
         cache.close()
 
-    assert result["user"] == "app"
+    assert result["user"] == APP
     assert assume_roles() == Counter({os.getpid(): 2, result["pid"]: 1})
 
 
@@ -167,7 +168,7 @@ def check_workers(results: list[dict[str, Any]], calls: Counter[int]) -> None:
         # Refreshes start at half a 2 s session's usable life (0.75 s), and not before.
         most = result["seconds"] / 0.75 + 2
         assert (result["error_count"], result["errors"]) == (0, [])
-        assert result["users"] == ["app"]
+        assert result["users"] == [APP]
         assert 2 <= calls[result["pid"]] <= most, result
         assert result["sts_calls"] == calls[result["pid"]]  # one call per refresh, no duplicates
         assert result["queries"] > 3 * calls[result["pid"]]  # many new connections per refresh
@@ -178,7 +179,7 @@ def test_a_pre_fork_server_with_os_fork_keeps_refreshing_in_every_worker(
     iam_postgres: IamDatabase, block: dict[str, Any], assume_roles: Callable[[], Counter[int]]
 ) -> None:
     # The parent warms the process-wide cache, as an app preloaded by gunicorn does.
-    assert asyncio.run(iampool.auth_for(block, host="h", port=1).credentials()).user == "app"
+    assert asyncio.run(iampool.auth_for(block, host="h", port=1).credentials()).user == APP
 
     children = [
         fork(lambda: process_workers.serve(iam_postgres.dsn, block, SERVE_SECONDS, 8))
@@ -194,7 +195,7 @@ def test_a_pre_fork_server_with_os_fork_keeps_refreshing_in_every_worker(
 def test_a_pre_fork_server_with_multiprocessing_fork_keeps_refreshing_in_every_worker(
     iam_postgres: IamDatabase, block: dict[str, Any], assume_roles: Callable[[], Counter[int]]
 ) -> None:
-    assert asyncio.run(iampool.auth_for(block, host="h", port=1).credentials()).user == "app"
+    assert asyncio.run(iampool.auth_for(block, host="h", port=1).credentials()).user == APP
     context = multiprocessing.get_context("fork")
     pipes, processes = [], []
     with warnings.catch_warnings():
@@ -235,5 +236,5 @@ def test_spawn_and_forkserver_children_log_in_with_their_own_credentials(
 
     assert process.exitcode == 0
     assert "crash" not in result, result["crash"]
-    assert (result["user"], result["sts_calls"]) == ("app", 1)
+    assert (result["user"], result["sts_calls"]) == (APP, 1)
     assert assume_roles()[result["pid"]] == 1

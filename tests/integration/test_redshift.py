@@ -34,6 +34,7 @@ from iampool import (
     TlsNotOfferedError,
 )
 from iampool.testing import FakeAws, IamDatabase, IamGateway
+from tests.users import APP, IAM_APP
 
 pytestmark = pytest.mark.anyio
 
@@ -168,7 +169,7 @@ async def test_200_tasks_on_a_pool_of_10_share_one_assume_role_and_one_cluster_p
     finally:
         await pool.close()
 
-    assert Counter(users) == {"IAM:app": 200}  # the DbUser GetClusterCredentials returned
+    assert Counter(users) == {IAM_APP: 200}  # the DbUser GetClusterCredentials returned
     assert calls_since(fake_aws, before) == {"AssumeRole": 1, "GetClusterCredentials": 1}
     stats = cache.stats()
     assert (stats["sts_calls"], stats["api_calls"], stats["errors"]) == (1, 1, 0)
@@ -189,7 +190,7 @@ async def test_duration_seconds_is_sent_explicitly_and_equals_password_duration(
 
     request = fake_aws.requests["GetClusterCredentials"][-1]
     assert request["DurationSeconds"] == "1800"
-    assert request["DbUser"] == "app"
+    assert request["DbUser"] == APP
     assert request["DbName"] == config.db_name
     assert request["ClusterIdentifier"] == config.cluster_identifier
     assert request["AutoCreate"] == "false"
@@ -202,7 +203,7 @@ async def test_auto_create_and_db_groups_are_passed_and_the_returned_user_logs_i
     redshift: IamDatabase, fake_aws: FakeAws, cache: CredentialCache
 ) -> None:
     config = with_fields(redshift.config, auto_create=True, db_groups=["analysts", "etl"])
-    redshift.gateway.ensure_user("IAMA:app")  # what GetClusterCredentials names it (moto)
+    redshift.gateway.ensure_user(f"IAMA:{APP}")  # what GetClusterCredentials names it (moto)
 
     connection = await iampool.connect(redshift.dsn, aws_iam=config, cache=cache)
     try:
@@ -213,7 +214,7 @@ async def test_auto_create_and_db_groups_are_passed_and_the_returned_user_logs_i
     request = fake_aws.requests["GetClusterCredentials"][-1]
     assert request["AutoCreate"] == "true"
     assert (request["DbGroups.DbGroup.1"], request["DbGroups.DbGroup.2"]) == ("analysts", "etl")
-    assert user == "IAMA:app"
+    assert user == f"IAMA:{APP}"
 
 
 async def test_without_a_host_the_endpoint_comes_from_describe_clusters_once(
@@ -237,7 +238,7 @@ async def test_without_a_host_the_endpoint_comes_from_describe_clusters_once(
             for _ in range(20):
                 group.start_soon(pool.fetchval, "SELECT 1")
         credentials = await iampool.auth_for(config, port=5439, cache=cache).credentials()
-        assert await pool.fetchval("SELECT current_user") == "IAM:app"
+        assert await pool.fetchval("SELECT current_user") == IAM_APP
     finally:
         await pool.close()
 
@@ -274,7 +275,7 @@ async def test_an_expired_password_is_replaced_for_new_connections_and_open_ones
             clock.offset += redshift.config.password_duration - 50
 
             async with pool.acquire() as second:  # a new connection: needs credentials
-                assert await second.fetchval("SELECT current_user") == "IAM:app"
+                assert await second.fetchval("SELECT current_user") == IAM_APP
             new = await auth.credentials()
             assert await first.fetchval("SELECT 2") == 2  # rotation never touches it
     finally:
@@ -337,7 +338,7 @@ async def test_serverless_pool_logs_in_as_the_role_user_get_credentials_returned
     finally:
         await pool.close()
 
-    assert Counter(users) == {"IAMR:iampool-test-redshift": 200}
+    assert Counter(users) == {serverless.user: 200}
     assert calls_since(fake_aws, before) == {"AssumeRole": 1, "GetCredentials": 1}
     request = fake_aws.requests["GetCredentials"][-1]
     assert request == {
@@ -452,7 +453,7 @@ async def test_a_refused_password_is_retried_once_with_a_fresh_one(
 
     connection = await iampool.connect(redshift.dsn, aws_iam=redshift.config, cache=cache)
     try:
-        assert await connection.fetchval("SELECT current_user") == "IAM:app"
+        assert await connection.fetchval("SELECT current_user") == IAM_APP
     finally:
         connection.close()
 
@@ -475,9 +476,9 @@ async def test_a_password_refused_twice_raises_auth_token_rejected_with_redshift
         await iampool.connect(redshift.dsn, aws_iam=redshift.config, cache=cache)
 
     error = caught.value
-    assert error.server_message == 'PAM authentication failed for user "IAM:app"'
+    assert error.server_message == f'PAM authentication failed for user "{IAM_APP}"'
     assert error.endpoint == redshift.gateway.endpoint
-    assert "refused IAM credentials for user 'app' twice" in str(error)
+    assert f"refused IAM credentials for user '{APP}' twice" in str(error)
     assert "db_groups, auto_create" in str(error)  # the Redshift advice, not the RDS one
     assert "rds_iam" not in str(error)
     password = (await auth.credentials()).password  # minted after the failure: a third one
@@ -504,7 +505,7 @@ async def test_a_server_not_offering_tls_gets_no_password_and_no_socket_is_left_
     async with IamGateway(
         "postgresql", upstream=UPSTREAM, authority=fake_aws, mode="redshift", offer_tls=False
     ) as plain:
-        dsn = plain.dsn("IAM:app", redshift.config.db_name)
+        dsn = plain.dsn(IAM_APP, redshift.config.db_name)
         assert "sslmode" not in dsn  # require by default; never plain text
 
         with pytest.raises(TlsNotOfferedError, match="did not offer TLS"):
@@ -573,7 +574,7 @@ async def test_pool_shortcuts_run_on_a_pooled_connection_and_close_leaves_the_ga
         await pool.execute("SELECT 1")
         assert await pool.fetch("SELECT generate_series(1, 3)") == [(1,), (2,), (3,)]
         assert await pool.fetchrow("SELECT 1, 'a'") == (1, "a")
-        assert await pool.fetchval("SELECT current_user") == "IAM:app"
+        assert await pool.fetchval("SELECT current_user") == IAM_APP
     finally:
         await pool.close()
 
@@ -710,6 +711,6 @@ async def test_the_pool_serves_trio_tasks_too(redshift: IamDatabase, fake_aws: F
     finally:
         await cache.aclose()
 
-    assert users == ["IAM:app"] * 12
+    assert users == [IAM_APP] * 12
     assert calls_since(fake_aws, before) == {"AssumeRole": 1, "GetClusterCredentials": 1}
     await wait_idle(redshift.gateway)

@@ -31,6 +31,7 @@ import pytest
 import iampool
 from iampool import AuthTokenRejected, CredentialCache
 from iampool.testing import FakeAws, IamDatabase, IamGateway
+from tests.users import APP
 
 pytestmark = pytest.mark.anyio
 
@@ -88,7 +89,7 @@ def own_gateway(protocol: str, fake_aws: FakeAws) -> Iterator[Callable[..., IamG
             **options,
         )
         started.append(gateway.start())
-        gateway.ensure_user("app")
+        gateway.ensure_user(APP)
         return gateway
 
     yield start
@@ -139,7 +140,7 @@ async def test_a_pool_recovers_from_a_database_restart_with_fresh_tokens_and_lea
     gateway = own_gateway(port=free_port())
     endpoint = gateway.endpoint
     pool = await iampool.create_pool(
-        gateway.dsn("app"), aws_iam=database.config, min_size=2, max_size=4, cache=cache
+        gateway.dsn(APP), aws_iam=database.config, min_size=2, max_size=4, cache=cache
     )
     failures: list[str] = []
     try:
@@ -216,7 +217,7 @@ async def test_idle_connections_dropped_by_a_restart_are_replaced_without_an_err
 ) -> None:
     gateway = own_gateway(port=free_port())
     pool = await iampool.create_pool(
-        gateway.dsn("app"), aws_iam=database.config, min_size=3, max_size=3, cache=cache
+        gateway.dsn(APP), aws_iam=database.config, min_size=3, max_size=3, cache=cache
     )
     try:
         assert await query_through(protocol, pool) == 1
@@ -279,7 +280,7 @@ async def test_a_server_clock_skewed_past_token_validity_raises_auth_token_rejec
     gateway = own_gateway(clock=lambda: utc_now() + skew)
 
     with pytest.raises(AuthTokenRejected) as caught:
-        await iampool.connect(gateway.dsn("app"), aws_iam=database.config, cache=cache)
+        await iampool.connect(gateway.dsn(APP), aws_iam=database.config, cache=cache)
 
     log.info(
         "scenario 5 (%s, server clock %+d min): %s; rejected %s, accepted %d, tokens signed %d",
@@ -311,7 +312,7 @@ async def test_a_clock_skew_that_hits_only_the_first_login_is_absorbed_by_the_re
 
     gateway = own_gateway(clock=skewed_once)
     pool = await iampool.create_pool(
-        gateway.dsn("app"), aws_iam=database.config, min_size=1, max_size=2, cache=cache
+        gateway.dsn(APP), aws_iam=database.config, min_size=1, max_size=2, cache=cache
     )
     try:
         assert await query_through(protocol, pool) == 1

@@ -15,6 +15,7 @@ import iampool.pools
 import iampool.pools._plan
 from iampool import ConfigError, CredentialCache
 from iampool.sqlalchemy import async_creator
+from tests.users import APP
 
 pytestmark = pytest.mark.anyio
 
@@ -63,7 +64,7 @@ async def test_engine_connections_authenticate_with_one_assume_role(
         await engine.dispose()
     await anyio.to_thread.run_sync(db.gateway.wait_idle)
 
-    assert {user.split("@", 1)[0] for user in users} == {"app"}
+    assert {user.split("@", 1)[0] for user in users} == {APP}
     assert len(users) == 50
     assert fake_aws.calls["AssumeRole"] - assume_roles == 1
     assert cache.stats()["tokens_signed"] == 1
@@ -96,7 +97,7 @@ async def test_the_engines_own_url_object_serves_as_the_dsn(
         await engine.dispose()
     await anyio.to_thread.run_sync(db.gateway.wait_idle)
 
-    assert user.split("@", 1)[0] == "app"
+    assert user.split("@", 1)[0] == APP
     assert cache.stats()["tokens_signed"] == 1
 
 

@@ -26,13 +26,14 @@ import pytest
 import iampool
 from iampool import AuthTokenRejected, ConfigError, CredentialCache
 from iampool.testing import FakeAws, IamGateway
+from tests.users import APP
 
 pytestmark = pytest.mark.anyio
 
 PG_NAME = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com"
 MYSQL_NAME = "shop.cluster-abc123xyz.us-east-1.rds.amazonaws.com"
 OTHER_NAME = "db.cluster-def456uvw.us-east-1.rds.amazonaws.com"  # same region, another cluster
-USER = "app"
+USER = APP
 UPSTREAMS = {
     "postgresql": os.environ.get(
         "IAMPOOL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -377,7 +378,7 @@ async def test_an_aurora_dsql_token_through_a_tunnel_is_signed_for_iam_host(
     )
     block = {"enabled": True, "dsql": True, "role_arn": role_arn, "db_username": "admin"}
     with gateway:
-        gateway.ensure_user("admin")
+        gateway.ensure_user("admin", keep=True)
         try:
             async with tunnel_to(gateway) as forwarder:
                 database = gateway.upstream.database or ""

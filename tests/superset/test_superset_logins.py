@@ -237,7 +237,8 @@ def test_per_connection_gives_a_pooled_engine_the_current_token(
             with engine.connect() as first:
                 cache.clear()  # the next token is signed with new credentials
                 with engine.connect() as second:  # a new DBAPI connection of the same engine
-                    assert second.execute(text("SELECT current_user")).scalar() == "app"
+                    user = second.execute(text("SELECT current_user")).scalar()
+                    assert user == iam_postgres.user
                 first.execute(text("SELECT 1"))
     finally:
         iampool.superset.uninstall()

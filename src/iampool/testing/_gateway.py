@@ -7,6 +7,7 @@ login decision; the wire protocols live in ``pg.py`` and ``mysql.py``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import shutil
@@ -471,12 +472,16 @@ class IamGateway:
 
     # -- upstream users ----------------------------------------------------------------------
 
-    def ensure_user(self, name: str) -> bool:
+    def ensure_user(self, name: str, *, keep: bool = False) -> bool:
         """Create the login user ``name`` on the upstream if missing (e.g. ``IAM:app``).
 
         PostgreSQL: ``CREATE ROLE "<name>" LOGIN`` plus USAGE and CREATE on schema ``public``.
         MySQL: ``CREATE USER '<name>'@'%'`` plus all privileges on the upstream DSN's database.
         The upstream DSN's password, if any, becomes the user's password.
+
+        ``keep=True`` leaves a user created now in place at the end (:meth:`drop_created_users`
+        does not count it as created): for a name every run on the server shares, such as
+        Aurora DSQL's built-in ``admin``, which one run must not drop under another.
 
         Returns:
             ``True`` when the user was created now, ``False`` when it existed (see
@@ -487,7 +492,7 @@ class IamGateway:
             ConnectionError: the upstream refused the admin login or a statement failed.
             RuntimeError: the gateway is not running.
         """
-        return self._running_portal().call(self._users.ensure, name)
+        return self._running_portal().call(functools.partial(self._users.ensure, name, keep=keep))
 
     def set_password(self, user: str, password: str) -> None:
         """Password mode: make ``password`` the one that lets ``user`` in (``ALTER USER``), from

@@ -64,8 +64,9 @@ class UpstreamUsers:
                 )
             )
 
-    async def ensure(self, name: str) -> bool:
+    async def ensure(self, name: str, *, keep: bool = False) -> bool:
         """Create user ``name`` unless it exists; grant it the upstream database's use.
+        With ``keep``, a user created now is not counted as created here: it is never dropped.
 
         Returns:
             ``True`` when this call created the user.
@@ -87,7 +88,7 @@ class UpstreamUsers:
                 f"creating user {name!r} on {self._upstream.endpoint} failed (SQLSTATE "
                 f"{', '.join(failed)})"
             )
-        self._hold(name, created=created)
+        self._hold(name, created=created and not keep)
         return created
 
     async def exists(self, name: str) -> bool:

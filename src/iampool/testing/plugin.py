@@ -19,28 +19,36 @@ Fixtures (all session-scoped, started on first use):
     An Aurora DSQL cluster emulated on the PostgreSQL server: a DSQL-mode gateway checking
     ``DbConnectAdmin`` tokens for the ``admin`` role, with an ``aws_iam`` block saying
     ``"dsql": true`` (and the region: the gateway's host names none).
-
 ``secret_postgres`` / ``secret_mysql`` / ``secret_redshift``
     A :class:`iampool.testing.SecretDatabase`: a password-mode gateway in front of the same
     server (for Redshift: speaking as a Redshift cluster does), its login kept in a Secrets
     Manager secret of ``fake_aws`` (RDS's JSON), with the ``aws_iam`` block naming it
-    (``secret_id``) and the rotations to run against it.
+    (``secret_id``) and the rotations to run against it. Its two users (for alternating
+    rotations) are named after the login user (``<it>_sa``, ``<it>_sb``).
+
+``iam_login_user``
+    The login user the ``iam_*`` fixtures create and log in as (``IAM:<it>`` behind the Redshift
+    gateway): ``--iampool-login-user``, else ``IAMPOOL_TEST_LOGIN_USER``, else the
+    ``iampool_login_user`` ini setting, else a name unique to the run (``iampool_<pid>_<hex>``),
+    so that runs sharing a server never share a user. Under pytest-xdist a given name gets the
+    worker's id appended (``app_gw0``).
 
 A server that does not answer fails the test with how to start it; nothing is skipped. At the end
-of the session the gateways drop the login users they created (``app``, ``IAM:app``, users a
-Redshift login created); users that existed before the session are left as they were.
+of the session the gateways drop the login users they created (the login user, ``IAM:<it>``,
+users a Redshift login created); users that existed before the session are left as they were,
+and so is DSQL's built-in ``admin`` (every run logs in as it).
 """
 
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from ._launch import LOGIN_USER_VARIABLE, REGION
 
 if TYPE_CHECKING:
     from ._aws import FakeAws
@@ -52,23 +60,22 @@ if TYPE_CHECKING:
 __all__ = [
     "fake_aws",
     "iam_dsql",
+    "iam_login_user",
     "iam_mysql",
     "iam_postgres",
     "iam_redshift",
+    "login_user_of",
     "secret_mysql",
     "secret_postgres",
     "secret_redshift",
 ]
 
-REGION = "us-east-1"
-LOGIN_USER = "app"
-CLUSTER_IDENTIFIER = "iampool-test"
-DSQL_ADMIN = "admin"  # Aurora DSQL's built-in role: DbConnectAdmin tokens
-SECRET_USERS = ("app_secret_a", "app_secret_b")  # the two users of alternating rotations
 PG_DSN_VARIABLE = "IAMPOOL_TEST_PG_DSN"
 MYSQL_DSN_VARIABLE = "IAMPOOL_TEST_MYSQL_DSN"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_MYSQL_DSN = "mysql://root@127.0.0.1:3306/test"
+LOGIN_USER_OPTION = "--iampool-login-user"
+LOGIN_USER_INI = "iampool_login_user"
 
 _HOW_TO_START = {
     "postgresql": (
@@ -82,6 +89,62 @@ _HOW_TO_START = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("iampool", "iampool testing kit")
+    group.addoption(
+        LOGIN_USER_OPTION,
+        dest="iampool_login_user",
+        default=None,
+        metavar="NAME",
+        help=(
+            f"login user the iam_* fixtures create and use (also {LOGIN_USER_VARIABLE} or the "
+            f"{LOGIN_USER_INI} ini setting; default: a name unique to the run)"
+        ),
+    )
+    parser.addini(
+        LOGIN_USER_INI,
+        "login user the iam_* fixtures create and use (default: a name unique to the run)",
+        default="",
+    )
+
+
+_LOGIN_USER_KEY = pytest.StashKey[str]()
+
+
+def login_user_of(config: pytest.Config) -> str:
+    """The login user of this run: ``--iampool-login-user``, else ``IAMPOOL_TEST_LOGIN_USER``,
+    else the ``iampool_login_user`` ini setting, else a name unique to the run. Decided once
+    per run (a conftest may read it in ``pytest_configure``, as the fixture does later).
+
+    Raises:
+        pytest.UsageError: a name the kit cannot take (the message names where it came from).
+    """
+    from ._launch import login_user
+
+    if _LOGIN_USER_KEY in config.stash:
+        return config.stash[_LOGIN_USER_KEY]
+    name = None
+    for given, source in (
+        (config.getoption("iampool_login_user"), LOGIN_USER_OPTION),
+        (os.environ.get(LOGIN_USER_VARIABLE), LOGIN_USER_VARIABLE),
+        (config.getini(LOGIN_USER_INI), f"ini setting {LOGIN_USER_INI}"),
+    ):
+        if given:
+            try:
+                name = login_user(str(given), source)
+            except ValueError as exc:
+                raise pytest.UsageError(f"iampool.testing: {exc}") from None
+            break
+    config.stash[_LOGIN_USER_KEY] = name = name or login_user(None, "")
+    return name
+
+
+@pytest.fixture(scope="session")
+def iam_login_user(pytestconfig: pytest.Config) -> str:
+    """The login user the ``iam_*`` fixtures create and log in as (:func:`login_user_of`)."""
+    return login_user_of(pytestconfig)
+
+
 @pytest.fixture(scope="session")
 def fake_aws() -> Iterator[FakeAws]:
     """A local AWS (STS, RDS, Redshift, Redshift Serverless) that the whole session talks to."""
@@ -92,155 +155,85 @@ def fake_aws() -> Iterator[FakeAws]:
 
 
 @pytest.fixture(scope="session")
-def iam_postgres(fake_aws: FakeAws) -> Iterator[IamDatabase]:
+def iam_postgres(fake_aws: FakeAws, iam_login_user: str) -> Iterator[IamDatabase]:
     """PostgreSQL behind an RDS-style IAM gateway, with the ``aws_iam`` block to reach it."""
     with _gateway("postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "rds") as gateway:
-        yield _rds_database(gateway, fake_aws, role_name="iampool-test-postgres")
+        yield _rds_database(
+            gateway, fake_aws, login=iam_login_user, role_name="iampool-test-postgres"
+        )
 
 
 @pytest.fixture(scope="session")
-def iam_mysql(fake_aws: FakeAws) -> Iterator[IamDatabase]:
+def iam_mysql(fake_aws: FakeAws, iam_login_user: str) -> Iterator[IamDatabase]:
     """MySQL/MariaDB behind an RDS-style IAM gateway, with the ``aws_iam`` block to reach it."""
     with _gateway("mysql", MYSQL_DSN_VARIABLE, DEFAULT_MYSQL_DSN, fake_aws, "rds") as gateway:
-        yield _rds_database(gateway, fake_aws, role_name="iampool-test-mysql")
+        yield _rds_database(gateway, fake_aws, login=iam_login_user, role_name="iampool-test-mysql")
 
 
 @pytest.fixture(scope="session")
-def iam_redshift(fake_aws: FakeAws) -> Iterator[IamDatabase]:
+def iam_redshift(fake_aws: FakeAws, iam_login_user: str) -> Iterator[IamDatabase]:
     """A Redshift provisioned cluster (PostgreSQL behind a Redshift-mode gateway)."""
-    from .._config import AwsIamConfig
-    from ._database import IamDatabase
+    from ._launch import redshift_database, redshift_trust_bundle
 
     with _gateway("postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "redshift") as gateway:
-        database = gateway.upstream.database or "postgres"
-        # DescribeClusters reports the gateway, so a config without a DSN host finds it too.
-        fake_aws.create_redshift_cluster(
-            CLUSTER_IDENTIFIER, db_name=database, address=gateway.host, port=gateway.port
+        # Redshift Serverless names its user after the role (IAMR:<role>): one per run too.
+        database = redshift_database(
+            gateway, fake_aws, login=iam_login_user, role_name=f"{iam_login_user}-redshift"
         )
-        role_arn = fake_aws.create_role("iampool-test-redshift")
-        login = f"IAM:{LOGIN_USER}"  # the DbUser GetClusterCredentials returns
-        gateway.ensure_user(login)
-        config = AwsIamConfig.from_extra(
-            {
-                "enabled": True,
-                "region": REGION,
-                "role_arn": role_arn,
-                "db_username": LOGIN_USER,
-                "cluster_identifier": CLUSTER_IDENTIFIER,
-                "db_name": database,
-            }
-        )
-        with _trusting_for_redshift(gateway.ca_path):
-            yield IamDatabase(
-                dsn=gateway.dsn(login, database),
-                config=config,
-                gateway=gateway,
-                ca_path=gateway.ca_path,
-                user=login,
-            )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SSL_CERT_FILE", str(redshift_trust_bundle(gateway.ca_path)))
+            yield database
 
 
 @pytest.fixture(scope="session")
 def iam_dsql(fake_aws: FakeAws) -> Iterator[IamDatabase]:
     """An Aurora DSQL cluster (PostgreSQL behind a DSQL-mode gateway), logged in as ``admin``."""
-    from .._config import AwsIamConfig
-    from ._database import IamDatabase
+    from ._launch import dsql_database
 
     with _gateway("postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "dsql") as gateway:
-        gateway.ensure_user(DSQL_ADMIN)
-        config = AwsIamConfig.from_extra(
-            {
-                "enabled": True,
-                "dsql": True,
-                "region": REGION,
-                "role_arn": fake_aws.create_role("iampool-test-dsql"),
-                "db_username": DSQL_ADMIN,
-            }
-        )
-        yield IamDatabase(
-            dsn=gateway.dsn(DSQL_ADMIN),
-            config=config,
-            gateway=gateway,
-            ca_path=gateway.ca_path,
-            user=DSQL_ADMIN,
-        )
+        yield dsql_database(gateway, fake_aws, role_name="iampool-test-dsql")
 
 
 @pytest.fixture(scope="session")
-def secret_postgres(fake_aws: FakeAws) -> Iterator[SecretDatabase]:
+def secret_postgres(fake_aws: FakeAws, iam_login_user: str) -> Iterator[SecretDatabase]:
     """PostgreSQL behind a password-mode gateway, its login in a Secrets Manager secret."""
+    from ._launch import secret_database
+
     with _gateway("postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "password") as gateway:
-        yield _secret_database(gateway, fake_aws)
+        yield secret_database(gateway, fake_aws, login=iam_login_user)
 
 
 @pytest.fixture(scope="session")
-def secret_mysql(fake_aws: FakeAws) -> Iterator[SecretDatabase]:
+def secret_mysql(fake_aws: FakeAws, iam_login_user: str) -> Iterator[SecretDatabase]:
     """MySQL/MariaDB behind a password-mode gateway, its login in a Secrets Manager secret."""
+    from ._launch import secret_database
+
     with _gateway("mysql", MYSQL_DSN_VARIABLE, DEFAULT_MYSQL_DSN, fake_aws, "password") as gateway:
-        yield _secret_database(gateway, fake_aws)
+        yield secret_database(gateway, fake_aws, login=iam_login_user)
 
 
 @pytest.fixture(scope="session")
-def secret_redshift(fake_aws: FakeAws) -> Iterator[SecretDatabase]:
+def secret_redshift(fake_aws: FakeAws, iam_login_user: str) -> Iterator[SecretDatabase]:
     """A Redshift cluster's password login (PostgreSQL behind a password-mode gateway that
     speaks as Redshift does), its login in a Secrets Manager secret; while it is in use
     ``SSL_CERT_FILE`` also trusts the gateway's CA."""
-    with (
-        _gateway(
-            "postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "password", redshift_wire=True
-        ) as gateway,
-        _trusting_for_redshift(gateway.ca_path),
-    ):
-        yield _secret_database(gateway, fake_aws)
+    from ._launch import redshift_trust_bundle, secret_database
+
+    with _gateway(
+        "postgresql", PG_DSN_VARIABLE, DEFAULT_PG_DSN, fake_aws, "password", redshift_wire=True
+    ) as gateway:
+        database = secret_database(gateway, fake_aws, login=iam_login_user)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SSL_CERT_FILE", str(redshift_trust_bundle(gateway.ca_path)))
+            yield database
 
 
-def _secret_database(gateway: IamGateway, fake_aws: FakeAws) -> SecretDatabase:
-    import uuid
+def _rds_database(
+    gateway: IamGateway, fake_aws: FakeAws, *, login: str, role_name: str
+) -> IamDatabase:
+    from ._launch import rds_database
 
-    from .._config import AwsIamConfig
-    from ._database import SecretDatabase, new_password
-
-    first = {"username": SECRET_USERS[0], "password": new_password()}
-    gateway.set_password(first["username"], first["password"])
-    gateway.ensure_user(SECRET_USERS[1])
-    host, port = gateway.signed_endpoint
-    engine = "mysql" if gateway.protocol == "mysql" else "postgres"
-    engine = "redshift" if gateway.redshift_wire else engine
-    name = f"iampool-test-{gateway.protocol}-{uuid.uuid4().hex[:12]}"
-    arn = fake_aws.create_secret(name, {**first, "engine": engine, "host": host, "port": port})
-    config = AwsIamConfig.from_extra({"enabled": True, "secret_id": arn})
-    dsn = gateway.dsn("").replace("://@", "://", 1)  # no user: the secret names it
-    return SecretDatabase(
-        dsn=dsn,
-        config=config,
-        gateway=gateway,
-        fake_aws=fake_aws,
-        ca_path=gateway.ca_path,
-        secret_id=arn,
-        users=SECRET_USERS,
-    )
-
-
-def _rds_database(gateway: IamGateway, fake_aws: FakeAws, *, role_name: str) -> IamDatabase:
-    from .._config import AwsIamConfig
-    from ._database import IamDatabase
-
-    gateway.ensure_user(LOGIN_USER)
-    config = AwsIamConfig.from_extra(
-        {
-            "enabled": True,
-            "region": REGION,
-            "role_arn": fake_aws.create_role(role_name),
-            "db_username": LOGIN_USER,
-        }
-    )
-    return IamDatabase(
-        dsn=gateway.dsn(LOGIN_USER),
-        config=config,
-        gateway=gateway,
-        ca_path=gateway.ca_path,
-        user=LOGIN_USER,
-    )
+    return rds_database(gateway, fake_aws, login=login, role_name=role_name)
 
 
 @contextmanager
@@ -250,45 +243,20 @@ def _gateway(
     default: str,
     fake_aws: FakeAws,
     mode: Mode,
-    *,
-    redshift_wire: bool = False,
+    **options: Any,
 ) -> Iterator[IamGateway]:
-    """A started gateway in front of the server named by ``variable``, or a clear failure."""
-    from ._gateway import IamGateway
+    """A started gateway in front of the server named by ``variable``, or a clear failure. At
+    the end, the login users this session created go; those that existed before it stay
+    (another session may be using them)."""
+    from ._launch import running_gateway
 
     upstream = os.environ.get(variable) or default
-    gateway = IamGateway(
-        protocol,
-        upstream=upstream,
-        authority=fake_aws,
-        region=REGION,
-        mode=mode,
-        redshift_wire=redshift_wire,
-    )
-    try:
-        gateway.start()
-    except ConnectionError as exc:
-        hint = _HOW_TO_START[protocol].format(variable=variable)
-        pytest.fail(f"iampool.testing: {exc}; {hint}.", pytrace=False)
-    try:
-        yield gateway
-    finally:
+    with ExitStack() as stack:
         try:
-            # The login users this session created go; those that existed before it stay
-            # (another session may be using them).
-            gateway.drop_created_users()
-        finally:
-            gateway.stop()
-
-
-@contextmanager
-def _trusting_for_redshift(ca_path: Path) -> Iterator[None]:
-    """Let redshift-connector verify the gateway: it trusts only the default store and its own
-    bundle, so ``SSL_CERT_FILE`` points at the default store plus the gateway's CA."""
-    current = ssl.get_default_verify_paths().cafile  # honours an SSL_CERT_FILE already set
-    bundle = ca_path.with_name("redshift-trust.pem")
-    system = Path(current).read_bytes() if current and Path(current).is_file() else b""
-    bundle.write_bytes(system + b"\n" + ca_path.read_bytes())
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SSL_CERT_FILE", str(bundle))
-        yield
+            gateway = stack.enter_context(
+                running_gateway(protocol, upstream, fake_aws, mode, **options)
+            )
+        except ConnectionError as exc:
+            hint = _HOW_TO_START[protocol].format(variable=variable)
+            pytest.fail(f"iampool.testing: {exc}; {hint}.", pytrace=False)
+        yield gateway
