@@ -45,8 +45,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line (the usage is one ``--help`` away).
 
     It keeps what ``_parse`` needs to report a mistyped flag by the subcommand it was given to:
-    the flags declared with ``add_argument`` on it (argument groups are not used here) and, on
-    the top level, the subcommands.
+    the flags declared with ``add_argument`` on it or on one of its argument groups and, on the
+    top level, the subcommands.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -55,7 +55,20 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
-        action = super().add_argument(*args, **kwargs)
+        return self._known(super().add_argument(*args, **kwargs))
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        """A group whose flags this parser knows too (``iampool standin``'s servers)."""
+        group = super().add_argument_group(*args, **kwargs)
+        declare = group.add_argument
+
+        def add_argument(*args: Any, **kwargs: Any) -> argparse.Action:
+            return self._known(declare(*args, **kwargs))
+
+        group.add_argument = add_argument  # type: ignore[method-assign]
+        return group
+
+    def _known(self, action: argparse.Action) -> argparse.Action:
         for option in action.option_strings:
             self.flags[option] = action.nargs != 0
         return action
