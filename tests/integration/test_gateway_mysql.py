@@ -19,7 +19,9 @@ import pymysql
 import pytest
 
 import iampool
-from iampool.testing import FakeAws, IamDatabase, IamGateway, plugin
+from iampool.testing import FakeAws, IamDatabase, IamGateway, _users, plugin
+from iampool.testing._front import Upstream
+from iampool.testing.mysql import run_admin_statements
 from tests.users import APP, OTHER
 
 from .rds_tokens import (
@@ -424,3 +426,18 @@ async def test_the_plugin_leaves_a_login_user_that_existed_before_the_session(
         assert user_exists(login)
     finally:
         admin_query(f"DROP USER IF EXISTS '{login}'@'%'")
+
+
+async def test_the_anonymous_account_probe_runs_on_the_real_server() -> None:
+    # No anonymous account here: the probe succeeds without rows. The same statement over rows
+    # that do exist (the admin's own account) fails as it does when anonymous accounts exist.
+    upstream = Upstream.from_dsn(
+        os.environ.get(plugin.MYSQL_DSN_VARIABLE) or plugin.DEFAULT_MYSQL_DSN
+    )
+    probe = _users._MYSQL_ANONYMOUS_PROBE
+    over_the_admin = probe.replace("user = '' AND host <> '%'", f"user = '{upstream.user}'")
+    assert over_the_admin != probe
+
+    states = await run_admin_statements(upstream, [probe, over_the_admin])
+
+    assert states == ["", _users._MYSQL_SEVERAL_ROWS]

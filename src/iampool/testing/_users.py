@@ -21,6 +21,19 @@ AdminRunner = Callable[[Upstream, list[str]], Awaitable[list[str]]]
 _PG_EXISTS = {"", "42710", "23505"}  # created, duplicate_object, a concurrent CREATE won the race
 _PG_MISSING = "42704"  # undefined_object
 _MYSQL_EXISTS = "HY000 (1396)"  # ER_CANNOT_USER: CREATE USER of an existing account
+# An anonymous account for a named host (''@'localhost', as mariadb-install-db makes them) wins
+# over '<user>'@'%' for a login from this machine: the gateway's upstream logins would be the
+# anonymous user's. The probe fails with 1242 (a subquery of several rows) exactly when one
+# exists, and returns no rows either way (the admin runner takes none).
+_MYSQL_ANONYMOUS_PROBE = (
+    "SET @iampool_anonymous = "
+    "(SELECT 1 FROM mysql.user WHERE user = '' AND host <> '%' UNION ALL SELECT 1)"
+)
+_MYSQL_SEVERAL_ROWS = "21000 (1242)"
+_ANONYMOUS_FIX = (
+    "Drop them as mysql_secure_installation does (MariaDB: DELETE FROM mysql.global_priv "
+    "WHERE User=''; FLUSH PRIVILEGES) or point the kit at another server"
+)
 
 
 _Key = tuple[str, str, int, str]  # scheme, host, port, user name
@@ -52,6 +65,7 @@ class UpstreamUsers:
             else mysql.run_admin_statements
         )
         self._known: set[str] = set()  # users seen to exist, so a login checks only once
+        self._vetted = upstream.scheme == "postgresql"  # MySQL: no anonymous account in the way
         self._relied: set[str] = set()  # users this gateway used, held again after a restart
 
     @property
@@ -76,6 +90,8 @@ class UpstreamUsers:
             ConnectionError: the admin login or a statement failed.
         """
         statements = self._create_statements(name)
+        if not self._vetted:
+            await self._refuse_anonymous_accounts(name)
         states = await self._run(self._upstream, statements)
         created = states[0] == ""
         failed = [
@@ -90,6 +106,19 @@ class UpstreamUsers:
             )
         self._hold(name, created=created and not keep)
         return created
+
+    async def _refuse_anonymous_accounts(self, name: str) -> None:
+        """Raise ``ConnectionError`` if an anonymous account would take ``name``'s logins
+        (a server whose admin may not read ``mysql.user`` is taken as it is)."""
+        [state] = await self._run(self._upstream, [_MYSQL_ANONYMOUS_PROBE])
+        if state == _MYSQL_SEVERAL_ROWS:
+            where = self._upstream.endpoint
+            raise ConnectionError(
+                f"{where} has anonymous accounts (''@'localhost' and the like, as "
+                f"mariadb-install-db creates): for a login from this machine they win over "
+                f"'{name}'@'%', so the gateway's logins would be anonymous. {_ANONYMOUS_FIX}"
+            )
+        self._vetted = True
 
     async def exists(self, name: str) -> bool:
         """Whether PostgreSQL user ``name`` exists (answered from memory once seen)."""
