@@ -48,6 +48,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import iampool
+
+# The gateway and the bare side's static token, as bench_pool.py sets them up (same user).
+from bench_pool import start_gateway, static_token
 from iampool import AwsIamConfig, CredentialCache, auth_for, configure_telemetry
 from iampool.testing import FakeAws, IamGateway
 
@@ -283,26 +286,6 @@ async def bench_mysql(
 
 
 # -- setup and report --------------------------------------------------------------------------
-
-
-def start_gateway(protocol: Any, upstream: str, aws: FakeAws) -> IamGateway:
-    gateway = IamGateway(protocol, upstream=upstream, authority=aws, region=REGION)
-    try:
-        gateway.start()
-    except ConnectionError as exc:
-        raise SystemExit(f"bench_otel: {exc}; start the server or set the upstream DSN") from None
-    gateway.ensure_user(USER)
-    return gateway
-
-
-async def static_token(config: AwsIamConfig, gateway: IamGateway) -> str:
-    """One IAM token for the bare pool, from a cache of its own."""
-    cache = CredentialCache()
-    try:
-        auth = auth_for(config, host=gateway.host, port=gateway.port, cache=cache)
-        return (await auth.credentials()).password
-    finally:
-        await cache.aclose()
 
 
 def table(rows: list[tuple[str, ...]]) -> None:
