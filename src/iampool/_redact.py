@@ -45,8 +45,9 @@ import logging
 import os
 import re
 import string
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote, quote_plus
 
 __all__ = ["REDACTED", "SecretFilter", "in_flight", "install", "redact"]
@@ -63,195 +64,224 @@ _SHORTEST_VALUE = 8
 # (and without a secret in flight) is left alone after one lower-casing.
 _HINTS = ("secret", "passw", "token", "signature", "external", "authoriz")
 _KEYWORD = r"(?:secret|passw(?:or)?d|token|signature|external_?id|authorization)"
-_IDENTIFIER_CHARACTERS = string.ascii_letters + string.digits + "_-"
-_IDENTIFIER = frozenset(_IDENTIFIER_CHARACTERS)
-# Names that match but hold no secret: pagination and idempotency tokens, signature versions.
+# Names that match but hold no secret: pagination and idempotency tokens, signature versions,
+# written as one word or with "_" or "-" between the two words.
 _PUBLIC_NAMES = (
-    "nexttoken",
-    "continuationtoken",
-    "paginationtoken",
-    "clienttoken",
-    "idempotencytoken",
-    "signatureversion",
-    "signaturemethod",
+    ("next", "token"),
+    ("continuation", "token"),
+    ("pagination", "token"),
+    ("client", "token"),
+    ("idempotency", "token"),
+    ("signature", "version"),
+    ("signature", "method"),
 )
-_SHORTEST_PUBLIC = min(len(name) for name in _PUBLIC_NAMES)
-# The expressions run on the lower-cased text (ten times faster than re.IGNORECASE), hex escapes
-# included (%3c), whose positions are the text's: ASCII-only lower-casing when full lower-casing
-# would change the length (a few non-ASCII letters do).
+# The expression below runs on the lower-cased text (ten times faster than re.IGNORECASE), hex
+# escapes included (%3c), whose positions are the text's: ASCII-only lower-casing when full
+# lower-casing would change the length (a few non-ASCII letters do).
 #
 # Linear time (DESIGN invariant 13), by construction:
-# - every match attempt starts at a fixed word (a keyword, "authorization") or at "<" / "%3c",
-#   and what it reads before it can fail is bounded (an XML name: at most _LONGEST_NAME
-#   characters, so the back-reference-free name check compares at most that much) or is taken
-#   whole: a field's name is matched from its first keyword to the end of its identifier, with
-#   the rest of the field optional, so the match succeeds there and the search resumes after it,
-#   past every other keyword of that identifier (an attempt per keyword would re-read the
-#   identifier each time: the quadratic time of "tokentokentoken...");
+# - every match attempt starts at a keyword or at "<" / "%3c" and reads a bounded stretch (an
+#   XML name: at most _LONGEST_NAME characters, and the closing tag's name, which a
+#   back-reference compares, as long), or a stretch that no other attempt reads again:
+#   - a field's name, from its first keyword to the end of its identifier, with the rest of
+#     the field optional: the match succeeds there and the search resumes after it, past every
+#     other keyword of that identifier (an attempt per keyword would read the identifier again
+#     each time: the quadratic time of "tokentokentoken...");
+#   - a field's value, read by at most two ways (the quick one, then the whole form), each
+#     reading it at most twice (a way that fails at the value's end gives back what it read),
+#     then replaced: the search resumes after it;
+#   - an XML value, which runs to the next "<" (raw XML) or the first "%3c" (URL-encoded),
+#     where the next attempt of its kind can start at the earliest;
 # - every repetition is a single character class, or an unrolled loop ``a*(?:b a*)*`` whose
-#   ``a`` and ``b`` begin with different characters, so each prefix matches one way only and a
-#   failing attempt backtracks at most once over what it read;
+#   ``a`` and ``b`` begin with different characters, so each prefix matches one way only;
 # - an optional part is written ``(?:x|)``, and an unrolled loop ``a*(?:b a*(?:b a*)*|)``: the
 #   same language and the same match as ``x?`` and ``a*(?:b a*)*``, but sre tries a branch by
 #   its first character (when that is a literal or a class: ``\\+["']`` rather than
-#   ``\\*["']``), while it enters a repeated group (``x?`` is one) at a cost of its own each
-#   time; a field every 10 bytes met six of them per field (a third of the filter's time);
-# - an XML value is not matched at all: it runs to the next "<" or "%3c" (a search that stops at
-#   the next opening tag at the latest), then the closing tag is compared as text.
+#   ``\\*["']``), while it enters a repeated group (``x?`` is one) at a cost of its own;
+# - a value's loop is possessive (``*+``) and the URL-encoded XML value an atomic group, where
+#   Python has them (3.11): no way back into them could end the value elsewhere, and sre then
+#   keeps no state per turn for a way back, which a plain loop does (a copy of the marks of
+#   every group numbered up to the value's at each escape: 500 ns each, 33 ms for a value of
+#   64 KB of "%" instead of 2.5). On Python 3.10 the same expressions without them: the same
+#   matches, linear too, at that cost.
 # tests/unit/test_redaction_time.py checks the time on adversarial shapes up to 1 MB;
 # benchmarks/bench_redaction.py prints it.
 _LONGEST_NAME = 128
+_ONCE = "+" if sys.version_info >= (3, 11) else ""  # a possessive loop, where there are any
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_NAME_CHARACTERS = "[a-z0-9_-]"
 # A quote, perhaps backslash-escaped (JSON in JSON) or encoded.
 _QUOTE = r"(?:[\"']|\\+[\"']|%2[27])"
 _SPACES = r"[ \t+]*"  # "+" and "%20": spaces of URL-encoded text
 _SPACE = rf"{_SPACES}(?:%20{_SPACES}(?:%20{_SPACES})*|)"
 _NEWLINE = r"(?:\n|\r\n|\\(?:r\\|)n|%(?:0d%|)0a)"  # raw, JSON-escaped or URL-encoded
-_SEPARATOR = rf"{_SPACE}(?:[:=]|%3[ad]){_SPACE}"
+# Spacing before ":" or "=" is read once (no way back into it can find a ":"); after it, a way
+# back may be needed ("+" may start a value).
+_SEPARATOR = rf"{_SPACES}(?:%20{_SPACES}(?:%20{_SPACES})*{_ONCE}|)(?:[:=]|%3[ad]){_SPACE}"
 # A value may start on the next line ("Signature:\n<hex>"), unquoted only: a quoted string on
 # the next line is more likely the name of the next field (which must not become a value).
 _NEXT_LINE = rf"(?:{_NEWLINE}{_SPACE}|)"
 # A quoted value ends at a quote (escaped or encoded), a backslash before a quote, or a line end.
-_QUOTED_TEXT = r"[^\"'\\\r\n%]*"
+_QUOTED_TEXT = r"[^\"'\\\r\n%]"
 _QUOTED_ESCAPE = r"(?:%(?!2[27])|\\(?![\\\"'\r\n]))"
-_QUOTED_VALUE = (
-    rf"{_QUOTED_TEXT}(?:{_QUOTED_ESCAPE}{_QUOTED_TEXT}(?:{_QUOTED_ESCAPE}{_QUOTED_TEXT})*|)"
-)
 # An unquoted value ends at white space, a quote, a delimiter or an encoded one.
 _UNQUOTED_TEXT = r"[^\s\"'\\&<>,;(){}\[\]%]"
 _UNQUOTED_GOES_ON = r"[^\s\"'\\&<>,;(){}\[\]]"  # the text, or "%": an escape may follow
 _UNQUOTED_ESCAPE = r"%(?!0[ad]|2[0267]|3[ce]|5c)"
-_UNQUOTED_VALUE = (
-    rf"(?:{_UNQUOTED_TEXT}|{_UNQUOTED_ESCAPE}){_UNQUOTED_TEXT}*"
-    rf"(?:{_UNQUOTED_ESCAPE}{_UNQUOTED_TEXT}*(?:{_UNQUOTED_ESCAPE}{_UNQUOTED_TEXT}*)*|)"
-)
-# <DbPassword>x</DbPassword>, %3CDbPassword%3Ex%3C%2FDbPassword%3E: the opening tag; the value
-# runs to the next tag, which must close this one.
-_XML_OPEN = re.compile(
-    rf"(?:<|%3c)(?=[a-z0-9_-]{{0,{_LONGEST_NAME - 13}}}?{_KEYWORD})"  # 13: the longest keyword
-    rf"(?P<name>[a-z0-9_-]{{1,{_LONGEST_NAME}}})(?:>|%3e)"
-)
-_XML_TAG = re.compile(r"<|%3c")
-_XML_CLOSE = re.compile(r"(?:<|%3c)(?:/|%2f)")
-# An unquoted Authorization header runs to the end of its line ("Bearer x", "AWS4-HMAC-SHA256
-# Credential=..., Signature=x").
-_AUTHORIZATION = re.compile(
-    rf"(?P<name>authorization)(?:{_QUOTE}|){_SEPARATOR}{_NEXT_LINE}(?!b?{_QUOTE}|\s)"
-    r"(?P<value>(?:[^\"'\\\r\n%]|%(?!0[ad]|2[27]))[^\"'\\\r\n%]*"
-    r"(?:%(?!0[ad]|2[27])[^\"'\\\r\n%]*(?:%(?!0[ad]|2[27])[^\"'\\\r\n%]*)*|))"
-)
+# What starts a value read the quick way: no more spacing ("+" is some), no "b" (of b'x').
+_PLAIN_START = r"[^\s\"'\\&<>,;(){}\[\]%+b]"
+# An Authorization header's value runs to the end of its line.
+_LINE_TEXT = r"[^\"'\\\r\n%]"
+_LINE_ESCAPE = r"%(?!0[ad]|2[27])"
 
 
-# "dbPassword": "x", 'ExternalId': 'x', b'x', \"x\", %22x%22, X-Amz-Signature=x, name:x
-def _field_value(group: str) -> str:
+def _run(text: str, escape: str, *, empty: bool = False) -> str:
+    """Text of ``text`` (a character class) and ``escape`` (which starts with a character
+    ``text`` excludes), at least one character unless ``empty``, as an unrolled, possessive
+    loop: each string matches one way only."""
+    first = f"{text}*" if empty else f"(?:{text}|{escape}){text}*"
+    return rf"{first}(?:{escape}{text}*(?:{escape}{text}*)*{_ONCE}|)"
+
+
+def _not_public(after: str = "", *, once: bool = True, nor: tuple[str, ...] = ()) -> str:
+    """Where a name ends (or ``after``, an expression of fixed width, past its end): it is not
+    a public one, nor does it end with a word of ``nor``.
+
+    Fixed-width look-behinds in a tree of branches that exclude each other: a name that ends
+    with "token" is told from a public one by the four letters before that word
+    ("sessiontoken" from "paginationtoken": three comparisons), by the whole public name only
+    when those are a public name's; most other names by their last two letters (one); the
+    rest by their last word. In a look-ahead (``once``), which is atomic, the tree is left as
+    soon as one branch passes; else, when what follows fails, sre tries the other branches
+    too, each failing at its first comparison.
+    """
+    endings = sorted({last for _, last in _PUBLIC_NAMES}, key=lambda last: last != "token")
+    ways = []
+    for ending in endings:
+        firsts = [first for first, last in _PUBLIC_NAMES if last == ending]
+        fours = f"(?:{'|'.join(sorted({first[-4:] for first in firsts}))})"
+        last = ending + after
+        exactly = "".join(f"(?<!{first}{last})(?<!{first}[_-]{last})" for first in firsts)
+        ways.append(
+            f"(?<={last})(?:(?<!{fours}{last})(?<!{fours}[_-]{last})"
+            f"|(?:(?<={fours}{last})|(?<={fours}[_-]{last})){exactly})"
+        )
+    words = [*endings, *nor]
+    ends = f"[{''.join(sorted({w[-2] for w in words}))}][{''.join(sorted({w[-1] for w in words}))}]"
+    ways[1:1] = [
+        f"(?<!{ends}{after})",  # no public name nor word of ``nor`` ends so
+        f"(?<={ends}{after})" + "".join(f"(?<!{word}{after})" for word in words),
+    ]
+    return f"(?={'|'.join(ways)})" if once else f"(?:{'|'.join(ways)})"
+
+
+_NOT_PUBLIC = _not_public()
+# One character after the name, and no header ("...authorization": its value is a line); not
+# in a look-ahead: what follows it rarely fails.
+_NOT_PUBLIC_NOR_HEADER_BEFORE_ONE = _not_public(".", once=False, nor=("authorization",))
+
+
+def _element(opening: str, closing: str, value: Callable[[str], str], way: str) -> str:
+    """An XML element of a secret field, its tags written with ``opening`` and ``closing``
+    (expressions for "<" and ">"); ``value`` gives, for a group's name, the expression of the
+    value in that group and the next tag's opening. Groups named for ``way``."""
     return (
-        rf"(?:b?{_QUOTE}(?P<quoted{group}>{_QUOTED_VALUE})"
-        rf"|{_NEXT_LINE}(?P<value{group}>{_UNQUOTED_VALUE}))"
+        rf"{opening}(?={_NAME_CHARACTERS}{{0,{_LONGEST_NAME - 13}}}?{_KEYWORD})"  # 13: the
+        rf"(?P<tag_{way}>{_NAME_CHARACTERS}{{1,{_LONGEST_NAME}}}{_ONCE}){closing}"  # longest
+        rf"{value(f'xml_{way}')}(?:/|%2f)(?P=tag_{way}){_NOT_PUBLIC}{closing}"  # keyword's length
+    )  # (public names are looked for on the closing tag: an unclosed element is not read again)
+
+
+def _raw_value(group: str) -> str:
+    return rf"(?P<{group}>[^<]*{_ONCE})<"
+
+
+def _encoded_value(group: str) -> str:
+    """To the first "%3c" (URL-encoded XML), which must come before any "<"."""
+    if _ONCE:  # atomic: the first "%3c" found by a lazy look, which sre skips to in C
+        return rf"(?>(?P<{group}>[^<]*?)%3c)"
+    return rf"(?P<{group}>{_run('[^<%]', '%(?!3c)', empty=True)})%3c"
+
+
+def _field(way: str) -> str:
+    """After a keyword: the rest of a field's name and its value, groups named for ``way``.
+
+    A name that ends with "authorization" is a header whose value runs to the end of its line
+    (``line``), unless quoted; the quick way refuses such names.
+    """
+    return (
+        rf"{_NAME_CHARACTERS}*(?:"
+        rf"[:=]{_NOT_PUBLIC_NOR_HEADER_BEFORE_ONE} ?"
+        rf"(?P<plain_{way}>{_PLAIN_START}{_UNQUOTED_TEXT}*)(?!{_UNQUOTED_GOES_ON})"
+        rf"|(?<=authorization)(?:{_QUOTE}|){_SEPARATOR}{_NEXT_LINE}(?!b?{_QUOTE}|\s)"
+        rf"(?P<line_{way}>{_run(_LINE_TEXT, _LINE_ESCAPE)})"
+        rf"|(?=[:=\"'\\+ \t]|%(?:2[027]|3[ad])){_NOT_PUBLIC}(?:{_QUOTE}|){_SEPARATOR}"
+        rf"(?:b?{_QUOTE}(?P<quoted_{way}>{_run(_QUOTED_TEXT, _QUOTED_ESCAPE)})"
+        rf"|{_NEXT_LINE}(?P<value_{way}>{_run(_UNQUOTED_TEXT, _UNQUOTED_ESCAPE)}))|)"
     )
 
 
-# Three ways to a value, each a special case of the next, taken first because it is more
-# frequent and quicker to read. The first: a name whose identifier is shorter than any public
-# name (its value needs no check, see _without_fields), ":" or "=" right after it, perhaps one
-# space and no more spacing (which the third reads whole before a value), and a value of plain
-# characters, whole, that no quote, "b" and quote, or escape starts or continues. The second:
-# the same ":" or "=" and any value. The third: the whole form. Where a way fails, the next
-# reads that separator (and a plain value) again: at most three times, still linear.
-_FIELD = re.compile(
-    rf"(?P<name>{_KEYWORD}[a-z0-9_-]*)"
-    rf"(?:[:=](?<![a-z0-9_-]{{{_SHORTEST_PUBLIC}}}[:=])"  # an identifier too short to be public
-    rf"(?: |)(?![ \t+]|%20|b{_QUOTE})(?P<plain>{_UNQUOTED_TEXT}+)(?!{_UNQUOTED_GOES_ON})"
-    rf"|[:=](?: |)(?![ \t+]|%20){_field_value('')}"
-    rf"|(?:{_QUOTE}|){_SEPARATOR}{_field_value('_after')}|)"
+# One expression, one pass: each field is one match. It is spelled out as one alternative per
+# first character, so that sre skips ahead in C to the next character that can start one and
+# tries only the alternatives that start with it (with a group or a look-behind first it tries
+# every alternative at every such character: five times slower on text without fields). The
+# ways, by the group that ends a match (each named for its alternative):
+#
+# - ``xml``: <DbPassword>x</DbPassword>, %3CDbPassword%3Ex%3C%2FDbPassword%3E: the value runs
+#   to the next tag, which must close this one (in the same encoding); when it does not, the
+#   element does not match and its text is searched like any other;
+# - ``line``: a header whose name ends with "authorization", unquoted, to the end of its line
+#   ("Bearer x", "AWS4-HMAC-SHA256 Credential=..., Signature=x");
+# - ``plain``: "token: x", "token=x&": ":" or "=" right after the name, at most one space, and
+#   a value of plain characters that no quote or escape starts, continues or ends (the quick
+#   way for the densest fields);
+# - ``quoted`` / ``value``: any field: "dbPassword": "x", 'ExternalId': 'x', b'x', \"x\",
+#   %22x%22, X-Amz-Signature=x, name:x, and a value on the next line (unquoted only).
+#
+# A name is read from its first keyword to the end of its identifier whatever follows: with no
+# value after it, or when it is a public name, the match is the name alone (no group), and the
+# search goes on after it. The order: at each turn of a loop sre copies the marks of the groups
+# numbered up to the one it is in, so the loops of the densest fields come first.
+_SCAN = re.compile(
+    "|".join(
+        [
+            _element("%3c", "%3e", _encoded_value, "encoded"),
+            f"token{_field('t')}",
+            f"passw(?:or)?d{_field('p')}",
+            f"s(?:ecret|ignature){_field('s')}",
+            f"external_?id{_field('e')}",
+            f"authorization{_field('a')}",
+            _element("<", ">", _raw_value, "raw"),
+        ]
+    )
+)
+# For the group that ended a match (0: none, a name alone), the group whose span is replaced.
+_REPLACED = tuple(
+    0 if name.startswith("tag_") else index
+    for index, name in enumerate(["", *sorted(_SCAN.groupindex, key=_SCAN.groupindex.__getitem__)])
 )
 # Secrets Manager's secret fields: their value is redacted to the end of the line.
 _DOCUMENT = re.compile(r"secret(?:string|binary)")
-_PUBLIC_ENDINGS = ("token", "version", "method")  # of every public name: a cheap first check
 
 _in_flight: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "iampool_secrets_in_flight", default=()
 )
 
 
-def _public(low: str, start: int, end: int) -> bool:
-    """Whether the name ``low[start:end]``, read from its identifier's start, is a public one
-    (a pagination token, a signature version)."""
-    if not low.endswith(_PUBLIC_ENDINGS, start, end):
-        return False
-    if end - start < _SHORTEST_PUBLIC and (start == 0 or low[start - 1] not in _IDENTIFIER):
-        return False  # "token" alone
-    window = max(0, start - 64)  # the identifier's start, at most 64 characters back
-    begin = window + len(low[window:start].rstrip(_IDENTIFIER_CHARACTERS))
-    return low[begin:end].replace("-", "").replace("_", "").endswith(_PUBLIC_NAMES)
-
-
-def _xml_values(low: str) -> Iterator[tuple[int, int]]:
-    done = 0
-    for opening in _XML_OPEN.finditer(low):
-        start, name = opening.end(), opening["name"]
-        if opening.start() < done or _public(low, *opening.span("name")):
-            continue
-        tag = _XML_TAG.search(low, start)  # at the next opening tag at the latest
-        if tag is None:
-            return
-        close = _XML_CLOSE.match(low, tag.start())
-        if (
-            close is not None
-            and low.startswith(name, close.end())
-            and low.startswith((">", "%3e"), close.end() + len(name))
-        ):
-            yield start, tag.start()
-            done = tag.start()
-
-
-def _without_fields(pattern: re.Pattern[str], text: str, low: str) -> str:
-    """``text`` with the values of ``pattern``'s fields (found in ``low``) replaced. The value
-    of a public field is searched too, once (not that of a public field inside it): it may
-    have run on into the next line's field, and reading each such value once more keeps the
-    time linear.
-
-    ``pattern``'s group 1 is the name, the others values, each ending its match; a value in
-    group 2 is never empty, and its name never a public one.
-    """
-    # Once per field: a field every 10 bytes is the worst case, where each step here counts.
+def _without_fields(text: str, low: str) -> str:
+    """``text`` with the values of the fields :data:`_SCAN` finds in ``low`` replaced."""
+    # Once per field, and a field every 8 bytes is the worst case: the least work per match.
     pieces: list[str] = []
     keep = pieces.append
     kept = 0
-    for match in pattern.finditer(low):
-        value = match.lastindex or 1  # the value's group; 1, the name's: a name passed over whole
-        if value == 2:  # the quickest way: a value, of a name that cannot be public
-            value_start, value_end = match.span(2)
-            keep(text[kept:value_start])
-            keep(REDACTED)
-            kept = value_end
-            continue
-        if value == 1:
-            continue
-        value_start, value_end = match.span(value)
-        if value_start == value_end:
-            continue
-        name_start = match.start()
-        if (  # a name shorter than any public one, at the start of its identifier
-            value_start - name_start < _SHORTEST_PUBLIC
-            and (name_start == 0 or low[name_start - 1] not in _IDENTIFIER)
-        ) or not _public(low, name_start, match.end(1)):
-            keep(text[kept:value_start])
-            keep(REDACTED)
-            kept = value_end
-            continue
-        for inner in pattern.finditer(low, value_start, value_end):
-            value = inner.lastindex or 1
-            if value == 1:
-                continue
-            inner_start, inner_end = inner.span(value)
-            if inner_start != inner_end and not _public(low, *inner.span(1)):
-                keep(text[kept:inner_start])
-                keep(REDACTED)
-                kept = inner_end
+    for match in _SCAN.finditer(low):
+        if group := _REPLACED[match.lastindex or 0]:
+            keep(text[kept : match.start(group)])
+            kept = match.end(group)
     if not pieces:
         return text
     keep(text[kept:])
-    return "".join(pieces)
+    return REDACTED.join(pieces)
 
 
 def _document_values(low: str) -> Iterator[tuple[int, int]]:
@@ -289,19 +319,15 @@ def redact(text: str) -> str:
     for form in _in_flight.get():  # first: a shape could cut a secret and leave a piece
         if form in text:
             text = text.replace(form, REDACTED)
-    if not any(hint in text.lower() for hint in _HINTS):
+    low = text.lower()
+    if not any(hint in low for hint in _HINTS):
         return text
-    low = _lowered(text)
+    if len(low) != len(text):
+        low = text.translate(_ASCII_LOWER)
     if "secretstring" in low or "secretbinary" in low:  # Secrets Manager's documents
         text = _replaced(text, _document_values(low))
         low = _lowered(text)
-    if "<" in low or "%3c" in low:  # str's search is faster than the pattern's
-        text = _replaced(text, _xml_values(low))
-        low = _lowered(text)
-    if "authorization" in low:
-        text = _without_fields(_AUTHORIZATION, text, low)
-        low = _lowered(text)
-    return _without_fields(_FIELD, text, low)
+    return _without_fields(text, low)
 
 
 def _forms(secret: str) -> list[str]:
