@@ -9,12 +9,15 @@ of any secret may remain, and the non-secret fields must.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import random
 import string
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -25,6 +28,15 @@ from iampool._redact import FILTER, REDACTED, in_flight, install, redact
 BASE64 = string.ascii_letters + string.digits + "+/="
 PASSWORD = string.ascii_letters + string.digits + "+/=_-~."
 EXTERNAL_ID = string.ascii_letters + string.digits + "_+=,.@:/-"
+# Pieces of names, separators, quotes, tags and escapes, to mix.
+PIECES = [
+    "token", "Token", "password", "dbPassword", "secret", "signature", "externalid",
+    "authorization", "Authorization: ", "x-amz-security-token", "nexttoken", "next_token",
+    "signature_version", "SessionToken", "<Token>", "</Token>", "%3CToken%3E", "%3C%2FToken%3E",
+    "-", "_", "a", "X", "9", ":", "=", "%3a", "%3d", " ", "%20", "+", "\n", "\r\n", "\\n",
+    "%0a", '"', "'", '\\"', "\\\\", "%22", "%27", "b'", "<", ">", "</", "/", "%3c", "%3e",
+    "%2f", "%", "%2", "&", ",", ";", "\\", "abc",
+]  # fmt: skip
 
 
 def forms(secret: str) -> list[str]:
@@ -279,12 +291,55 @@ def test_pagination_tokens_signature_versions_and_prose_are_left_alone(text: str
         ("signature_version=4", "signature_version=4"),
         ("client-token=x&signature=y", "client-token=x&signature=[REDACTED]"),
         ("NextToken: abc\nSessionToken: def", "NextToken: abc\nSessionToken: [REDACTED]"),
+        # A header whose name ends with "authorization" runs to the end of its line, also
+        # after another keyword in the name (one name from the first keyword on):
+        ("X-Token-Authorization: Bearer a b\nx", "X-Token-Authorization: [REDACTED]\nx"),
+        ("secretAuthorization=Basic a b", "secretAuthorization=[REDACTED]"),
+        ("'Authorization': 'Basic a b'", "'Authorization': '[REDACTED]'"),
+        # An XML value runs to the next tag, "%3C" in raw XML being text, "<" in URL-encoded
+        # XML a tag; elements are read in one encoding.
+        ("<DbPassword>a%3Cb</DbPassword>", "<DbPassword>[REDACTED]</DbPassword>"),
+        ("%3CToken%3Ea%2Bb%3C%2FToken%3E", "%3CToken%3E[REDACTED]%3C%2FToken%3E"),
+        ("<Token></Token>", "<Token>[REDACTED]</Token>"),
+        ("<NextToken>x</NextToken>", "<NextToken>x</NextToken>"),
+        ("<Token>x<b>y</b></Token>", "<Token>x<b>y</b></Token>"),  # not a value: elements
     ],
 )
 def test_plain_fields_are_redacted_as_the_whole_form_would_and_public_names_kept(
     text: str, expected: str
 ) -> None:
     assert redact(text) == expected
+
+
+def fallback_filter(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``iampool._redact`` as Python 3.10 builds it (no possessive loops, no atomic groups),
+    loaded again under another name."""
+    monkeypatch.setattr(sys, "version_info", (3, 10, 14, "final", 0))
+    spec = importlib.util.spec_from_file_location("redact_py310", _redact.__file__)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_python_3_10_spelling_redacts_exactly_as_the_possessive_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fallback = fallback_filter(monkeypatch)
+    monkeypatch.undo()
+    assert "*+" in _redact._SCAN.pattern
+    assert "(?>" in _redact._SCAN.pattern
+    for spelling in ("*+", "}+", "(?>"):
+        assert spelling not in fallback._SCAN.pattern
+    rng = random.Random(20261207)
+    texts = [
+        encode(fill(Secrets.random(rng))) for _, fill, _ in TEMPLATES for _, encode in ENCODINGS
+    ]
+    texts += ["".join(rng.choice(PIECES) for _ in range(rng.randint(1, 14))) for _ in range(20_000)]
+    differ = [text for text in texts if fallback.redact(text) != redact(text)]
+    assert differ == []
+    assert sum(redact(text) != text for text in texts) > 2_000  # the mixes do hold fields
 
 
 def test_secrets_in_flight_are_removed_in_any_form_and_only_while_in_flight() -> None:
