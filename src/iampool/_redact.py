@@ -87,9 +87,9 @@ _PUBLIC_NAMES = (
 #     the field optional: the match succeeds there and the search resumes after it, past every
 #     other keyword of that identifier (an attempt per keyword would read the identifier again
 #     each time: the quadratic time of "tokentokentoken...");
-#   - a field's value, read by at most two ways (the quick one, then the whole form), each
-#     reading it at most twice (a way that fails at the value's end gives back what it read),
-#     then replaced: the search resumes after it;
+#   - a field's value, read by at most three ways (the quick one, a header's line, the whole
+#     form), each reading it at most twice (a way that fails at the value's end gives back
+#     what it read), then replaced: the search resumes after it;
 #   - an XML value, which runs to the next "<" (raw XML) or the first "%3c" (URL-encoded),
 #     where the next attempt of its kind can start at the earliest;
 # - every repetition is a single character class, or an unrolled loop ``a*(?:b a*)*`` whose
@@ -185,14 +185,17 @@ def _element(opening: str, closing: str, value: Callable[[str], str], way: str) 
     """An XML element of a secret field, its tags written with ``opening`` and ``closing``
     (expressions for "<" and ">"); ``value`` gives, for a group's name, the expression of the
     value in that group and the next tag's opening. Groups named for ``way``."""
+    # A keyword within the name's first characters (13: the longest keyword's length); the
+    # public names are looked for on the closing tag, once the element is known to be whole.
     return (
-        rf"{opening}(?={_NAME_CHARACTERS}{{0,{_LONGEST_NAME - 13}}}?{_KEYWORD})"  # 13: the
-        rf"(?P<tag_{way}>{_NAME_CHARACTERS}{{1,{_LONGEST_NAME}}}{_ONCE}){closing}"  # longest
-        rf"{value(f'xml_{way}')}(?:/|%2f)(?P=tag_{way}){_NOT_PUBLIC}{closing}"  # keyword's length
-    )  # (public names are looked for on the closing tag: an unclosed element is not read again)
+        rf"{opening}(?={_NAME_CHARACTERS}{{0,{_LONGEST_NAME - 13}}}?{_KEYWORD})"
+        rf"(?P<tag_{way}>{_NAME_CHARACTERS}{{1,{_LONGEST_NAME}}}{_ONCE}){closing}"
+        rf"{value(f'xml_{way}')}(?:/|%2f)(?P=tag_{way}){_NOT_PUBLIC}{closing}"
+    )
 
 
 def _raw_value(group: str) -> str:
+    """To the next "<" (raw XML)."""
     return rf"(?P<{group}>[^<]*{_ONCE})<"
 
 
