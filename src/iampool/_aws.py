@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
+from botocore import xform_name
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -539,14 +540,15 @@ class AioAwsSource:
             params["DbName"] = db_name
         if db_groups:
             params["DbGroups"] = list(db_groups)
-        target = f"for cluster {cluster_identifier} in {region}"
-        with (
-            aws_errors("Failed to get Redshift cluster credentials", target, hint=_REDSHIFT_HINTS),
-            _sending(credentials),
-        ):
-            client = await self._client("redshift", region, credentials)
-            with _called("GetClusterCredentials", "Redshift", region):
-                response = await client.get_cluster_credentials(**params)
+        response = await self._signed(
+            credentials,
+            "redshift",
+            region,
+            "GetClusterCredentials",
+            params,
+            "Failed to get Redshift cluster credentials",
+            f"for cluster {cluster_identifier} in {region}",
+        )
         expiration: datetime = response["Expiration"]
         return RedshiftLogin(response["DbUser"], response["DbPassword"], expiration.timestamp())
 
@@ -555,13 +557,15 @@ class AioAwsSource:
     ) -> tuple[str, int]:
         """The cluster's endpoint from ``DescribeClusters`` (never guessed from a host name)."""
         target = f"{cluster_identifier} in {region}"
-        with (
-            aws_errors("Failed to describe Redshift cluster", target, hint=_REDSHIFT_HINTS),
-            _sending(credentials),
-        ):
-            client = await self._client("redshift", region, credentials)
-            with _called("DescribeClusters", "Redshift", region):
-                response = await client.describe_clusters(ClusterIdentifier=cluster_identifier)
+        response = await self._signed(
+            credentials,
+            "redshift",
+            region,
+            "DescribeClusters",
+            {"ClusterIdentifier": cluster_identifier},
+            "Failed to describe Redshift cluster",
+            target,
+        )
         clusters = response.get("Clusters") or []
         endpoint = clusters[0].get("Endpoint") if clusters else None
         if not endpoint or not endpoint.get("Address"):
@@ -586,16 +590,15 @@ class AioAwsSource:
         params: dict[str, Any] = {"workgroupName": workgroup_name, "durationSeconds": duration}
         if db_name is not None:
             params["dbName"] = db_name
-        target = f"for workgroup {workgroup_name} in {region}"
-        with (
-            aws_errors(
-                "Failed to get Redshift Serverless credentials", target, hint=_REDSHIFT_HINTS
-            ),
-            _sending(credentials),
-        ):
-            client = await self._client("redshift-serverless", region, credentials)
-            with _called("GetCredentials", "Redshift Serverless", region):
-                response = await client.get_credentials(**params)
+        response = await self._signed(
+            credentials,
+            "redshift-serverless",
+            region,
+            "GetCredentials",
+            params,
+            "Failed to get Redshift Serverless credentials",
+            f"for workgroup {workgroup_name} in {region}",
+        )
         expiration: datetime = response["expiration"]
         return RedshiftLogin(response["dbUser"], response["dbPassword"], expiration.timestamp())
 
@@ -604,13 +607,15 @@ class AioAwsSource:
     ) -> tuple[str, int]:
         """The workgroup's endpoint from ``GetWorkgroup``."""
         target = f"{workgroup_name} in {region}"
-        with (
-            aws_errors("Failed to get Redshift Serverless workgroup", target, hint=_REDSHIFT_HINTS),
-            _sending(credentials),
-        ):
-            client = await self._client("redshift-serverless", region, credentials)
-            with _called("GetWorkgroup", "Redshift Serverless", region):
-                response = await client.get_workgroup(workgroupName=workgroup_name)
+        response = await self._signed(
+            credentials,
+            "redshift-serverless",
+            region,
+            "GetWorkgroup",
+            {"workgroupName": workgroup_name},
+            "Failed to get Redshift Serverless workgroup",
+            target,
+        )
         endpoint = response.get("workgroup", {}).get("endpoint") or {}
         if not endpoint.get("address"):
             raise CredentialError(
@@ -628,16 +633,15 @@ class AioAwsSource:
         The response's ``SecretString`` / ``SecretBinary`` leave the SDK's DEBUG log redacted
         (``_redact`` knows both fields).
         """
-        target = f"{secret_id} in {region}"
-        with (
-            aws_errors("Failed to get secret", target, hint=_SECRETS_HINTS),
-            _sending(credentials),
-        ):
-            client = await self._client("secretsmanager", region, credentials)
-            with _called("GetSecretValue", "Secrets Manager", region):
-                response = await client.get_secret_value(
-                    SecretId=secret_id, VersionStage="AWSCURRENT"
-                )
+        response = await self._signed(
+            credentials,
+            "secretsmanager",
+            region,
+            "GetSecretValue",
+            {"SecretId": secret_id, "VersionStage": "AWSCURRENT"},
+            "Failed to get secret",
+            f"{secret_id} in {region}",
+        )
         text = response.get("SecretString")
         if text is None:
             binary = response.get("SecretBinary")
@@ -650,6 +654,26 @@ class AioAwsSource:
             version_id=str(response.get("VersionId") or ""),
             text=text,
         )
+
+    async def _signed(
+        self,
+        credentials: AwsCredentials,
+        service: str,
+        region: str,
+        api: str,
+        params: Mapping[str, Any],
+        action: str,
+        target: str,
+    ) -> Any:
+        """``api`` (``GetClusterCredentials``) of ``service``, signed with ``credentials``:
+        their secrets in flight (out of the SDK's log), the call recorded (telemetry), its
+        errors a ``CredentialError`` that says ``action`` (what failed) and ``target`` (for
+        what), with the service's advice."""
+        name, hint = _SIGNED[service]
+        with aws_errors(action, target, hint=hint), _sending(credentials):
+            client = await self._client(service, region, credentials)
+            with _called(api, name, region):
+                return await getattr(client, xform_name(api))(**params)
 
     async def aclose(self) -> None:
         """Close every client."""
@@ -689,4 +713,12 @@ _REDSHIFT_HINTS = {
     "ClusterNotFound": "Check cluster_identifier and region",
     "ClusterNotFoundFault": "Check cluster_identifier and region",
     "ResourceNotFoundException": "Check workgroup_name and region",
+}
+
+# The services called with a database's credentials: the name telemetry gives each, and the
+# advice its errors get.
+_SIGNED: dict[str, tuple[str, Mapping[str, str]]] = {
+    "redshift": ("Redshift", _REDSHIFT_HINTS),
+    "redshift-serverless": ("Redshift Serverless", _REDSHIFT_HINTS),
+    "secretsmanager": ("Secrets Manager", _SECRETS_HINTS),
 }
