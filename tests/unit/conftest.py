@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from iampool import CredentialCache
+from iampool import CredentialCache, _cache
 
 from .fakes import FakeClock, FakeSource
 
@@ -46,6 +46,21 @@ def _empty_aws_credential_chain(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)  # empty: no profiles
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(autouse=True)
+def _no_default_cache_left() -> Iterator[None]:
+    """A unit test that makes the process's default cache (``auth_for`` without ``cache=``)
+    leaves none behind: made on the empty chain above, it would be the default cache of the
+    tests that come after it in this process (an integration test on the same xdist worker
+    found no base credentials through it)."""
+    before = _cache._default
+    yield
+    made = _cache._default
+    if made is not before:
+        _cache._default = before
+        if made is not None:
+            made.close()
 
 
 @pytest.fixture
