@@ -258,7 +258,9 @@ _SCAN = re.compile(
         ]
     )
 )
-# For the group that ended a match (0: none, a name alone), the group whose span is replaced.
+# For the group that ended a match (0: none, a name alone), the group whose span is replaced:
+# every group is a value but an element's tag (a group added for anything else must be named
+# here; a unit test checks the names).
 _REPLACED = tuple(
     0 if name.startswith("tag_") else index
     for index, name in enumerate(["", *sorted(_SCAN.groupindex, key=_SCAN.groupindex.__getitem__)])

@@ -82,6 +82,11 @@ SHAPES = [
     "%3ctoken%3ex%41",
     "<token",
     "%3ctoken%3e",
+    # AssumeRole's response body, as botocore logs it: the filter's everyday work.
+    "b'<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIAEXAMPLE</AccessKeyId>"
+    "<SecretAccessKey>wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY</SecretAccessKey><SessionToken>"
+    "FQoGZXIvYXdzEXAMPLETOKEN</SessionToken><Expiration>2026-11-30T18:45:15Z</Expiration>"
+    "</Credentials></AssumeRoleResult></AssumeRoleResponse>'\n",
 ]
 # A value or element of escapes: the loops of the filter's expression turn once per escape.
 LONG_VALUES = [
