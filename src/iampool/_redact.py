@@ -98,12 +98,13 @@ _PUBLIC_NAMES = (
 #   same language and the same match as ``x?`` and ``a*(?:b a*)*``, but sre tries a branch by
 #   its first character (when that is a literal or a class: ``\\+["']`` rather than
 #   ``\\*["']``), while it enters a repeated group (``x?`` is one) at a cost of its own;
-# - a value's loop is possessive (``*+``) and the URL-encoded XML value an atomic group, where
-#   Python has them (3.11): no way back into them could end the value elsewhere, and sre then
-#   keeps no state per turn for a way back, which a plain loop does (a copy of the marks of
-#   every group numbered up to the value's at each escape: 500 ns each, 33 ms for a value of
-#   64 KB of "%" instead of 2.5). On Python 3.10 the same expressions without them: the same
-#   matches, linear too, at that cost.
+# - the loops of a value and of spacing are possessive (``*+``) and the URL-encoded XML value
+#   an atomic group, where Python has them (3.11): no way back into them could end the value
+#   elsewhere (or start it: no value starts with spacing), and sre then keeps nothing per turn
+#   for a way back, which a plain loop does (a frame and a copy of the groups' marks per turn:
+#   a value of 1 MB of "%" took 487 MB and 350 ms that way, 1.1 MB and 39 ms now). Python
+#   3.10 has neither: there the same expression without them matches the same, linear in time
+#   but with that memory per turn.
 # tests/unit/test_redaction_time.py checks the time on adversarial shapes up to 1 MB;
 # benchmarks/bench_redaction.py prints it.
 _LONGEST_NAME = 128
@@ -112,19 +113,21 @@ _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _NAME_CHARACTERS = "[a-z0-9_-]"
 # A quote, perhaps backslash-escaped (JSON in JSON) or encoded.
 _QUOTE = r"(?:[\"']|\\+[\"']|%2[27])"
-_SPACES = r"[ \t+]*"  # "+" and "%20": spaces of URL-encoded text
-_SPACE = rf"{_SPACES}(?:%20{_SPACES}(?:%20{_SPACES})*|)"
+# Spacing: " ", tab, and "+" and "%20", the spaces of URL-encoded text. Its loop is possessive
+# too: no value starts with any of them (a way back into spacing finds no value).
+_SPACES = r"[ \t+]*"
+_SPACE = rf"{_SPACES}(?:%20{_SPACES}(?:%20{_SPACES})*{_ONCE}|)"
 _NEWLINE = r"(?:\n|\r\n|\\(?:r\\|)n|%(?:0d%|)0a)"  # raw, JSON-escaped or URL-encoded
-# Spacing before ":" or "=" is read once (no way back into it can find a ":"); after it, a way
-# back may be needed ("+" may start a value).
-_SEPARATOR = rf"{_SPACES}(?:%20{_SPACES}(?:%20{_SPACES})*{_ONCE}|)(?:[:=]|%3[ad]){_SPACE}"
+_SEPARATOR = rf"{_SPACE}(?:[:=]|%3[ad]){_SPACE}"
 # A value may start on the next line ("Signature:\n<hex>"), unquoted only: a quoted string on
 # the next line is more likely the name of the next field (which must not become a value).
 _NEXT_LINE = rf"(?:{_NEWLINE}{_SPACE}|)"
 # A quoted value ends at a quote (escaped or encoded), a backslash before a quote, or a line end.
 _QUOTED_TEXT = r"[^\"'\\\r\n%]"
 _QUOTED_ESCAPE = r"(?:%(?!2[27])|\\(?![\\\"'\r\n]))"
-# An unquoted value ends at white space, a quote, a delimiter or an encoded one.
+# An unquoted value ends at white space, a quote, a delimiter or an encoded one; it starts with
+# no spacing ("+").
+_UNQUOTED_START = r"[^\s\"'\\&<>,;(){}\[\]%+]"
 _UNQUOTED_TEXT = r"[^\s\"'\\&<>,;(){}\[\]%]"
 _UNQUOTED_GOES_ON = r"[^\s\"'\\&<>,;(){}\[\]]"  # the text, or "%": an escape may follow
 _UNQUOTED_ESCAPE = r"%(?!0[ad]|2[0267]|3[ce]|5c)"
@@ -135,11 +138,12 @@ _LINE_TEXT = r"[^\"'\\\r\n%]"
 _LINE_ESCAPE = r"%(?!0[ad]|2[27])"
 
 
-def _run(text: str, escape: str, *, empty: bool = False) -> str:
+def _run(text: str, escape: str, *, empty: bool = False, start: str | None = None) -> str:
     """Text of ``text`` (a character class) and ``escape`` (which starts with a character
-    ``text`` excludes), at least one character unless ``empty``, as an unrolled, possessive
-    loop: each string matches one way only."""
-    first = f"{text}*" if empty else f"(?:{text}|{escape}){text}*"
+    ``text`` excludes), at least one character unless ``empty`` (the first of ``start``, when
+    given, a class within ``text``), as an unrolled, possessive loop: each string matches one
+    way only."""
+    first = f"{text}*" if empty else f"(?:{start or text}|{escape}){text}*"
     return rf"{first}(?:{escape}{text}*(?:{escape}{text}*)*{_ONCE}|)"
 
 
@@ -216,11 +220,12 @@ def _field(way: str) -> str:
         rf"{_NAME_CHARACTERS}*(?:"
         rf"[:=]{_NOT_PUBLIC_NOR_HEADER_BEFORE_ONE} ?"
         rf"(?P<plain_{way}>{_PLAIN_START}{_UNQUOTED_TEXT}*)(?!{_UNQUOTED_GOES_ON})"
-        rf"|(?<=authorization)(?:{_QUOTE}|){_SEPARATOR}{_NEXT_LINE}(?!b?{_QUOTE}|\s)"
+        rf"|(?<=authorization)(?:{_QUOTE}|){_SEPARATOR}{_NEXT_LINE}(?!b?{_QUOTE}|\s|\+|%20)"
         rf"(?P<line_{way}>{_run(_LINE_TEXT, _LINE_ESCAPE)})"
         rf"|(?=[:=\"'\\+ \t]|%(?:2[027]|3[ad])){_NOT_PUBLIC}(?:{_QUOTE}|){_SEPARATOR}"
         rf"(?:b?{_QUOTE}(?P<quoted_{way}>{_run(_QUOTED_TEXT, _QUOTED_ESCAPE)})"
-        rf"|{_NEXT_LINE}(?P<value_{way}>{_run(_UNQUOTED_TEXT, _UNQUOTED_ESCAPE)}))|)"
+        rf"|{_NEXT_LINE}"
+        rf"(?P<value_{way}>{_run(_UNQUOTED_TEXT, _UNQUOTED_ESCAPE, start=_UNQUOTED_START)}))|)"
     )
 
 

@@ -281,6 +281,8 @@ def test_pagination_tokens_signature_versions_and_prose_are_left_alone(text: str
         ("token:\n  x", "token:\n  [REDACTED]"),  # the value on the next line
         ("token : x", "token : [REDACTED]"),
         ("token:  x", "token:  [REDACTED]"),
+        ("token=+", "token=+"),  # spacing ("+", "%20") is no value, nor starts one
+        ("Authorization: %20", "Authorization: %20"),
         ("token=x&y=1", "token=[REDACTED]&y=1"),
         ('password: x"', 'password: [REDACTED]"'),
         ("x-amz-security-token:x\n", "x-amz-security-token:[REDACTED]\n"),

@@ -95,6 +95,8 @@ LONG_VALUES = [
     'password="' + "a\\x" * (MB // 3),
     "Authorization: " + "x%0" * (MB // 3),
     "password=" + "%41" * (MB // 3),
+    "token=" + "%20" * (MB // 3) + "x",  # URL-encoded spacing: a loop too
+    "Authorization:\n" + "%20" * (MB // 3) + "x",
 ]
 
 
@@ -119,7 +121,8 @@ def test_a_long_value_of_escapes_costs_no_memory_per_escape(text: str) -> None:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 3 * len(text), peak  # the lower-cased copy and the result, each as long
+    # The lower-cased copy, the text before the value (a slice) and the result: each as long.
+    assert peak < 4 * len(text), peak
 
 
 @settings(
