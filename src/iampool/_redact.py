@@ -108,7 +108,8 @@ _PUBLIC_NAMES = (
 # tests/unit/test_redaction_time.py checks the time on adversarial shapes up to 1 MB;
 # benchmarks/bench_redaction.py prints it.
 _LONGEST_NAME = 128
-_ONCE = "+" if sys.version_info >= (3, 11) else ""  # a possessive loop, where there are any
+_POSSESSIVE = sys.version_info >= (3, 11)  # possessive loops and atomic groups: Python 3.11
+_ONCE = "+" if _POSSESSIVE else ""  # what makes a loop possessive, where there are any
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _NAME_CHARACTERS = "[a-z0-9_-]"
 # A quote, perhaps backslash-escaped (JSON in JSON) or encoded.
@@ -205,7 +206,7 @@ def _raw_value(group: str) -> str:
 
 def _encoded_value(group: str) -> str:
     """To the first "%3c" (URL-encoded XML), which must come before any "<"."""
-    if _ONCE:  # atomic: the first "%3c" found by a lazy look, which sre skips to in C
+    if _POSSESSIVE:  # atomic: the first "%3c" found by a lazy look, which sre skips to in C
         return rf"(?>(?P<{group}>[^<]*?)%3c)"
     return rf"(?P<{group}>{_run('[^<%]', '%(?!3c)', empty=True)})%3c"
 
@@ -329,11 +330,9 @@ def redact(text: str) -> str:
     for form in _in_flight.get():  # first: a shape could cut a secret and leave a piece
         if form in text:
             text = text.replace(form, REDACTED)
-    low = text.lower()
+    low = _lowered(text)
     if not any(hint in low for hint in _HINTS):
         return text
-    if len(low) != len(text):
-        low = text.translate(_ASCII_LOWER)
     if "secretstring" in low or "secretbinary" in low:  # Secrets Manager's documents
         text = _replaced(text, _document_values(low))
         low = _lowered(text)
